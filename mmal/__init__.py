@@ -1,3 +1,9 @@
-"""MMAL: active learning for OpenMMLab detection and pose estimation."""
+"""MMAL: active learning for OpenMMLab detection and pose estimation.
 
-__version__ = "0.1.0"
+Importing the package registers its models, hooks and strategies in the
+OpenMMLab registries, so configs only need
+``custom_imports = dict(imports=['mmal'], allow_failed_imports=False)``.
+"""
+from . import hooks, models, strategies  # noqa: F401  (registration)
+
+__version__ = '0.1.0'

@@ -109,7 +109,7 @@ PYCHECK
 }
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$stamp_key" ]; then
-  import_check && exit 0
+  import_check && echo "$PY" >"$REPO/.mmal-python" && exit 0
   log "the environment was installed but no longer imports cleanly: reinstalling"
   rm -f "$STAMP"
 fi
@@ -224,5 +224,6 @@ fi
 pip install -q --no-deps --no-build-isolation -e "$REPO"
 import_check || die "the import check failed (above): the environment is not usable."
 echo "$stamp_key" >"$STAMP"
+echo "$PY" >"$REPO/.mmal-python"
 created_venv=""
 log "done. Python: $PY"

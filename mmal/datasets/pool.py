@@ -1,0 +1,106 @@
+"""The unlabeled pool behind a training dataset config, and labeled subsets.
+
+A training dataset config may wrap its datasets (``RepeatDataset``,
+``ClassBalancedDataset``, ``ConcatDataset``). The pool is the concatenation
+of the wrapped *leaf* datasets, after their own filtering; a subset is
+trained by giving each leaf mmengine's ``indices`` argument and keeping the
+wrappers, which is how mmengine asks subsets of wrapped datasets to be made.
+"""
+import copy
+import os.path as osp
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mmengine.registry import DATASETS
+
+_ANNOTATION_LOADERS = ('LoadAnnotations',)
+
+
+@dataclass
+class Pool:
+    """Every trainable sample, with a stable identifier.
+
+    Attributes:
+        ids (list[str]): Stable sample ids in pool order: the image path
+            relative to its dataset's ``data_root`` without extension (e.g.
+            ``VOC2007/JPEGImages/000005``), plus ``#k`` for the k-th further
+            instance of the same image (e.g. a second person).
+        leaf_sizes (list[int]): Samples per leaf dataset, in order.
+    """
+
+    ids: list[str]
+    leaf_sizes: list[int]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def split_by_leaf(self, positions: Sequence[int]) -> list[list[int]]:
+        """Turn pool positions into per-leaf local indices (sorted)."""
+        out: list[list[int]] = [[] for _ in self.leaf_sizes]
+        starts = [sum(self.leaf_sizes[:j]) for j in range(len(self.leaf_sizes))]
+        for p in sorted(positions):
+            j = max(k for k, s in enumerate(starts) if s <= p)
+            out[j].append(p - starts[j])
+        return out
+
+
+def leaf_configs(dataset_cfg: dict) -> list[dict]:
+    """The leaf dataset configs under any wrappers, in concatenation order."""
+    if dataset_cfg.get('dataset') is not None:
+        return leaf_configs(dataset_cfg['dataset'])
+    if dataset_cfg.get('datasets') is not None:
+        return [leaf for sub in dataset_cfg['datasets'] for leaf in leaf_configs(sub)]
+    return [dataset_cfg]
+
+
+def build_pool(dataset_cfg: dict) -> Pool:
+    """Build the leaves of a training dataset config and read their sample ids."""
+    ids: list[str] = []
+    sizes: list[int] = []
+    seen: dict[str, int] = {}
+    for leaf_cfg in leaf_configs(dataset_cfg):
+        leaf_cfg = copy.deepcopy(leaf_cfg)
+        leaf_cfg['pipeline'] = []
+        leaf_cfg.pop('indices', None)
+        leaf = DATASETS.build(leaf_cfg)
+        leaf.full_init()
+        root = leaf.data_root or ''
+        for i in range(len(leaf)):
+            info = leaf.get_data_info(i)
+            path = info.get('img_path') or str(info.get('img_id', i))
+            base = osp.splitext(osp.relpath(path, root) if root else path)[0]
+            k = seen.get(base, 0)
+            seen[base] = k + 1
+            ids.append(base if k == 0 else f'{base}#{k}')
+        sizes.append(len(leaf))
+    return Pool(ids=ids, leaf_sizes=sizes)
+
+
+def subset_config(dataset_cfg: dict, pool: Pool, positions: Sequence[int]) -> dict:
+    """A copy of ``dataset_cfg`` restricted to the given pool positions."""
+    cfg = copy.deepcopy(dataset_cfg)
+    for leaf, local in zip(leaf_configs(cfg), pool.split_by_leaf(positions)):
+        leaf['indices'] = local
+    return cfg
+
+
+def scoring_config(dataset_cfg: dict, pool: Pool, positions: Sequence[int],
+                   test_pipeline: list[dict]) -> dict:
+    """The candidates as one unlabeled, test-mode dataset.
+
+    Wrappers are dropped (no repeats), each leaf gets the test pipeline
+    without annotation loading, so labels never reach the scoring pass, and
+    its own ``indices``. Leaf filtering is kept, so positions mean the same
+    samples as in the pool.
+    """
+    leaves = []
+    for leaf, local in zip(leaf_configs(copy.deepcopy(dataset_cfg)), pool.split_by_leaf(positions)):
+        if not local:
+            continue
+        leaf['indices'] = local
+        leaf['pipeline'] = [copy.deepcopy(t) for t in test_pipeline
+                            if t.get('type') not in _ANNOTATION_LOADERS]
+        leaves.append(leaf)
+    if len(leaves) == 1:
+        return leaves[0]
+    return dict(type='ConcatDataset', datasets=leaves, ignore_keys=['dataset_type'])

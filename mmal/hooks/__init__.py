@@ -1,0 +1,3 @@
+from .stop_gradient import LossPredictionStopGradientHook
+
+__all__ = ['LossPredictionStopGradientHook']

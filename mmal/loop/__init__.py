@@ -1,0 +1,7 @@
+"""The active-learning loop: settings, state, cycles and selection."""
+from .experiment import ActiveLearningExperiment, config_digests
+from .settings import ActiveLearningSettings
+from .state import ExperimentState
+
+__all__ = ['ActiveLearningExperiment', 'ActiveLearningSettings', 'ExperimentState',
+           'config_digests']

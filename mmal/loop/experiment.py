@@ -1,0 +1,292 @@
+"""A pool-based active-learning experiment on mmengine's Runner.
+
+One cycle: train on the labeled set with a fresh Runner, evaluate with the
+config's test evaluator, score a random candidate subset of the unlabeled
+pool with the strategy, and add the top K to the labeled set (the oracle is
+the dataset's own annotations). Every completed step is recorded in
+``al_state.json`` before the next starts, so ``resume`` never redoes a
+finished step and never draws a selection twice.
+"""
+import copy
+import csv
+import gc
+import hashlib
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from mmengine.config import Config
+from mmengine.dist import broadcast_object_list, get_rank, master_only
+from mmengine.logging import MMLogger, print_log
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner, find_latest_checkpoint
+
+from ..datasets import Pool, build_pool, leaf_configs, scoring_config, subset_config
+from ..registry import STRATEGIES
+from ..utils import ConfigError, check_data_paths
+from . import reporting
+from .settings import ActiveLearningSettings
+from .state import ExperimentState, atomic_write_text, digest_ids, phase_done
+
+#: Config keys that do not change what an experiment computes.
+_NEUTRAL_KEYS = ('work_dir', 'launcher', 'resume', 'load_from', 'active_learning',
+                 'experiment_name', 'env_cfg', 'log_level', 'visualizer', 'default_hooks')
+_TASKS = {'mmdet': 'detection', 'mmpose': 'pose'}
+
+
+class ActiveLearningExperiment:
+    """Runs every cycle of the experiment described by ``cfg``.
+
+    Args:
+        cfg (Config): A training config with an ``active_learning`` section.
+        work_dir (str): Experiment folder: state, metrics, curve, cycle dirs.
+        resume (bool): Continue the experiment in ``work_dir``.
+        launcher (str): ``'none'``, ``'pytorch'`` or ``'slurm'``; the process
+            group must already be initialised for the latter two.
+    """
+
+    def __init__(self, cfg: Config, work_dir: str, resume: bool = False,
+                 launcher: str = 'none') -> None:
+        self.cfg = cfg
+        self.work_dir = Path(work_dir)
+        self.resume = resume
+        self.launcher = launcher
+        self.settings = ActiveLearningSettings.from_config(cfg.get('active_learning'))
+        scope = cfg.get('default_scope', 'mmdet')
+        init_default_scope(scope)
+        self.task = _TASKS.get(scope, scope)
+        self.strategy = STRATEGIES.build(copy.deepcopy(self.settings.strategy))
+        self.strategy.check_task(self.task)
+        self.strategy_name = self.settings.strategy['type']
+        for key in ('train_dataloader', 'test_dataloader', 'test_evaluator', 'test_cfg'):
+            if not cfg.get(key):
+                raise ConfigError(f'the config has no `{key}`; an experiment trains on '
+                                  'train_dataloader and evaluates with the test loop')
+        check_data_paths(cfg, ('train_dataloader', 'test_dataloader'))
+        self.pool: Pool = build_pool(cfg.train_dataloader.dataset)
+        self.settings.check_plan(len(self.pool))
+        self.position = {sample_id: i for i, sample_id in enumerate(self.pool.ids)}
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.logger = MMLogger.get_instance(
+            f'mmal_{self.work_dir.name}_{time.time_ns()}', logger_name='mmal',
+            log_file=str(self.work_dir / 'al_train.log'), log_level='INFO')
+        self.state = self._load_or_create_state()
+        if get_rank() != 0:
+            self.state.save = lambda: None  # rank 0 alone writes the record
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> ExperimentState:
+        """Run (or finish) every cycle and write the outputs."""
+        s = self.settings
+        self._log(f'{self.task} experiment, strategy {self.strategy_name}: pool '
+                  f'{len(self.pool)}, initial {s.initial_size}, K={s.budget_per_cycle}, '
+                  f'{s.num_cycles} cycles, candidates {s.candidate_pool}, '
+                  f'model_init={s.model_init}, work dir {self.work_dir}')
+        for c in range(s.num_cycles):
+            entry = self.state.cycle(c) or self.state.start_cycle(c, self._labeled_ids(c))
+            self._check_disjoint(entry)
+            if not phase_done(entry, 'trained'):
+                self._train(c, entry)
+            if not phase_done(entry, 'evaluated'):
+                self._evaluate(c, entry)
+            if c < s.num_cycles - 1 and not phase_done(entry, 'selected'):
+                self._select(c, entry)
+        self.state.finish()
+        self._log('\n' + reporting.summary_table(self.state.cycles, self.strategy_name))
+        self._log(f'outputs: {self.work_dir / reporting.METRICS_FILE}, '
+                  f'{self.work_dir / reporting.CURVE_FILE}, {self.state.path}')
+        return self.state
+
+    # --------------------------------------------------------------- phases
+    def _train(self, c: int, entry: dict) -> None:
+        cycle_dir = self._cycle_dir(c)
+        resume = find_latest_checkpoint(str(cycle_dir)) is not None
+        load_from = None
+        if not resume and c > 0 and self.settings.model_init == 'continue':
+            load_from = self.state.cycle(c - 1)['checkpoint']
+        self._log(f'cycle {c}: training on {entry["num_labeled"]} labeled samples'
+                  + (' (resuming from its last checkpoint)' if resume else ''))
+        start = time.perf_counter()
+        runner = self._runner(c, entry, phase='train', resume=resume, load_from=load_from)
+        runner.train()
+        checkpoint = find_latest_checkpoint(str(cycle_dir))
+        del runner
+        gc.collect()
+        timings = dict(entry['timings'], train_s=round(time.perf_counter() - start, 2))
+        self.state.mark(c, 'trained', checkpoint=checkpoint, timings=timings)
+
+    def _evaluate(self, c: int, entry: dict) -> None:
+        start = time.perf_counter()
+        runner = self._runner(c, entry, phase='test', load_from=entry['checkpoint'])
+        metrics = {k: float(v) for k, v in runner.test().items()}
+        del runner
+        gc.collect()
+        timings = dict(entry['timings'], eval_s=round(time.perf_counter() - start, 2))
+        self.state.mark(c, 'evaluated', metrics=metrics, timings=timings)
+        self._write_reports()
+        shown = ', '.join(f'{k}={v:.4f}' for k, v in metrics.items())
+        self._log(f'cycle {c}: {entry["num_labeled"]} labeled -> {shown}')
+
+    def _select(self, c: int, entry: dict) -> None:
+        s = self.settings
+        rng = np.random.default_rng([s.seed, c, 1])
+        labeled = {self.position[i] for i in entry['labeled']}
+        unlabeled = np.array([p for p in range(len(self.pool)) if p not in labeled])
+        size = len(unlabeled) if s.candidate_pool == 'all' else min(s.candidate_pool,
+                                                                    len(unlabeled))
+        candidates = np.sort(rng.choice(unlabeled, size=size, replace=False))
+        self._log(f'cycle {c}: scoring {size} of {len(unlabeled)} unlabeled samples with '
+                  f'{self.strategy_name}')
+        start = time.perf_counter()
+        scores = self._score(c, entry, candidates, rng)
+        picked = None
+        if get_rank() == 0:
+            order = self.strategy.select(scores, s.budget_per_cycle, rng)
+            picked = [dict(id=self.pool.ids[candidates[i]], score=float(scores[i]))
+                      for i in order]
+            self._write_scores(c, candidates, scores)
+        picked = _broadcast(picked)
+        timings = dict(entry['timings'], score_s=round(time.perf_counter() - start, 2))
+        self.state.mark(c, 'selected', selected=picked, num_candidates=int(size),
+                        timings=timings)
+        self._log(f'cycle {c}: selected {len(picked)} samples (top score '
+                  f'{picked[0]["score"]:.4f}, K-th {picked[-1]["score"]:.4f})')
+
+    def _score(self, c: int, entry: dict, candidates: np.ndarray,
+               rng: np.random.Generator) -> np.ndarray | None:
+        s = self.settings
+        if not self.strategy.score_outputs:
+            return self.strategy.score(None, None, len(candidates), rng)
+        runner = self._runner(c, entry, phase='score', load_from=entry['checkpoint'])
+        runner.load_or_resume()
+        test_ds = self.cfg.test_dataloader.dataset
+        loader_cfg = dict(
+            batch_size=s.score_batch_size, num_workers=s.score_num_workers,
+            persistent_workers=False, sampler=dict(type='DefaultSampler', shuffle=False),
+            dataset=scoring_config(self.cfg.train_dataloader.dataset, self.pool,
+                                   candidates.tolist(), leaf_configs(test_ds)[0]['pipeline']))
+        if self.cfg.test_dataloader.get('collate_fn'):
+            loader_cfg['collate_fn'] = self.cfg.test_dataloader.collate_fn
+        loader = Runner.build_dataloader(loader_cfg, seed=s.seed)
+        scores = self.strategy.score(runner.model, loader, len(candidates), rng)
+        del runner, loader
+        gc.collect()
+        return scores
+
+    # -------------------------------------------------------------- helpers
+    def _runner(self, c: int, entry: dict, phase: str, resume: bool = False,
+                load_from: str | None = None) -> Runner:
+        cfg = copy.deepcopy(self.cfg)
+        positions = [self.position[i] for i in entry['labeled']]
+        cfg.train_dataloader.dataset = subset_config(cfg.train_dataloader.dataset, self.pool,
+                                                     positions)
+        cfg.work_dir = str(self._cycle_dir(c))
+        cfg.launcher = self.launcher
+        cfg.resume = resume
+        cfg.load_from = load_from
+        randomness = dict(cfg.get('randomness') or {})
+        randomness['seed'] = self.settings.seed
+        cfg.randomness = randomness
+        cfg.experiment_name = f'cycle{c:02d}_{phase}_{time.time_ns()}'
+        cfg.pop('active_learning', None)
+        return Runner.from_cfg(cfg)
+
+    def _labeled_ids(self, c: int) -> list[str]:
+        if c == 0:
+            rng = np.random.default_rng([self.settings.seed, 0])
+            picks = rng.choice(len(self.pool), size=self.settings.initial_size, replace=False)
+            return [self.pool.ids[p] for p in sorted(picks)]
+        previous = self.state.cycle(c - 1)
+        return previous['labeled'] + [p['id'] for p in previous['selected']]
+
+    def _check_disjoint(self, entry: dict) -> None:
+        labeled = set(entry['labeled'])
+        if len(labeled) != len(entry['labeled']):
+            raise RuntimeError(f'cycle {entry["cycle"]}: the labeled set has duplicates')
+        overlap = labeled & {p['id'] for p in entry['selected']}
+        if overlap:
+            raise RuntimeError(f'cycle {entry["cycle"]}: selected samples already labeled: '
+                               f'{sorted(overlap)[:5]}')
+
+    def _cycle_dir(self, c: int) -> Path:
+        return self.work_dir / f'cycle_{c:02d}'
+
+    def _load_or_create_state(self) -> ExperimentState:
+        digests = config_digests(self.cfg)
+        existing = ExperimentState.load(self.work_dir)
+        if existing is not None and not self.resume:
+            raise ConfigError(f'{existing.path} exists: pass --resume to continue that '
+                              'experiment, or choose another --work-dir')
+        if existing is None:
+            if self.resume:
+                self._log(f'--resume: no experiment in {self.work_dir}, starting a new one')
+            state = ExperimentState.create(
+                self.work_dir, settings=self.settings.to_dict(), config_digests=digests,
+                versions=_versions(), pool_ids=self.pool.ids)
+            state.save()
+            return state
+        problems = self.settings.differences(existing.data['settings'])
+        recorded = existing.data['config_digests']
+        problems += [f'config key `{key}` changed since the experiment started'
+                     for key in sorted(set(recorded) | set(digests))
+                     if recorded.get(key) != digests.get(key)]
+        pool = existing.data['pool']
+        if pool['size'] != len(self.pool):
+            problems.append(f'the pool has {len(self.pool)} samples, the state {pool["size"]}')
+        elif pool['ids_digest'] != digest_ids(self.pool.ids):
+            problems.append('the pool holds other samples than when the experiment started')
+        if problems:
+            raise ConfigError(f'cannot resume {existing.path}: the experiment differs:\n  - '
+                              + '\n  - '.join(problems)
+                              + '\nRestore those settings or start in another --work-dir')
+        self._log(f'resuming {existing.path}: {len(existing.cycles)} cycle(s) recorded')
+        return existing
+
+    @master_only
+    def _write_reports(self) -> None:
+        reporting.write_metrics_csv(self.work_dir, self.state.cycles, self.strategy_name)
+        reporting.write_curve(self.work_dir, self.state.cycles, self.strategy_name)
+
+    @master_only
+    def _write_scores(self, c: int, candidates: np.ndarray, scores: np.ndarray) -> None:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(['id', 'score'])
+        writer.writerows((self.pool.ids[p], repr(float(v))) for p, v in zip(candidates, scores))
+        self._cycle_dir(c).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self._cycle_dir(c) / 'al_scores.csv', buf.getvalue())
+
+    def _log(self, msg: str) -> None:
+        print_log(msg, logger=self.logger)
+
+
+def config_digests(cfg: Config) -> dict[str, str]:
+    """A short digest per top-level config key that affects the results."""
+    out = {}
+    for key in sorted(cfg.keys()):
+        if key in _NEUTRAL_KEYS:
+            continue
+        text = json.dumps(cfg._to_lazy_dict()[key] if hasattr(cfg, '_to_lazy_dict') else
+                          cfg[key], sort_keys=True, default=str)
+        out[key] = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return out
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+    out = {}
+    for name in ('mmal', 'torch', 'mmengine', 'mmcv', 'mmdet', 'mmpose'):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _broadcast(obj):
+    holder = [obj]
+    broadcast_object_list(holder, src=0)
+    return holder[0]
+

@@ -1,0 +1,116 @@
+"""The ``active_learning`` section of a config, checked before any work."""
+from dataclasses import asdict, dataclass, field
+
+from ..utils import ConfigError
+
+MODEL_INITS = ('reset', 'continue')
+
+
+@dataclass(frozen=True)
+class ActiveLearningSettings:
+    """One pool-based experiment, as the config's ``active_learning`` dict says.
+
+    Attributes:
+        initial_size (int): Samples labeled before the first cycle, drawn at
+            random with ``seed``.
+        budget_per_cycle (int): K, samples sent to the oracle after each
+            cycle but the last.
+        num_cycles (int): Train/evaluate cycles. The labeled set grows
+            ``num_cycles - 1`` times.
+        candidate_pool (int | str): Size of the random subset of the
+            unlabeled pool scored each cycle (the paper scores 10,000), or
+            ``'all'``.
+        model_init (str): ``'reset'``: every cycle trains from the initial
+            weights; ``'continue'``: from the previous cycle's final weights.
+        strategy (dict): Config of the strategy, e.g.
+            ``dict(type='LearningLossStrategy')``.
+        score_batch_size (int): Batch size of the scoring pass.
+        score_num_workers (int): Dataloader workers of the scoring pass.
+        seed (int): Seed of the initial draw, the candidate subsets, tie
+            breaking and of every cycle's training.
+    """
+
+    initial_size: int
+    budget_per_cycle: int
+    num_cycles: int
+    candidate_pool: int | str = 'all'
+    model_init: str = 'reset'
+    strategy: dict = field(default_factory=lambda: dict(type='LearningLossStrategy'))
+    score_batch_size: int = 16
+    score_num_workers: int = 2
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, section: dict | None) -> 'ActiveLearningSettings':
+        """Read and check ``cfg.active_learning``.
+
+        Raises:
+            ConfigError: Naming the key, the value and the fix.
+        """
+        if section is None:
+            raise ConfigError('the config has no `active_learning` section; add e.g. '
+                              'active_learning = dict(initial_size=1000, budget_per_cycle=1000, '
+                              'num_cycles=10, candidate_pool=10000, '
+                              "strategy=dict(type='LearningLossStrategy'))")
+        section = dict(section)
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ConfigError(f'active_learning has unknown keys {unknown}; known keys: '
+                              f'{sorted(known)}')
+        missing = [k for k in ('initial_size', 'budget_per_cycle', 'num_cycles')
+                   if k not in section]
+        if missing:
+            raise ConfigError(f'active_learning is missing {missing}')
+        if isinstance(section.get('strategy'), dict):
+            section['strategy'] = dict(section['strategy'])
+        settings = cls(**section)
+        settings._check()
+        return settings
+
+    def _check(self) -> None:
+        for key in ('initial_size', 'budget_per_cycle', 'num_cycles', 'score_batch_size'):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f'active_learning.{key}={value!r} must be an integer >= 1')
+        if not isinstance(self.score_num_workers, int) or self.score_num_workers < 0:
+            raise ConfigError(f'active_learning.score_num_workers={self.score_num_workers!r} '
+                              'must be an integer >= 0')
+        if self.candidate_pool != 'all' and (
+                not isinstance(self.candidate_pool, int) or self.candidate_pool < 1):
+            raise ConfigError(f'active_learning.candidate_pool={self.candidate_pool!r} must '
+                              "be an integer >= 1 or 'all'")
+        if self.model_init not in MODEL_INITS:
+            raise ConfigError(f'active_learning.model_init={self.model_init!r} must be one '
+                              f'of {MODEL_INITS}')
+        if not isinstance(self.strategy, dict) or 'type' not in self.strategy:
+            raise ConfigError(f'active_learning.strategy={self.strategy!r} must be a dict '
+                              "with a 'type', e.g. dict(type='RandomStrategy')")
+
+    def check_plan(self, pool_size: int) -> None:
+        """Refuse a plan the pool cannot satisfy, naming the numbers."""
+        if pool_size == 0:
+            raise ConfigError('the training dataset (train_dataloader.dataset) is empty: '
+                              'there is no pool to label')
+        needed = self.initial_size + (self.num_cycles - 1) * self.budget_per_cycle
+        if needed > pool_size:
+            raise ConfigError(
+                f'impossible plan: initial_size ({self.initial_size}) + (num_cycles - 1) '
+                f'({self.num_cycles - 1}) x budget_per_cycle ({self.budget_per_cycle}) = '
+                f'{needed} samples, but the pool has {pool_size}. Lower active_learning.'
+                'num_cycles, budget_per_cycle or initial_size')
+        if self.candidate_pool != 'all' and self.budget_per_cycle > self.candidate_pool:
+            raise ConfigError(
+                f'active_learning.budget_per_cycle ({self.budget_per_cycle}) > '
+                f'candidate_pool ({self.candidate_pool}): cannot pick K samples from fewer '
+                'candidates. Raise candidate_pool or lower budget_per_cycle')
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def differences(self, recorded: dict) -> list[str]:
+        """Human-readable differences between these settings and recorded ones."""
+        mine = self.to_dict()
+        return [f'active_learning.{key}: state has {recorded.get(key)!r}, config has '
+                f'{mine.get(key)!r}' for key in sorted(set(mine) | set(recorded))
+                if mine.get(key) != recorded.get(key)]

@@ -1,0 +1,3 @@
+from .learning_loss_detector import LearningLossDetector
+
+__all__ = ['LearningLossDetector']

@@ -1,0 +1,68 @@
+"""Learning Loss on any single-stage mmdet detector."""
+from collections.abc import Sequence
+
+import torch
+from mmdet.models.detectors import SingleStageDetector
+from mmdet.models.utils import unpack_gt_instances
+from mmdet.registry import MODELS
+from torch import Tensor
+
+from ..learning_loss import LearningLossModel
+
+
+@MODELS.register_module()
+class LearningLossDetector(LearningLossModel):
+    """Adds a loss-prediction module to a single-stage detector.
+
+    Args:
+        detector (dict): Config of any mmdet :class:`SingleStageDetector`
+            (SSD, RetinaNet, FCOS, ...), left as mmdet defines it.
+        taps, loss_prediction, rank_loss, rank_loss_weight, init_cfg: See
+            :class:`~mmal.models.LearningLossModel`.
+
+    Per-image target losses come from the head's ``loss_by_feat_per_image``
+    when it has one (:class:`~mmal.models.PerImageLossSSDHead` computes them
+    in the same pass as the batch loss); for other heads each image's loss is
+    recomputed alone under ``no_grad``, which costs one more target
+    assignment per image.
+    """
+
+    def __init__(self, detector: dict, taps: Sequence[str], loss_prediction: dict,
+                 rank_loss: dict | None = None, rank_loss_weight: float = 1.0,
+                 init_cfg: dict | None = None) -> None:
+        built = MODELS.build(detector)
+        if not isinstance(built, SingleStageDetector):
+            raise TypeError(f'model.detector.type={detector.get("type")!r} is not a '
+                            'single-stage detector; LearningLossDetector wraps '
+                            'SingleStageDetector subclasses (SSD, RetinaNet, FCOS, ...)')
+        super().__init__(built, taps, loss_prediction, rank_loss, rank_loss_weight, init_cfg)
+
+    def task_loss(self, feats: tuple, data_samples: list) -> tuple[dict, Tensor]:
+        head = self.task_model.bbox_head
+        outs = head(feats)
+        gt_instances, gt_ignore, img_metas = unpack_gt_instances(data_samples)
+        if hasattr(head, 'loss_by_feat_per_image'):
+            losses, per_image = head.loss_by_feat_per_image(
+                *outs, gt_instances, img_metas, gt_ignore)
+            return losses, per_image.detach()
+        losses = head.loss_by_feat(*outs, gt_instances, img_metas, gt_ignore)
+        return losses, per_image_losses_by_slicing(head, outs, gt_instances, img_metas,
+                                                   gt_ignore)
+
+    def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list) -> list:
+        results = self.task_model.bbox_head.predict(feats, data_samples, rescale=True)
+        return self.task_model.add_pred_to_datasample(data_samples, results)
+
+
+@torch.no_grad()
+def per_image_losses_by_slicing(head, outs: tuple, gt_instances: list, img_metas: list,
+                                gt_ignore: list | None) -> Tensor:
+    """Each image's head loss computed as a batch of one (any dense head)."""
+    per_image = []
+    for i in range(len(img_metas)):
+        one = tuple([lvl[i:i + 1] for lvl in out] for out in outs)
+        single = head.loss_by_feat(*one, [gt_instances[i]], [img_metas[i]],
+                                   None if gt_ignore is None else [gt_ignore[i]])
+        terms = [t for v in single.values() for t in (v if isinstance(v, (list, tuple)) else [v])]
+        per_image.append(torch.stack([t.sum() for t in terms]).sum())
+    return torch.stack(per_image).detach()

@@ -1,0 +1,3 @@
+from .per_image_loss_ssd_head import PerImageLossSSDHead
+
+__all__ = ['PerImageLossSSDHead']

@@ -1,0 +1,146 @@
+"""Task-agnostic Learning Loss: one wrapper logic for every target model.
+
+A task wrapper (detector, pose estimator) only says how to get per-sample
+target losses from its model; the taps, the loss-prediction module, the
+ranking loss, the stop-gradient switch and the scoring API live here.
+"""
+from abc import abstractmethod
+from collections.abc import Sequence
+
+import torch
+from mmengine.model import BaseModel
+from mmengine.registry import MODELS
+from torch import Tensor, nn
+
+from .loss_prediction import pool_features
+from .ranking_loss import ranking_accuracy
+from .taps import FeatureTaps
+
+#: What :meth:`LearningLossModel.score_step` can return.
+SCORE_OUTPUTS = ('pred_loss', 'features', 'predictions')
+
+
+class LearningLossModel(BaseModel):
+    """Base of the task wrappers that add loss prediction to a target model.
+
+    Training objective: ``L_target + rank_loss_weight * L_rank(l_hat, l)``
+    where ``l`` are the detached per-sample target losses and ``l_hat`` the
+    module's predictions from the tapped maps. After the stop-gradient point
+    (:class:`~mmal.hooks.LossPredictionStopGradientHook`) the maps are
+    detached before the module, so ``L_rank`` no longer shapes the target.
+
+    Args:
+        task_model (nn.Module): The built target model. Its
+            ``data_preprocessor`` becomes this model's.
+        taps (Sequence[str]): Module paths of ``task_model`` whose outputs
+            feed the module (see :class:`~mmal.models.FeatureTaps`).
+        loss_prediction (dict): Config of the loss-prediction module.
+        rank_loss (dict, optional): Config of the ranking loss.
+            Defaults to ``LossPredictionLoss`` with margin 1.0.
+        rank_loss_weight (float): ``lambda``, the weight of the ranking
+            loss; the paper uses 1.0.
+        init_cfg (dict, optional): mmengine initialisation config.
+    """
+
+    def __init__(self, task_model: nn.Module, taps: Sequence[str], loss_prediction: dict,
+                 rank_loss: dict | None = None, rank_loss_weight: float = 1.0,
+                 init_cfg: dict | None = None) -> None:
+        if not isinstance(rank_loss_weight, (int, float)) or rank_loss_weight < 0:
+            raise ValueError(f'rank_loss_weight={rank_loss_weight!r} must be a number >= 0 '
+                             "(the paper's lambda is 1.0)")
+        super().__init__(init_cfg=init_cfg)
+        self.task_model = task_model
+        self.data_preprocessor = task_model.data_preprocessor
+        self.loss_prediction = MODELS.build(loss_prediction)
+        self.rank_loss = MODELS.build(rank_loss or dict(type='LossPredictionLoss'))
+        self.rank_loss_weight = float(rank_loss_weight)
+        self.taps = FeatureTaps(task_model, taps, cfg_key='model.taps')
+        self.detach_features = False
+
+    # ------------------------------------------------------------ task part
+    @abstractmethod
+    def task_loss(self, feats: tuple, data_samples: list) -> tuple[dict, Tensor]:
+        """Target losses of a batch.
+
+        Args:
+            feats (tuple): The output of ``task_model.extract_feat``.
+            data_samples (list): The batch's data samples with labels.
+
+        Returns:
+            tuple[dict, Tensor]: The task model's own loss dict, unchanged,
+            and the per-sample target losses ``(B,)``, detached.
+        """
+
+    @abstractmethod
+    def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list) -> list:
+        """The task model's predictions (after post-processing) from features."""
+
+    # ------------------------------------------------------------ mmengine API
+    def forward(self, inputs: Tensor, data_samples: list | None = None,
+                mode: str = 'tensor'):
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            return self.task_model.predict(inputs, data_samples)
+        if mode == 'tensor':
+            return self.task_model._forward(inputs, data_samples)
+        raise RuntimeError(f'Invalid mode "{mode}": use "loss", "predict" or "tensor"')
+
+    def loss(self, inputs: Tensor, data_samples: list) -> dict:
+        """Task losses plus the weighted ranking loss and training figures."""
+        feats, maps = self._extract(inputs)
+        losses, sample_losses = self.task_loss(feats, data_samples)
+        if self.detach_features:
+            maps = [m.detach() for m in maps]
+        pred = self.loss_prediction(maps)
+        losses['loss_rank'] = self.rank_loss_weight * self.rank_loss(pred, sample_losses)
+        # Logged only (see parse_losses): the task part of the objective.
+        losses['loss_target'] = sample_losses.new_tensor(0.)
+        accuracy = ranking_accuracy(pred, sample_losses)
+        if torch.isfinite(accuracy):
+            losses['rank_acc'] = accuracy
+        return losses
+
+    def parse_losses(self, losses: dict) -> tuple[Tensor, dict]:
+        losses.pop('loss_target', None)
+        loss, log_vars = super().parse_losses(losses)
+        log_vars['loss_target'] = loss.detach() - log_vars['loss_rank']
+        return loss, log_vars
+
+    # ------------------------------------------------------------ scoring API
+    @torch.no_grad()
+    def score_step(self, data: dict, outputs: Sequence[str] = ('pred_loss',)) -> dict:
+        """One test-mode forward that serves every scoring strategy.
+
+        Args:
+            data (dict): A batch as the dataloader yields it (no labels
+                needed).
+            outputs (Sequence[str]): Any of ``'pred_loss'`` (predicted loss,
+                ``(B,)``), ``'features'`` (the tapped maps, each globally
+                average-pooled and concatenated, ``(B, D)``) and
+                ``'predictions'`` (the task model's post-processed outputs).
+                The head and post-processing run only for ``'predictions'``.
+
+        Returns:
+            dict: The requested outputs.
+        """
+        unknown = set(outputs) - set(SCORE_OUTPUTS)
+        if unknown:
+            raise ValueError(f'unknown score outputs {sorted(unknown)}; choose from '
+                             f'{SCORE_OUTPUTS}')
+        data = self.data_preprocessor(data, False)
+        feats, maps = self._extract(data['inputs'])
+        result: dict = {}
+        if 'pred_loss' in outputs:
+            result['pred_loss'] = self.loss_prediction(maps)
+        if 'features' in outputs:
+            result['features'] = torch.cat([pool_features(m) for m in maps], dim=1)
+        if 'predictions' in outputs:
+            result['predictions'] = self.predict_from_feats(
+                data['inputs'], feats, data['data_samples'])
+        return result
+
+    def _extract(self, inputs: Tensor) -> tuple[tuple, list[Tensor]]:
+        with self.taps.record():
+            feats = self.task_model.extract_feat(inputs)
+        return feats, self.taps.pop()

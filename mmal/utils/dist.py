@@ -1,0 +1,40 @@
+"""Process-group set-up that also works on CPU-only machines."""
+import os
+import subprocess
+
+import torch
+from mmengine.config import Config
+from mmengine.dist import init_dist
+
+
+def setup_distributed(launcher: str, cfg: Config) -> None:
+    """Initialise the process group for ``launcher`` before any Runner exists.
+
+    On GPUs this is mmengine's ``init_dist``. On CPU, mmengine 0.10's
+    ``init_dist`` calls ``torch.cuda.set_device`` and fails, and the default
+    DDP wrapper passes ``device_ids=[LOCAL_RANK]``, which DDP rejects for CPU
+    modules; so the group is created with gloo here (the Runner then skips
+    ``init_dist``) and ``model_wrapper_cfg`` asks for ``device_ids=None``.
+    """
+    if launcher == 'none':
+        return
+    if launcher not in ('pytorch', 'slurm'):
+        raise ValueError(f"--launcher {launcher!r}: choose 'none', 'pytorch' or 'slurm'")
+    if torch.cuda.is_available():
+        init_dist(launcher, **(cfg.get('env_cfg', {}).get('dist_cfg') or {}))
+        return
+    if launcher == 'slurm':
+        _slurm_env_to_torch_env()
+    torch.distributed.init_process_group(backend='gloo')
+    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+
+
+def _slurm_env_to_torch_env() -> None:
+    """Translate SLURM's variables to the ``env://`` ones, as mmengine does."""
+    nodes = os.environ['SLURM_NODELIST']
+    addr = subprocess.getoutput(f'scontrol show hostname {nodes} | head -n1')
+    os.environ.setdefault('MASTER_ADDR', addr)
+    os.environ.setdefault('MASTER_PORT', '29500')
+    os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+    os.environ['RANK'] = os.environ['SLURM_PROCID']
+    os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')

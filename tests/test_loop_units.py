@@ -1,0 +1,122 @@
+"""The loop's pieces without training: settings, state, pool, selection."""
+import json
+
+import numpy as np
+import pytest
+
+from mmal.datasets import Pool, leaf_configs, subset_config
+from mmal.loop import ActiveLearningSettings, ExperimentState
+from mmal.loop.state import atomic_write_text, phase_done
+from mmal.registry import STRATEGIES
+from mmal.utils import ConfigError
+
+
+def settings(**kw):
+    base = dict(initial_size=10, budget_per_cycle=5, num_cycles=3)
+    base.update(kw)
+    return ActiveLearningSettings.from_config(base)
+
+
+@pytest.mark.parametrize('kw,match', [
+    (dict(initial_size=0), r'active_learning.initial_size=0'),
+    (dict(candidate_pool='some'), r'candidate_pool=.some.'),
+    (dict(model_init='warm'), r"model_init='warm'"),
+    (dict(strategy='random'), r'active_learning.strategy'),
+    (dict(budget=3), r'unknown keys \[.budget.\]'),
+])
+def test_bad_settings_name_the_key(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        settings(**kw)
+
+
+def test_missing_section_and_keys():
+    with pytest.raises(ConfigError, match='no `active_learning`'):
+        ActiveLearningSettings.from_config(None)
+    with pytest.raises(ConfigError, match='missing'):
+        ActiveLearningSettings.from_config(dict(initial_size=3))
+
+
+def test_impossible_plans_are_refused_with_numbers():
+    with pytest.raises(ConfigError, match=r'10\) \+ \(num_cycles - 1\) \(2\) x budget_per_cycle '
+                                          r'\(5\) = 20 samples, but the pool has 19'):
+        settings().check_plan(19)
+    settings().check_plan(20)
+    with pytest.raises(ConfigError, match=r'budget_per_cycle \(5\) > candidate_pool \(4\)'):
+        settings(candidate_pool=4).check_plan(100)
+    with pytest.raises(ConfigError, match='empty'):
+        settings().check_plan(0)
+
+
+def test_differences_name_each_key():
+    a = settings()
+    diffs = a.differences(dict(a.to_dict(), seed=3, num_cycles=9))
+    assert len(diffs) == 2
+    assert any('num_cycles: state has 9, config has 3' in d for d in diffs)
+    assert any('seed: state has 3, config has 0' in d for d in diffs)
+
+
+def test_state_round_trip_and_phases(tmp_path):
+    state = ExperimentState.create(tmp_path, settings=settings().to_dict(),
+                                   config_digests={'model': 'x'}, versions={},
+                                   pool_ids=['a', 'b', 'c'])
+    state.save()
+    state.start_cycle(0, ['a'])
+    state.mark(0, 'trained', checkpoint='ckpt.pth')
+    loaded = ExperimentState.load(tmp_path)
+    entry = loaded.cycle(0)
+    assert entry['labeled'] == ['a'] and entry['checkpoint'] == 'ckpt.pth'
+    assert phase_done(entry, 'trained') and not phase_done(entry, 'evaluated')
+    assert loaded.cycle(1) is None
+    with pytest.raises(RuntimeError):
+        loaded.start_cycle(2, [])
+
+
+def test_atomic_write_never_leaves_partial_files(tmp_path, monkeypatch):
+    path = tmp_path / 'f.json'
+    atomic_write_text(path, json.dumps({'v': 1}))
+
+    def broken_replace(src, dst):
+        raise OSError('disk gone')
+    monkeypatch.setattr('os.replace', broken_replace)
+    with pytest.raises(OSError):
+        atomic_write_text(path, json.dumps({'v': 2}))
+    assert json.loads(path.read_text()) == {'v': 1}
+    assert [p.name for p in tmp_path.iterdir()] == ['f.json']
+
+
+def test_corrupt_state_is_explained(tmp_path):
+    (tmp_path / 'al_state.json').write_text('{"format": 1, ')
+    with pytest.raises(ValueError, match='not valid JSON'):
+        ExperimentState.load(tmp_path)
+
+
+def test_subset_config_sets_indices_per_leaf_under_wrappers():
+    cfg = dict(type='RepeatDataset', times=3, dataset=dict(
+        type='ConcatDataset', datasets=[dict(type='A', data_root='a'),
+                                        dict(type='B', data_root='b')]))
+    pool = Pool(ids=[f's{i}' for i in range(7)], leaf_sizes=[4, 3])
+    sub = subset_config(cfg, pool, [6, 1, 4, 0])
+    leaves = leaf_configs(sub)
+    assert [leaf['indices'] for leaf in leaves] == [[0, 1], [0, 2]]
+    assert sub['times'] == 3 and 'indices' not in leaf_configs(cfg)[0]
+
+
+def test_selection_is_top_k_with_seeded_tie_breaks():
+    strategy = STRATEGIES.build(dict(type='LearningLossStrategy'))
+    scores = np.array([0.1, 0.9, 0.5, 0.9, 0.2])
+    picks = strategy.select(scores, 3, np.random.default_rng(0))
+    assert set(picks[:2]) == {1, 3} and picks[2] == 2
+    again = strategy.select(scores, 3, np.random.default_rng(0))
+    assert list(picks) == list(again)
+    orders = {tuple(strategy.select(np.zeros(6), 6, np.random.default_rng(s))) for s in range(5)}
+    assert len(orders) > 1  # ties are not broken by position
+    with pytest.raises(FloatingPointError):
+        strategy.select(np.array([1.0, np.nan]), 1, np.random.default_rng(0))
+
+
+def test_random_strategy_is_seeded_and_needs_no_model():
+    strategy = STRATEGIES.build(dict(type='RandomStrategy'))
+    a = strategy.score(None, None, 50, np.random.default_rng(3))
+    b = strategy.score(None, None, 50, np.random.default_rng(3))
+    assert a.shape == (50,) and np.array_equal(a, b)
+    assert strategy.score_outputs == ()

@@ -1,0 +1,63 @@
+"""Run a pool-based active-learning experiment.
+
+    python tools/al_train.py CONFIG [--work-dir DIR] [--resume]
+        [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+
+The flags behave like mmdet's tools/train.py. The experiment lives in the
+config's ``active_learning`` section; outputs go to the work dir
+(al_state.json, al_metrics.csv, al_curve.png, cycle_NN/).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import Config, DictAction
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='experiment config file')
+    parser.add_argument('--work-dir', help='the dir to save the experiment to '
+                        '(default: ./work_dirs/<config name>)')
+    parser.add_argument('--resume', action='store_true',
+                        help='continue the experiment in the work dir where it stopped')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, e.g. '
+                        'active_learning.strategy.type=RandomStrategy')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    if not osp.isfile(args.config):
+        print(f'error: config file {args.config!r} not found', file=sys.stderr)
+        return 2
+    from mmal.loop import ActiveLearningExperiment
+    from mmal.utils import ConfigError, setup_distributed
+
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+    setup_distributed(args.launcher, cfg)
+    try:
+        experiment = ActiveLearningExperiment(cfg, work_dir, resume=args.resume,
+                                              launcher=args.launcher)
+    except (ConfigError, FileExistsError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    experiment.run()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
