@@ -149,8 +149,10 @@ def test_score_step_needs_no_labels_and_no_head(tiny_cfg):
     assert out['pred_loss'].shape == (2,)
     assert out['features'].shape == (2, 32 + 96 + 320 + 256 + 128)
     assert calls == []
-    out = model.score_step(data, ('predictions',))
-    assert calls and len(out['predictions']) == 2
+    out = model.score_step(data, ('predictions', 'head_outputs'))
+    assert calls == [1] and len(out['predictions']) == 2  # one head pass serves both
+    cls_scores, bbox_preds = out['head_outputs']
+    assert len(cls_scores) == 5 and cls_scores[0].shape[0] == 2
     assert 'bboxes' in out['predictions'][0].pred_instances
     handle.remove()
     with pytest.raises(ValueError, match='unknown score outputs'):

@@ -17,7 +17,7 @@ from .ranking_loss import ranking_accuracy
 from .taps import FeatureTaps
 
 #: What :meth:`LearningLossModel.score_step` can return.
-SCORE_OUTPUTS = ('pred_loss', 'features', 'predictions')
+SCORE_OUTPUTS = ('pred_loss', 'features', 'head_outputs', 'predictions')
 
 
 class LearningLossModel(BaseModel):
@@ -72,8 +72,13 @@ class LearningLossModel(BaseModel):
         """
 
     @abstractmethod
-    def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list) -> list:
-        """The task model's predictions (after post-processing) from features."""
+    def head_forward(self, feats: tuple):
+        """The task head's raw outputs (before any post-processing)."""
+
+    @abstractmethod
+    def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list,
+                           head_outputs=None) -> list:
+        """The task model's post-processed predictions, reusing ``head_outputs``."""
 
     # ------------------------------------------------------------ mmengine API
     def forward(self, inputs: Tensor, data_samples: list | None = None,
@@ -117,9 +122,11 @@ class LearningLossModel(BaseModel):
                 needed).
             outputs (Sequence[str]): Any of ``'pred_loss'`` (predicted loss,
                 ``(B,)``), ``'features'`` (the tapped maps, each globally
-                average-pooled and concatenated, ``(B, D)``) and
+                average-pooled and concatenated, ``(B, D)``),
+                ``'head_outputs'`` (the task head's raw outputs, e.g. SSD's
+                per-level class logits and box deltas, or pose heatmaps) and
                 ``'predictions'`` (the task model's post-processed outputs).
-                The head and post-processing run only for ``'predictions'``.
+                The head runs only for the last two, and once for both.
 
         Returns:
             dict: The requested outputs.
@@ -135,9 +142,13 @@ class LearningLossModel(BaseModel):
             result['pred_loss'] = self.loss_prediction(maps)
         if 'features' in outputs:
             result['features'] = torch.cat([pool_features(m) for m in maps], dim=1)
-        if 'predictions' in outputs:
-            result['predictions'] = self.predict_from_feats(
-                data['inputs'], feats, data['data_samples'])
+        if 'head_outputs' in outputs or 'predictions' in outputs:
+            head_outputs = self.head_forward(feats)
+            if 'head_outputs' in outputs:
+                result['head_outputs'] = head_outputs
+            if 'predictions' in outputs:
+                result['predictions'] = self.predict_from_feats(
+                    data['inputs'], feats, data['data_samples'], head_outputs)
         return result
 
     def _extract(self, inputs: Tensor) -> tuple[tuple, list[Tensor]]:

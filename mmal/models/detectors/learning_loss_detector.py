@@ -49,8 +49,16 @@ class LearningLossDetector(LearningLossModel):
         return losses, per_image_losses_by_slicing(head, outs, gt_instances, img_metas,
                                                    gt_ignore)
 
-    def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list) -> list:
-        results = self.task_model.bbox_head.predict(feats, data_samples, rescale=True)
+    def head_forward(self, feats: tuple) -> tuple:
+        return self.task_model.bbox_head(feats)
+
+    def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list,
+                           head_outputs: tuple | None = None) -> list:
+        head = self.task_model.bbox_head
+        if head_outputs is None:
+            head_outputs = head(feats)
+        img_metas = [sample.metainfo for sample in data_samples]
+        results = head.predict_by_feat(*head_outputs, batch_img_metas=img_metas, rescale=True)
         return self.task_model.add_pred_to_datasample(data_samples, results)
 
 
