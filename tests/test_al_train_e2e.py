@@ -60,7 +60,7 @@ def test_two_cycle_run_writes_every_output(exp_cfg, tmp_path):
     assert c1['labeled'] == c0['labeled'] + [p['id'] for p in c0['selected']]
     assert c1['selected'] == [] and c1['status'] == 'evaluated'
     for c in (c0, c1):
-        assert 'pascal_voc/mAP' in c['metrics']
+        assert 0.0 <= c['metrics']['pascal_voc/mAP'] <= 1.0  # VOCMetric ran on our SSD
         assert {'train_s', 'eval_s'} <= set(c['timings'])
     with open(tmp_path / 'al_metrics.csv') as f:
         rows = list(csv.DictReader(f))

@@ -35,7 +35,7 @@ def test_builds_from_registry_with_our_pieces(tiny_cfg):
     model = build(tiny_cfg)
     assert isinstance(model, LearningLossDetector)
     assert model.taps.num_hooks == 1
-    assert model.loss_prediction.in_channels == [32, 96, 320, 256, 128]
+    assert model.loss_prediction.in_channels == [32, 64, 128, 128, 128]
 
 
 def test_train_step_logs_and_backpropagates(tiny_cfg):
@@ -147,7 +147,7 @@ def test_score_step_needs_no_labels_and_no_head(tiny_cfg):
     handle = model.task_model.bbox_head.register_forward_hook(lambda *a: calls.append(1))
     out = model.score_step(data, ('pred_loss', 'features'))
     assert out['pred_loss'].shape == (2,)
-    assert out['features'].shape == (2, 32 + 96 + 320 + 256 + 128)
+    assert out['features'].shape == (2, 32 + 64 + 128 + 128 + 128)
     assert calls == []
     out = model.score_step(data, ('predictions', 'head_outputs'))
     assert calls == [1] and len(out['predictions']) == 2  # one head pass serves both
@@ -177,8 +177,8 @@ def test_upstream_ssd_head_still_cannot_predict(tiny_cfg):
 @pytest.mark.parametrize('change,match', [
     (lambda m: m.update(taps=['nek']), r"model.taps\[0\]='nek'.*Did you mean 'neck'"),
     (lambda m: m.update(rank_loss_weight=-1.0), 'rank_loss_weight=-1.0'),
-    (lambda m: m.loss_prediction.update(in_channels=[32, 96, 300, 256, 128]),
-     r'in_channels\[2\]=300.*set in_channels\[2\]=320'),
+    (lambda m: m.loss_prediction.update(in_channels=[32, 64, 100, 128, 128]),
+     r'in_channels\[2\]=100.*set in_channels\[2\]=128'),
     (lambda m: m.detector.update(type='FasterRCNN'), 'not a single-stage|FasterRCNN'),
 ])
 def test_bad_config_names_the_key(tiny_cfg, change, match):

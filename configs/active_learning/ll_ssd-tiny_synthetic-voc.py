@@ -1,12 +1,12 @@
 # The main job: a short Learning Loss experiment with the small SSD on the
-# generated VOC-format data, sized for 2 CPU cores (about 10 minutes).
+# generated VOC-format data, sized for 2 CPU cores (about 6 minutes).
 # Random baseline: --cfg-options active_learning.strategy.type=RandomStrategy
 _base_ = '../learning_loss/ssd-tiny_ll_synthetic-voc.py'
 
 active_learning = dict(
     initial_size=100,          # labeled before cycle 0, drawn at random
     budget_per_cycle=100,      # K: added after each cycle but the last
-    num_cycles=3,              # train/evaluate cycles: 100, 200, 300 labeled
+    num_cycles=4,              # train/evaluate cycles: 100, 200, 300, 400 labeled
     candidate_pool='all',      # score every unlabeled sample
     model_init='reset',        # each cycle trains from the initial weights
     strategy=dict(type='LearningLossStrategy'),

@@ -15,18 +15,18 @@ model = dict(
     detector=detector,
     taps=['neck'],  # all five maps that feed the head: 16, 8, 4, 2, 1
     loss_prediction=dict(
-        type='LossPredictionModule', in_channels=[32, 96, 320, 256, 128], width=128),
+        type='LossPredictionModule', in_channels=[32, 64, 128, 128, 128], width=128),
     rank_loss=dict(type='LossPredictionLoss', margin=1.0),
     rank_loss_weight=1.0)
 
-max_epochs = 30
+max_epochs = 40
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-3, weight_decay=1e-4),
+    optimizer=dict(type='AdamW', lr=4e-3, weight_decay=1e-4),
     clip_grad=dict(max_norm=10.))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50),

@@ -1,5 +1,6 @@
-# A small SSDLite-style detector for 128x128 inputs that trains from scratch
-# on 2 CPU cores in minutes: MobileNetV2 strides 8/16/32, two extra levels.
+# A small SSD for 128x128 inputs that trains from scratch on 2 CPU cores in
+# minutes: a quarter-width ResNet-18 (strides 8/16/32) and two extra levels.
+# (A MobileNetV2 SSDLite was 3x slower per step on CPU and learned slower.)
 model = dict(
     type='SingleStageDetector',
     data_preprocessor=dict(
@@ -9,29 +10,26 @@ model = dict(
         bgr_to_rgb=True,
         pad_size_divisor=1),
     backbone=dict(
-        type='MobileNetV2',
-        out_indices=(2, 4, 6),
-        norm_cfg=dict(type='BN', eps=0.001, momentum=0.03),
-        init_cfg=dict(type='TruncNormal', layer='Conv2d', std=0.03)),
+        type='ResNet',
+        depth=18,
+        base_channels=16,
+        num_stages=4,
+        out_indices=(1, 2, 3),
+        norm_cfg=dict(type='BN'),
+        init_cfg=None),
     neck=dict(
         type='SSDNeck',
-        in_channels=(32, 96, 320),
-        out_channels=(32, 96, 320, 256, 128),
+        in_channels=(32, 64, 128),
+        out_channels=(32, 64, 128, 128, 128),
         level_strides=(2, 2),
         level_paddings=(1, 1),
         l2_norm_scale=None,
-        use_depthwise=True,
-        norm_cfg=dict(type='BN', eps=0.001, momentum=0.03),
-        act_cfg=dict(type='ReLU6'),
-        init_cfg=dict(type='TruncNormal', layer='Conv2d', std=0.03)),
+        norm_cfg=dict(type='BN'),
+        act_cfg=dict(type='ReLU')),
     bbox_head=dict(
         type='PerImageLossSSDHead',
-        in_channels=(32, 96, 320, 256, 128),
+        in_channels=(32, 64, 128, 128, 128),
         num_classes=5,
-        use_depthwise=True,
-        norm_cfg=dict(type='BN', eps=0.001, momentum=0.03),
-        act_cfg=dict(type='ReLU6'),
-        init_cfg=dict(type='Normal', layer='Conv2d', std=0.001),
         anchor_generator=dict(
             type='SSDAnchorGenerator',
             scale_major=False,

@@ -1,0 +1,146 @@
+"""Shared helpers of the benchmarks: data, timing, results."""
+import copy
+import datetime
+import importlib.metadata as md
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import init_default_scope
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / 'bench' / 'results'
+sys.path.insert(0, str(REPO))
+
+
+def device() -> str:
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def generated_voc_root() -> str:
+    """A generated VOC-format set for benchmark inputs (created once per run)."""
+    from mmal.datasets import VOCSceneConfig, generate_voc_dataset
+    root = Path(os.environ.get('MMAL_BENCH_DATA', tempfile.gettempdir())) / 'mmal_bench_voc'
+    generate_voc_dataset(root, VOCSceneConfig(num_trainval=64, num_test=16, seed=7,
+                                              min_size=280, max_size=420))
+    return str(root) + '/'
+
+
+def detection_batches(config: str, batch_size: int, num_batches: int, train: bool) -> list:
+    """Batches from a detection config's own pipeline over generated VOC data."""
+    import mmal  # noqa: F401  (registers our modules)
+    cfg = Config.fromfile(str(REPO / config))
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    from mmdet.registry import DATASETS
+    loader = cfg.train_dataloader if train else cfg.test_dataloader
+    leaf = loader.dataset
+    while 'dataset' in leaf or 'datasets' in leaf:
+        leaf = leaf['dataset'] if 'dataset' in leaf else leaf['datasets'][0]
+    pipeline = copy.deepcopy(leaf['pipeline'])
+    if not train:
+        pipeline = [t for t in pipeline if t['type'] != 'LoadAnnotations']
+    ds = DATASETS.build(dict(
+        type='VOCDataset', data_root=generated_voc_root(),
+        ann_file='VOC2007/ImageSets/Main/trainval.txt',
+        data_prefix=dict(sub_data_root='VOC2007/'), pipeline=pipeline,
+        filter_cfg=dict(filter_empty_gt=True)))
+    samples = [ds[i % len(ds)] for i in range(batch_size * num_batches)]
+    return [pseudo_collate(samples[i * batch_size:(i + 1) * batch_size])
+            for i in range(num_batches)]
+
+
+def time_calls(fn, batches: list, warmup: int = 2) -> list[float]:
+    """Seconds per call of ``fn(batch)`` over ``batches`` after ``warmup`` calls."""
+    for b in batches[:warmup]:
+        fn(b)
+    synchronize()
+    times = []
+    for b in batches[warmup:]:
+        start = time.perf_counter()
+        fn(b)
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def time_interleaved(fns: dict, batches: list, warmup: int = 2) -> dict[str, list[float]]:
+    """Like :func:`time_calls` for several functions, taking turns on each batch.
+
+    Interleaving exposes every function to the same machine load, so their
+    ratio stays meaningful on a busy machine.
+    """
+    for b in batches[:warmup]:
+        for fn in fns.values():
+            fn(b)
+    synchronize()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for b in batches[warmup:]:
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn(b)
+            synchronize()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def reset_peak_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated (CUDA) or the process's peak RSS (CPU), in MiB."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def summary(times: list[float]) -> dict:
+    return dict(median_s=statistics.median(times), mean_s=statistics.fmean(times),
+                min_s=min(times), n=len(times))
+
+
+def machine() -> dict:
+    info = dict(platform=platform.platform(), python=platform.python_version(),
+                cpu_count=os.cpu_count(), device=device(), torch_threads=torch.get_num_threads())
+    if torch.cuda.is_available():
+        info['gpu'] = torch.cuda.get_device_name()
+    for name in ('torch', 'mmengine', 'mmcv', 'mmdet', 'mmpose'):
+        try:
+            info[name] = md.version(name)
+        except md.PackageNotFoundError:
+            info[name] = None
+    return info
+
+
+def write_result(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    path = RESULTS / f'{name}_{device()}_{stamp}.json'
+    payload = dict(benchmark=name, date=datetime.datetime.now().isoformat(timespec='seconds'),
+                   machine=machine(), **payload)
+    path.write_text(json.dumps(payload, indent=1) + '\n')
+    return path
+
+
+def print_table(rows: list[list], header: list[str]) -> None:
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for k, r in enumerate(cells):
+        print('  '.join(c.rjust(w) for c, w in zip(r, widths)))
+        if k == 0:
+            print('  '.join('-' * w for w in widths))
