@@ -5,5 +5,8 @@ OpenMMLab registries, so configs only need
 ``custom_imports = dict(imports=['mmal'], allow_failed_imports=False)``.
 """
 from . import hooks, models, strategies  # noqa: F401  (registration)
+from .utils import patch_mmengine_checkpoint_loading
+
+patch_mmengine_checkpoint_loading()
 
 __version__ = '0.1.0'
