@@ -2,7 +2,8 @@
 
 One cycle: train on the labeled set with a fresh Runner, evaluate with the
 config's test evaluator, score a random candidate subset of the unlabeled
-pool with the strategy, and add the top K to the labeled set (the oracle is
+pool with the strategy, and add the K it selects (top K, or a diverse K for
+core-set-like strategies) to the labeled set (the oracle is
 the dataset's own annotations). Every completed step is recorded in
 ``al_state.json`` before the next starts, so ``resume`` never redoes a
 finished step and never draws a selection twice.
@@ -22,6 +23,7 @@ from mmengine.dist import broadcast_object_list, get_rank, master_only
 from mmengine.logging import MMLogger, print_log
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, find_latest_checkpoint
+from torch.utils.data import DataLoader
 
 from ..datasets import Pool, build_pool, leaf_configs, scoring_config, subset_config
 from ..registry import STRATEGIES
@@ -140,10 +142,10 @@ class ActiveLearningExperiment:
         self._log(f'cycle {c}: scoring {size} of {len(unlabeled)} unlabeled samples with '
                   f'{self.strategy_name}')
         start = time.perf_counter()
-        scores = self._score(c, entry, candidates, rng)
+        scores, features = self._score(c, entry, candidates, rng)
         picked = None
         if get_rank() == 0:
-            order = self.strategy.select(scores, s.budget_per_cycle, rng)
+            order = self.strategy.select(scores, s.budget_per_cycle, rng, **features)
             picked = [dict(id=self.pool.ids[candidates[i]], score=float(scores[i]))
                       for i in order]
             self._write_scores(c, candidates, scores)
@@ -155,25 +157,49 @@ class ActiveLearningExperiment:
                   f'{picked[0]["score"]:.4f}, K-th {picked[-1]["score"]:.4f})')
 
     def _score(self, c: int, entry: dict, candidates: np.ndarray,
-               rng: np.random.Generator) -> np.ndarray | None:
-        s = self.settings
-        if not self.strategy.score_outputs:
-            return self.strategy.score(None, None, len(candidates), rng)
+               rng: np.random.Generator) -> tuple[np.ndarray | None, dict]:
+        """The candidates' scores and what the strategy's selection needs beside them.
+
+        Returns:
+            tuple: The scores (None on ranks other than 0) and the keyword
+            arguments ``features`` and ``labeled_features`` for ``select``
+            (empty when the strategy uses neither).
+        """
+        strategy = self.strategy
+        if not strategy.needs_forward:
+            return strategy.score_candidates(None, None, len(candidates), rng)[0], {}
         runner = self._runner(c, entry, phase='score', load_from=entry['checkpoint'])
         runner.load_or_resume()
+        labeled_features = None
+        if strategy.needs_labeled_features:
+            labeled = sorted(self.position[i] for i in entry['labeled'])
+            self._log(f'cycle {c}: pooling the features of the {len(labeled)} labeled samples')
+            labeled_features = strategy.pooled_features(
+                runner.model, self._scoring_loader(labeled), len(labeled))
+        scores, features = strategy.score_candidates(
+            runner.model, self._scoring_loader(candidates.tolist()), len(candidates), rng,
+            labeled_features=labeled_features)
+        del runner
+        gc.collect()
+        extra = {}
+        if strategy.needs_features:
+            extra['features'] = features
+        if strategy.needs_labeled_features:
+            extra['labeled_features'] = labeled_features
+        return scores, extra
+
+    def _scoring_loader(self, positions: list[int]) -> DataLoader:
+        """A test-mode, unlabeled dataloader over the given (sorted) pool positions."""
+        s = self.settings
         test_ds = self.cfg.test_dataloader.dataset
         loader_cfg = dict(
             batch_size=s.score_batch_size, num_workers=s.score_num_workers,
             persistent_workers=False, sampler=dict(type='DefaultSampler', shuffle=False),
-            dataset=scoring_config(self.cfg.train_dataloader.dataset, self.pool,
-                                   candidates.tolist(), leaf_configs(test_ds)[0]['pipeline']))
+            dataset=scoring_config(self.cfg.train_dataloader.dataset, self.pool, positions,
+                                   leaf_configs(test_ds)[0]['pipeline']))
         if self.cfg.test_dataloader.get('collate_fn'):
             loader_cfg['collate_fn'] = self.cfg.test_dataloader.collate_fn
-        loader = Runner.build_dataloader(loader_cfg, seed=s.seed)
-        scores = self.strategy.score(runner.model, loader, len(candidates), rng)
-        del runner, loader
-        gc.collect()
-        return scores
+        return Runner.build_dataloader(loader_cfg, seed=s.seed)
 
     # -------------------------------------------------------------- helpers
     def _runner(self, c: int, entry: dict, phase: str, resume: bool = False,

@@ -1,6 +1,19 @@
 """Active-learning strategies: one file each, one interface (BaseStrategy)."""
 from .base import BaseStrategy
+from .core_set import CoreSetStrategy
+from .density_weighted import DensityWeightedStrategy
+from .entropy import EntropyStrategy
+from .k_center import k_center_greedy, min_distances
 from .learning_loss import LearningLossStrategy
+from .learning_loss_diversity import LearningLossDiversityStrategy
+from .least_confidence import LeastConfidenceStrategy
+from .margin import MarginStrategy
 from .random import RandomStrategy
+from .uncertainty import UncertaintyStrategy
 
-__all__ = ['BaseStrategy', 'LearningLossStrategy', 'RandomStrategy']
+__all__ = [
+    'BaseStrategy', 'CoreSetStrategy', 'DensityWeightedStrategy', 'EntropyStrategy',
+    'LearningLossDiversityStrategy', 'LearningLossStrategy', 'LeastConfidenceStrategy',
+    'MarginStrategy', 'RandomStrategy', 'UncertaintyStrategy', 'k_center_greedy',
+    'min_distances'
+]

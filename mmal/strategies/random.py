@@ -14,9 +14,10 @@ class RandomStrategy(BaseStrategy):
     model; it is the reference of the paper's comparison.
     """
 
-    def score(self, model, dataloader, num_candidates: int,
-              rng: np.random.Generator) -> np.ndarray:
-        return rng.random(num_candidates)
+    def score_candidates(self, model, dataloader, num_candidates: int,
+                         rng: np.random.Generator, labeled_features=None
+                         ) -> tuple[np.ndarray, None]:
+        return rng.random(num_candidates), None
 
     def score_batch(self, outputs: dict) -> torch.Tensor:
         raise RuntimeError('RandomStrategy scores without a forward pass')

@@ -1,0 +1,31 @@
+"""Margin sampling: label the samples whose two best classes are closest."""
+from torch import Tensor
+
+from ..registry import STRATEGIES
+from .uncertainty import UncertaintyStrategy
+
+
+@STRATEGIES.register_module()
+class MarginStrategy(UncertaintyStrategy):
+    """Margin ``p1 - p2`` of a box's two most probable classes; smaller = label first.
+
+    The score is ``1 - (p1 - p2)`` so that, as for every strategy, higher
+    scores are labeled first; it lies in ``[0, 1]``. Background is one of
+    the classes, so a box torn between "object" and "background" has a
+    small margin too.
+
+    Detection only: a pose heatmap is a spatial map, not a posterior over
+    alternatives whose top two could be compared.
+
+    See :class:`~mmal.strategies.uncertainty.UncertaintyStrategy` for the
+    arguments, the boxes scored (before NMS) and images with no box.
+    """
+
+    tasks = ('detection',)
+    task_reason = ('the margin compares the two most probable classes of a posterior, and a '
+                   'pose heatmap has no classes; use LeastConfidenceStrategy or '
+                   'EntropyStrategy for pose')
+
+    def box_uncertainty(self, probs: Tensor) -> Tensor:
+        top2 = probs.topk(2, dim=-1).values
+        return 1.0 - (top2[..., 0] - top2[..., 1])
