@@ -1,12 +1,19 @@
-"""Each strategy runs one real cycle (train, evaluate, score, select) on the small configs."""
+"""Each strategy runs one real cycle (train, evaluate, score, select) on the small configs.
+
+Two cycles, so that the selection of cycle 0 is trained on in cycle 1.
+"""
 import copy
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
+from mmengine.config import Config
 
 from mmal.loop import ActiveLearningExperiment
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
@@ -57,3 +64,67 @@ def test_detection_strategy_runs_a_real_cycle(cycle_cfg, tmp_path, strategy):
         # top-K strategies: the picks are the highest scores
         assert min(p['score'] for p in c0['selected']) >= sorted(scores.values())[-8]
     assert 'pascal_voc/mAP' in c1['metrics']
+
+
+# ------------------------------------------------------------------------ pose
+POSE_CONFIG = REPO / 'configs/learning_loss/hourglass-tiny_ll_synthetic-mpii.py'
+POSE_STRATEGIES = [
+    dict(type='LeastConfidenceStrategy', aggregation='mean'),
+    dict(type='EntropyStrategy'),
+    dict(type='CoreSetStrategy'),
+    dict(type='DensityWeightedStrategy', uncertainty=dict(type='LeastConfidenceStrategy')),
+    dict(type='LearningLossDiversityStrategy', m=2),
+]
+
+
+@pytest.fixture(scope='module')
+def mpii_root(tmp_path_factory):
+    datasets = pytest.importorskip('mmal.datasets')
+    if not POSE_CONFIG.exists() or not hasattr(datasets, 'generate_mpii_dataset'):
+        pytest.skip('the small pose config or the MPII-format generator is not there')
+    root = tmp_path_factory.mktemp('mpii') / 'mpii'
+    return datasets.generate_mpii_dataset(
+        root, datasets.MPIISceneConfig(num_train=40, num_val=12, seed=1))
+
+
+@pytest.fixture
+def pose_cfg(mpii_root):
+    cfg = Config.fromfile(str(POSE_CONFIG))
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[name].dataset.data_root = str(mpii_root) + '/'
+        cfg[name].num_workers = 0
+        cfg[name].persistent_workers = False
+        if cfg[name].dataset.get('headbox_file'):
+            cfg[name].dataset.headbox_file = str(mpii_root / 'annotations/mpii_gt_val.mat')
+    cfg.train_dataloader.batch_size = 4
+    cfg.train_cfg.max_epochs = 1
+    cfg.train_cfg.val_interval = 100
+    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+    cfg.custom_hooks = []
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1, max_keep_ckpts=1)
+    cfg.active_learning = dict(initial_size=8, budget_per_cycle=8, num_cycles=2,
+                               candidate_pool=24, score_batch_size=8, score_num_workers=0,
+                               seed=0)
+    return cfg
+
+
+@pytest.mark.parametrize('strategy', POSE_STRATEGIES, ids=lambda s: s['type'])
+def test_pose_strategy_runs_a_real_cycle(pose_cfg, tmp_path, strategy):
+    cfg = copy.deepcopy(pose_cfg)
+    cfg.active_learning.strategy = strategy
+    ActiveLearningExperiment(cfg, str(tmp_path)).run()
+    data = json.loads((tmp_path / 'al_state.json').read_text())
+    assert data['status'] == 'finished'
+    c0, c1 = data['cycles']
+    picked = [p['id'] for p in c0['selected']]
+    assert len(set(picked)) == 8 and not set(picked) & set(c0['labeled'])
+    assert c1['labeled'] == c0['labeled'] + picked
+    assert all(math.isfinite(p['score']) for p in c0['selected'])
+    assert 'PCK' in c1['metrics']
+
+
+def test_margin_refuses_a_pose_experiment_by_name(pose_cfg, tmp_path):
+    cfg = copy.deepcopy(pose_cfg)
+    cfg.active_learning.strategy = dict(type='MarginStrategy')
+    with pytest.raises(ValueError, match='MarginStrategy does not apply to pose.*heatmap'):
+        ActiveLearningExperiment(cfg, str(tmp_path))

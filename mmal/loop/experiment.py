@@ -21,7 +21,7 @@ import numpy as np
 from mmengine.config import Config
 from mmengine.dist import broadcast_object_list, get_rank, master_only
 from mmengine.logging import MMLogger, print_log
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.runner import Runner, find_latest_checkpoint
 from torch.utils.data import DataLoader
 
@@ -59,11 +59,15 @@ class ActiveLearningExperiment:
         scope = cfg.get('default_scope', 'mmdet')
         init_default_scope(scope)
         self.task = _TASKS.get(scope, scope)
-        self.strategy = STRATEGIES.build(copy.deepcopy(self.settings.strategy))
+        # Strategies live in mmal's own registry: build them in its scope, not the
+        # task's (which would warn that 'mmdet'/'mmpose' is not in its tree).
+        with DefaultScope.overwrite_default_scope('mmal'):
+            self.strategy = STRATEGIES.build(copy.deepcopy(self.settings.strategy))
         self.strategy.check_task(self.task)
         self.strategy_name = self.settings.strategy['type']
         for key in ('train_dataloader', 'test_dataloader', 'test_evaluator', 'test_cfg'):
-            if not cfg.get(key):
+            # `test_cfg = dict()` is mmengine's (and mmpose's) spelling of the default loop.
+            if cfg.get(key) is None or (key != 'test_cfg' and not cfg.get(key)):
                 raise ConfigError(f'the config has no `{key}`; an experiment trains on '
                                   'train_dataloader and evaluates with the test loop')
         check_data_paths(cfg, ('train_dataloader', 'test_dataloader'))

@@ -1,6 +1,7 @@
 """Density weighting: uncertain *and* representative samples first."""
 import numpy as np
 import torch
+from mmengine.registry import DefaultScope
 from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 
@@ -35,7 +36,8 @@ class DensityWeightedStrategy(BaseStrategy):
 
     def __init__(self, uncertainty: dict | None = None, beta: float = 1.0,
                  chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
-        inner = STRATEGIES.build(dict(uncertainty or dict(type='EntropyStrategy')))
+        with DefaultScope.overwrite_default_scope('mmal'):
+            inner = STRATEGIES.build(dict(uncertainty or dict(type='EntropyStrategy')))
         if not isinstance(inner, UncertaintyStrategy):
             raise ValueError(f'DensityWeightedStrategy weights an uncertainty score, got '
                              f'{type(inner).__name__}; use LeastConfidenceStrategy, '
