@@ -57,7 +57,7 @@ def detection_batches(config: str, batch_size: int, num_batches: int, train: boo
         type='VOCDataset', data_root=generated_voc_root(),
         ann_file='VOC2007/ImageSets/Main/trainval.txt',
         data_prefix=dict(sub_data_root='VOC2007/'), pipeline=pipeline,
-        filter_cfg=dict(filter_empty_gt=True)))
+        metainfo=leaf.get('metainfo'), filter_cfg=dict(filter_empty_gt=True)))
     samples = [ds[i % len(ds)] for i in range(batch_size * num_batches)]
     return [pseudo_collate(samples[i * batch_size:(i + 1) * batch_size])
             for i in range(num_batches)]
@@ -81,15 +81,18 @@ def time_interleaved(fns: dict, batches: list, warmup: int = 2) -> dict[str, lis
     """Like :func:`time_calls` for several functions, taking turns on each batch.
 
     Interleaving exposes every function to the same machine load, so their
-    ratio stays meaningful on a busy machine.
+    ratio stays meaningful on a busy machine; the order rotates from batch to
+    batch so that none always runs first.
     """
     for b in batches[:warmup]:
         for fn in fns.values():
             fn(b)
     synchronize()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for b in batches[warmup:]:
-        for name, fn in fns.items():
+    names = list(fns)
+    for k, b in enumerate(batches[warmup:]):
+        for name in names[k % len(names):] + names[:k % len(names)]:
+            fn = fns[name]
             start = time.perf_counter()
             fn(b)
             synchronize()
