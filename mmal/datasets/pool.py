@@ -62,6 +62,9 @@ def build_pool(dataset_cfg: dict) -> Pool:
         leaf_cfg = copy.deepcopy(leaf_cfg)
         leaf_cfg['pipeline'] = []
         leaf_cfg.pop('indices', None)
+        # Only the ids are read; mmengine's serialisation also fails on an
+        # empty dataset, which must reach the plan check instead.
+        leaf_cfg['serialize_data'] = False
         leaf = DATASETS.build(leaf_cfg)
         leaf.full_init()
         root = leaf.data_root or ''
