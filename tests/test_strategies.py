@@ -211,6 +211,21 @@ def test_k_center_chunks_give_the_exact_answer():
     assert list(big) == list(small)
 
 
+def test_distances_are_computed_in_bounded_blocks(monkeypatch):
+    shapes = []
+    real_cdist = torch.cdist
+
+    def spy(a, b, **kw):
+        shapes.append((len(a), len(b)))
+        return real_cdist(a, b, **kw)
+
+    monkeypatch.setattr(torch, 'cdist', spy)
+    rng = np.random.default_rng(0)
+    k_center_greedy(rng.normal(size=(30, 8)), 5, rng, centers=rng.normal(size=(50, 8)),
+                    chunk_size=7)
+    assert len(shapes) > 5 and max(max(s) for s in shapes) <= 7  # never 30 x 50
+
+
 def test_k_center_breaks_ties_by_the_seed_and_never_repeats():
     points = np.zeros((6, 3))  # all identical: every choice is a tie
     orders = {tuple(k_center_greedy(points, 6, np.random.default_rng(s))) for s in range(6)}
