@@ -1,10 +1,16 @@
 """Generate a dataset in a real on-disk format from synthetic scenes.
 
     python tools/generate_data.py voc data/synthetic_voc/VOCdevkit [--num-trainval N] ...
+    python tools/generate_data.py mpii data/synthetic_mpii [--num-train N] ...
 """
 import argparse
 
-from mmal.datasets import VOCSceneConfig, generate_voc_dataset
+from mmal.datasets import (
+    MPIISceneConfig,
+    VOCSceneConfig,
+    generate_mpii_dataset,
+    generate_voc_dataset,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -19,6 +25,18 @@ def parse_args() -> argparse.Namespace:
     voc.add_argument('--seed', type=int, default=defaults.seed)
     voc.add_argument('--min-size', type=int, default=defaults.min_size)
     voc.add_argument('--max-size', type=int, default=defaults.max_size)
+    mpii = sub.add_parser('mpii', help="MPII layout, as mmpose's data/mpii (images/, "
+                          'annotations/mpii_{train,val}.json, mpii_gt_val.mat)')
+    mpii.add_argument('root', help='the folder to write (e.g. data/synthetic_mpii)')
+    defaults = MPIISceneConfig()
+    mpii.add_argument('--num-train', type=int, default=defaults.num_train,
+                      help='training images (one or two persons each)')
+    mpii.add_argument('--num-val', type=int, default=defaults.num_val)
+    mpii.add_argument('--seed', type=int, default=defaults.seed)
+    mpii.add_argument('--min-size', type=int, default=defaults.min_size)
+    mpii.add_argument('--max-size', type=int, default=defaults.max_size)
+    mpii.add_argument('--second-person-prob', type=float,
+                      default=defaults.second_person_prob)
     return parser.parse_args()
 
 
@@ -28,6 +46,11 @@ def main() -> None:
         cfg = VOCSceneConfig(num_trainval=args.num_trainval, num_test=args.num_test,
                              seed=args.seed, min_size=args.min_size, max_size=args.max_size)
         print(f'VOC-format data ready in {generate_voc_dataset(args.root, cfg)}')
+    elif args.format == 'mpii':
+        cfg = MPIISceneConfig(num_train=args.num_train, num_val=args.num_val, seed=args.seed,
+                              min_size=args.min_size, max_size=args.max_size,
+                              second_person_prob=args.second_person_prob)
+        print(f'MPII-format data ready in {generate_mpii_dataset(args.root, cfg)}')
 
 
 if __name__ == '__main__':

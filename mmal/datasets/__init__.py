@@ -1,8 +1,18 @@
 """Data generators in the real on-disk formats, and the pool / subset helpers."""
+from .mpii_format import (
+    MPII_JOINTS,
+    MPIIAnnotationError,
+    validate_mpii_annotations,
+    write_mpii_headboxes,
+    write_mpii_json,
+)
+from .mpii_generator import MPIISceneConfig, generate_mpii_dataset
 from .pool import Pool, build_pool, leaf_configs, scoring_config, subset_config
 from .voc_generator import SYNTHETIC_VOC_CLASSES, VOCSceneConfig, generate_voc_dataset
 
 __all__ = [
-    'Pool', 'SYNTHETIC_VOC_CLASSES', 'VOCSceneConfig', 'build_pool', 'generate_voc_dataset',
-    'leaf_configs', 'scoring_config', 'subset_config'
+    'MPII_JOINTS', 'MPIIAnnotationError', 'MPIISceneConfig', 'Pool', 'SYNTHETIC_VOC_CLASSES',
+    'VOCSceneConfig', 'build_pool', 'generate_mpii_dataset', 'generate_voc_dataset',
+    'leaf_configs', 'scoring_config', 'subset_config', 'validate_mpii_annotations',
+    'write_mpii_headboxes', 'write_mpii_json'
 ]
