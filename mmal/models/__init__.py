@@ -3,10 +3,12 @@ from .detectors import LearningLossDetector
 from .heads import PerImageLossSSDHead
 from .learning_loss import LearningLossModel
 from .loss_prediction import LossPredictionModule
+from .pose import CompactHourglassNet, LearningLossPoseEstimator
 from .ranking_loss import LossPredictionLoss, ranking_accuracy
 from .taps import FeatureTaps
 
 __all__ = [
-    'FeatureTaps', 'LearningLossDetector', 'LearningLossModel', 'LossPredictionLoss',
-    'LossPredictionModule', 'PerImageLossSSDHead', 'ranking_accuracy'
+    'CompactHourglassNet', 'FeatureTaps', 'LearningLossDetector', 'LearningLossModel',
+    'LearningLossPoseEstimator', 'LossPredictionLoss', 'LossPredictionModule',
+    'PerImageLossSSDHead', 'ranking_accuracy'
 ]

@@ -1,0 +1,175 @@
+"""Learning Loss on any mmpose top-down pose estimator."""
+import warnings
+from collections.abc import Sequence
+
+import torch
+from mmpose.models.pose_estimators import TopdownPoseEstimator
+from mmpose.registry import MODELS
+from torch import Tensor, nn
+
+from ..learning_loss import LearningLossModel
+
+
+@MODELS.register_module()
+class LearningLossPoseEstimator(LearningLossModel):
+    """Adds a loss-prediction module to a top-down pose estimator.
+
+    Args:
+        estimator (dict): Config of any mmpose :class:`TopdownPoseEstimator`
+            (stacked hourglass, SimpleBaseline, HRNet, ...), left as mmpose
+            defines it.
+        taps, loss_prediction, rank_loss, rank_loss_weight, init_cfg: See
+            :class:`~mmal.models.LearningLossModel`.
+
+    The pose loss that trains the network is mmpose's own: the head's
+    ``loss`` runs unchanged. The per-sample target losses come from the same
+    pass: every call of the head's loss module(s) (``head.loss_module``,
+    e.g. ``KeypointMSELoss`` with target weights, once per hourglass stack
+    for ``CPMHead``) is recorded and evaluated again on each sample's slice
+    of its inputs, under ``no_grad``, and the calls are summed. So a
+    sample's target loss is exactly what mmpose's loss would be for a batch
+    of that sample alone (joints weighted out by ``keypoint_weights`` do not
+    count), summed over the stacks, and for the usual mean-reduced losses
+    the per-sample losses average back to the batch loss.
+    """
+
+    def __init__(self, estimator: dict, taps: Sequence[str], loss_prediction: dict,
+                 rank_loss: dict | None = None, rank_loss_weight: float = 1.0,
+                 init_cfg: dict | None = None) -> None:
+        built = MODELS.build(estimator)
+        if not isinstance(built, TopdownPoseEstimator):
+            raise TypeError(f'model.estimator.type={estimator.get("type")!r} is not a top-down '
+                            'pose estimator; LearningLossPoseEstimator wraps '
+                            'TopdownPoseEstimator subclasses')
+        if not built.with_head:
+            raise ValueError('model.estimator has no head: a target loss needs one')
+        loss_modules = _loss_modules(built.head)
+        if not loss_modules:
+            raise TypeError(f'model.estimator.head ({type(built.head).__name__}) has no '
+                            '`loss_module`; per-sample losses are read from the loss '
+                            "module(s) mmpose's heads keep there")
+        super().__init__(built, taps, loss_prediction, rank_loss, rank_loss_weight, init_cfg)
+        self._loss_modules = loss_modules
+        self._checked_reduction = False
+
+    # ------------------------------------------------------------ task part
+    def task_loss(self, feats: tuple, data_samples: list) -> tuple[dict, Tensor]:
+        estimator = self.task_model
+        with _LossCalls(self._loss_modules) as calls:
+            losses = estimator.head.loss(feats, data_samples, train_cfg=estimator.train_cfg)
+        if not calls.records:
+            raise RuntimeError(f'{type(estimator.head).__name__}.loss did not call its '
+                               'loss_module, so there is no per-sample loss to read')
+        per_sample = torch.zeros(len(data_samples), device=calls.records[0][3].device)
+        with torch.no_grad():
+            for module, args, kwargs, batch_value in calls.records:
+                values = torch.stack([
+                    module(*_slice(args, b, len(data_samples)),
+                           **_slice(kwargs, b, len(data_samples))).sum()
+                    for b in range(len(data_samples))])
+                self._check_reduction(module, values, batch_value)
+                per_sample += values
+        return losses, per_sample.detach()
+
+    def head_forward(self, feats: tuple):
+        """The head's raw outputs; for ``CPMHead``, one heatmap batch per stack."""
+        return self.task_model.head.forward(feats)
+
+    def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list,
+                           head_outputs=None) -> list:
+        """mmpose's own predict (flip test included) on already extracted features.
+
+        The backbone features are reused; the head runs again inside mmpose's
+        ``head.predict`` (its decoding and flip averaging take features, not
+        head outputs), which for heatmap heads is one small convolution per
+        stack. With ``test_cfg.flip_test`` the flipped input is extracted
+        here, as mmpose does.
+        """
+        estimator = self.task_model
+        if estimator.metainfo is not None:
+            for sample in data_samples:
+                sample.set_metainfo(estimator.metainfo)
+        if estimator.test_cfg.get('flip_test', False):
+            feats = [feats, estimator.extract_feat(inputs.flip(-1))]
+        preds = estimator.head.predict(feats, data_samples, test_cfg=estimator.test_cfg)
+        instances, fields = preds if isinstance(preds, tuple) else (preds, None)
+        return estimator.add_pred_to_datasample(instances, fields, data_samples)
+
+    # ------------------------------------------------------------ mmengine API
+    def forward(self, inputs: Tensor, data_samples: list | None = None,
+                mode: str = 'tensor'):
+        if isinstance(inputs, list):
+            inputs = torch.stack(inputs)
+        if mode == 'predict':
+            # mmpose's entry point: applies the estimator's metainfo override.
+            return self.task_model(inputs, data_samples, mode='predict')
+        return super().forward(inputs, data_samples, mode)
+
+    def _check_reduction(self, module: nn.Module, values: Tensor, batch_value: Tensor) -> None:
+        if self._checked_reduction:
+            return
+        self._checked_reduction = True
+        batch_value = batch_value.detach().float().sum()
+        if not torch.allclose(values.float().mean(), batch_value, rtol=1e-4, atol=1e-7):
+            warnings.warn(
+                f'{type(module).__name__}: the per-sample losses average to '
+                f'{values.mean().item():.6g}, the batch loss is {batch_value.item():.6g}; the '
+                'loss is not a mean over samples, so the ranking targets keep their order '
+                'but not the scale of the training loss', stacklevel=2)
+
+
+def _loss_modules(head: nn.Module) -> list[nn.Module]:
+    module = getattr(head, 'loss_module', None)
+    if module is None:
+        return []
+    if isinstance(module, (nn.ModuleList, list, tuple)):
+        return list(module)
+    if isinstance(module, nn.ModuleDict):
+        return list(module.values())
+    return [module]
+
+
+class _LossCalls:
+    """Records ``(module, args, kwargs, output)`` of every loss-module call in a block."""
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        self.modules = modules
+        self.records: list[tuple] = []
+        self._handles: list = []
+
+    def __enter__(self) -> '_LossCalls':
+        def hook(module, args, kwargs, output):
+            # A copy: heads accumulate stage losses in place (CPMHead's `+=`).
+            self.records.append((module, tuple(_detach(a) for a in args),
+                                 {k: _detach(v) for k, v in kwargs.items()},
+                                 _detach(output).clone()))
+        # A module listed twice (one loss for every stage) is hooked once.
+        unique = {id(m): m for m in self.modules}.values()
+        self._handles = [m.register_forward_hook(hook, with_kwargs=True) for m in unique]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def _detach(value):
+    if isinstance(value, Tensor):
+        return value.detach()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_detach(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _detach(v) for k, v in value.items()}
+    return value
+
+
+def _slice(value, b: int, batch_size: int):
+    """Sample ``b`` of every batch-first tensor in ``value``, as a batch of one."""
+    if isinstance(value, Tensor):
+        return value[b:b + 1] if value.dim() > 0 and value.shape[0] == batch_size else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_slice(v, b, batch_size) for v in value)
+    if isinstance(value, dict):
+        return {k: _slice(v, b, batch_size) for k, v in value.items()}
+    return value
