@@ -76,7 +76,9 @@ def summary_table(cycles: list[dict], strategy: str) -> str:
     rows = evaluated_cycles(cycles)
     if not rows:
         return '(no evaluated cycle)'
-    keys = [k for k in rows[0]['metrics']][:4]
+    # The plotted metric first (MpiiPCKAccuracy lists per-joint PCKh before `PCK`).
+    primary = primary_metric(rows[0]['metrics'])
+    keys = [primary, *(k for k in rows[0]['metrics'] if k != primary)][:4]
     header = ['cycle', 'labeled', 'strategy', *keys, 'train s']
     body = [[str(r['cycle']), str(r['num_labeled']), strategy,
              *(f'{r["metrics"].get(k, float("nan")):.4f}' for k in keys),

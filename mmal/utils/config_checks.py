@@ -13,6 +13,9 @@ def check_data_paths(cfg: Config, dataloaders: tuple[str, ...] = (
     """Check that every dataset's ``data_root`` and ``ann_file`` exist.
 
     Wrapped datasets (``RepeatDataset``, ``ConcatDataset``) are followed.
+    MPII annotations (``MpiiDataset``) are also read and checked record by
+    record, with their images and headbox file (see
+    :func:`check_mpii_dataset`).
 
     Raises:
         ConfigError: Naming the first missing path by its config key.
@@ -42,3 +45,39 @@ def _check_dataset(ds: dict, key: str) -> None:
             raise ConfigError(
                 f"{key}.ann_file='{ann}' not found at '{path}'. Check the dataset "
                 f'layout under {key}.data_root or set {key}.ann_file')
+    if _type_name(ds.get('type')) == 'MpiiDataset':
+        check_mpii_dataset(ds, key)
+
+
+def check_mpii_dataset(ds: dict, key: str) -> None:
+    """Check an ``MpiiDataset`` config's annotations, images and headbox file.
+
+    Paths resolve as mmpose resolves them: ``ann_file`` and
+    ``data_prefix.img`` under ``data_root``, ``headbox_file`` as given.
+
+    Raises:
+        ConfigError: Naming the config key, the file and the bad record.
+    """
+    from ..datasets.mpii_format import MPIIAnnotationError, validate_mpii_annotations
+    root = ds.get('data_root') or ''
+    ann = ds.get('ann_file')
+    if not ann:
+        return
+    ann_path = ann if osp.isabs(ann) or not root else osp.join(root, ann)
+    img = (ds.get('data_prefix') or {}).get('img', '')
+    img_dir = img if osp.isabs(img) or not root else osp.join(root, img)
+    headbox = ds.get('headbox_file')
+    if headbox and not osp.isfile(headbox):
+        raise ConfigError(
+            f"{key}.headbox_file='{headbox}' not found (mmpose does not join it with "
+            f'data_root; working directory: {osp.abspath(".")!r}). Set {key}.headbox_file')
+    try:
+        validate_mpii_annotations(ann_path, img_dir=img_dir, headbox_file=headbox or None)
+    except MPIIAnnotationError as err:
+        raise ConfigError(f'{key}: {err}') from err
+
+
+def _type_name(value) -> str:
+    if isinstance(value, type):
+        return value.__name__
+    return str(value).split('.')[-1] if value else ''
