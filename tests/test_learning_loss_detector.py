@@ -101,27 +101,35 @@ def test_stop_hook_by_iteration_and_bad_arguments(tiny_cfg):
 
 
 def test_per_image_losses_recombine_to_the_batch_loss(tiny_cfg):
-    """sum_i n_i * l_i / sum_i n_i is mmdet's batch loss; l_i is alone-normalised."""
+    """Summed per-image losses over the batch's positives are mmdet's batch loss."""
     model = build(tiny_cfg)
     head = model.task_model.bbox_head
+    assert head.per_image_normalizer == 'none'
     data = model.data_preprocessor(batch(tiny_cfg, 3), True)
     feats = model.task_model.extract_feat(data['inputs'])
     from mmdet.models.utils import unpack_gt_instances
     gts, ignore, metas = unpack_gt_instances(data['data_samples'])
     outs = head(feats)
-    losses, per_image = head.loss_by_feat_per_image(*outs, gts, metas, ignore)
+    losses, summed = head.loss_by_feat_per_image(*outs, gts, metas, ignore)
+    head.per_image_normalizer = 'positives'
+    _, normalised = head.loss_by_feat_per_image(*outs, gts, metas, ignore)
     batch_loss = sum(losses['loss_cls']) + sum(losses['loss_bbox'])
-    # every image alone: its loss must equal its per-image value
+    num_pos = summed / normalised
+    assert torch.allclose(num_pos, num_pos.round()) and (num_pos >= 1).all()
+    assert (summed.sum() / num_pos.sum()).item() == pytest.approx(batch_loss.item(), rel=1e-5)
+    # normalised by its own positives, an image's loss is the loss it has alone
     for i in range(3):
         one = tuple([lvl[i:i + 1] for lvl in out] for out in outs)
         alone = head.loss_by_feat(*one, [gts[i]], [metas[i]], None)
         alone = sum(alone['loss_cls']) + sum(alone['loss_bbox'])
-        assert per_image[i].item() == pytest.approx(alone.item(), rel=1e-4)
+        assert normalised[i].item() == pytest.approx(alone.item(), rel=1e-4)
     # the training loss is mmdet's, unchanged
     plain = SSDHead.loss_by_feat(head, *outs, gts, metas, ignore)
     plain_loss = sum(plain['loss_cls']) + sum(plain['loss_bbox'])
     assert batch_loss.item() == pytest.approx(plain_loss.item(), rel=1e-6)
-    assert not per_image.requires_grad
+    assert not summed.requires_grad
+    with pytest.raises(ValueError, match='per_image_normalizer'):
+        MODELS.build(dict(tiny_cfg.model.detector.bbox_head, per_image_normalizer='batch'))
 
 
 def test_generic_head_fallback_matches_ssd_fast_path(tiny_cfg):
@@ -131,8 +139,9 @@ def test_generic_head_fallback_matches_ssd_fast_path(tiny_cfg):
     model = build(tiny_cfg)
     data = model.data_preprocessor(batch(tiny_cfg, 3), True)
     feats = model.task_model.extract_feat(data['inputs'])
-    _, fast = model.task_loss(feats, data['data_samples'])
     head = model.task_model.bbox_head
+    head.per_image_normalizer = 'positives'  # what a batch of one computes
+    _, fast = model.task_loss(feats, data['data_samples'])
     gts, ignore, metas = unpack_gt_instances(data['data_samples'])
     slow = per_image_losses_by_slicing(head, head(feats), gts, metas, ignore)
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)

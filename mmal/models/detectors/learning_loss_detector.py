@@ -23,8 +23,8 @@ class LearningLossDetector(LearningLossModel):
     Per-image target losses come from the head's ``loss_by_feat_per_image``
     when it has one (:class:`~mmal.models.PerImageLossSSDHead` computes them
     in the same pass as the batch loss); for other heads each image's loss is
-    recomputed alone under ``no_grad``, which costs one more target
-    assignment per image.
+    recomputed as a batch of one under ``no_grad`` (so normalised as the head
+    normalises a batch), which costs one more target assignment per image.
     """
 
     def __init__(self, detector: dict, taps: Sequence[str], loss_prediction: dict,
