@@ -49,3 +49,7 @@ custom_hooks = [
     dict(type='SyncBuffersHook'),
     dict(type='LossPredictionStopGradientHook', stop_epoch=126),
 ]
+
+# mmpose's HourglassNet builds an `inters` block even for one stack, and never
+# runs it: distributed training needs DDP to tolerate those unused parameters.
+find_unused_parameters = True
