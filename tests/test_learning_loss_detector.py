@@ -205,3 +205,24 @@ def test_missing_data_root_names_the_key(tiny_cfg, tmp_path):
     tiny_cfg.train_dataloader.dataset.data_root = str(tmp_path / 'nowhere')
     with pytest.raises(ConfigError, match=r"train_dataloader.dataset.data_root='.*nowhere'"):
         check_data_paths(tiny_cfg)
+
+
+def test_plain_detector_checkpoints_load_into_the_wrapper(tiny_cfg, tmp_path):
+    """load_from with an ordinary mmdet checkpoint (keys without task_model.)."""
+    from mmengine.runner import load_checkpoint
+    plain = MODELS.build(copy.deepcopy(tiny_cfg.model.detector))
+    torch.manual_seed(1)
+    plain.init_weights()
+    path = tmp_path / 'plain.pth'
+    torch.save(dict(state_dict=plain.state_dict()), path)
+    model = build(tiny_cfg)
+    module_before = model.loss_prediction.out.weight.clone()
+    load_checkpoint(model, str(path), map_location='cpu')
+    for name, value in plain.state_dict().items():
+        torch.testing.assert_close(model.task_model.state_dict()[name], value)
+    torch.testing.assert_close(model.loss_prediction.out.weight, module_before)
+    # our own checkpoints still load as they are
+    torch.save(dict(state_dict=model.state_dict()), tmp_path / 'ours.pth')
+    again = build(tiny_cfg)
+    load_checkpoint(again, str(tmp_path / 'ours.pth'), map_location='cpu')
+    torch.testing.assert_close(again.loss_prediction.out.weight, model.loss_prediction.out.weight)

@@ -56,6 +56,7 @@ class LearningLossModel(BaseModel):
         self.rank_loss_weight = float(rank_loss_weight)
         self.taps = FeatureTaps(task_model, taps, cfg_key='model.taps')
         self.detach_features = False
+        self._register_load_state_dict_pre_hook(_accept_task_model_checkpoints)
 
     # ------------------------------------------------------------ task part
     @abstractmethod
@@ -155,3 +156,19 @@ class LearningLossModel(BaseModel):
         with self.taps.record():
             feats = self.task_model.extract_feat(inputs)
         return feats, self.taps.pop()
+
+
+def _accept_task_model_checkpoints(state_dict: dict, prefix: str, *args) -> None:
+    """Let ``load_from`` take a plain mmdet / mmpose checkpoint of the task model.
+
+    Such checkpoints name ``backbone.*``, ``bbox_head.*`` ...; ours nest them
+    under ``task_model.``. When a state dict has no key of ours, its keys are
+    moved under ``task_model.`` (the loss-prediction module then keeps its
+    initialisation and is reported missing, as it should be).
+    """
+    keys = [k for k in state_dict if k.startswith(prefix)]
+    ours = (f'{prefix}task_model.', f'{prefix}loss_prediction.')
+    if not keys or any(k.startswith(ours) for k in keys):
+        return
+    for key in keys:
+        state_dict[f'{prefix}task_model.{key[len(prefix):]}'] = state_dict.pop(key)

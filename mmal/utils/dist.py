@@ -26,7 +26,9 @@ def setup_distributed(launcher: str, cfg: Config) -> None:
     if launcher == 'slurm':
         _slurm_env_to_torch_env()
     torch.distributed.init_process_group(backend='gloo')
-    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+    cfg.model_wrapper_cfg = dict(
+        type='MMDistributedDataParallel', device_ids=None,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
 
 
 def _slurm_env_to_torch_env() -> None:
