@@ -40,6 +40,39 @@ def generated_voc_root() -> str:
     return str(root) + '/'
 
 
+def task_batches(config: str, batch_size: int, num_batches: int, train: bool) -> list:
+    """Batches for any of our configs: detection (VOC) or pose (MPII)."""
+    cfg = Config.fromfile(str(REPO / config))
+    if cfg.get('default_scope') == 'mmpose':
+        return pose_batches(config, batch_size, num_batches, train)
+    return detection_batches(config, batch_size, num_batches, train)
+
+
+def generated_mpii_root() -> str:
+    """A generated MPII-format set for benchmark inputs (created once per run)."""
+    from mmal.datasets import MPIISceneConfig, generate_mpii_dataset
+    root = Path(os.environ.get('MMAL_BENCH_DATA', tempfile.gettempdir())) / 'mmal_bench_mpii'
+    generate_mpii_dataset(root, MPIISceneConfig(num_train=64, num_val=16, seed=7,
+                                                min_size=256, max_size=320))
+    return str(root) + '/'
+
+
+def pose_batches(config: str, batch_size: int, num_batches: int, train: bool) -> list:
+    """Batches from a pose config's own pipeline over generated MPII data."""
+    import mmal  # noqa: F401  (registers our modules)
+    cfg = Config.fromfile(str(REPO / config))
+    init_default_scope('mmpose')
+    from mmpose.registry import DATASETS
+    loader = cfg.train_dataloader if train else cfg.test_dataloader
+    ds = DATASETS.build(dict(
+        type='MpiiDataset', data_root=generated_mpii_root(),
+        ann_file='annotations/mpii_train.json', data_prefix=dict(img='images/'),
+        pipeline=copy.deepcopy(loader.dataset.pipeline)))
+    samples = [ds[i % len(ds)] for i in range(batch_size * num_batches)]
+    return [pseudo_collate(samples[i * batch_size:(i + 1) * batch_size])
+            for i in range(num_batches)]
+
+
 def detection_batches(config: str, batch_size: int, num_batches: int, train: bool) -> list:
     """Batches from a detection config's own pipeline over generated VOC data."""
     import mmal  # noqa: F401  (registers our modules)

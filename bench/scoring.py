@@ -12,14 +12,14 @@ import argparse
 
 import torch
 
-from common import detection_batches, print_table, summary, time_interleaved, write_result
+from common import print_table, summary, task_batches, time_interleaved, write_result
 from train_overhead import CONFIGS, build
 
 
 def measure(config: str, batch_size: int, num_batches: int) -> dict:
     """Seconds per batch of the three ways of running the model, interleaved."""
     model = build(config, 'learning_loss').eval()
-    batches = detection_batches(config, batch_size, num_batches + 2, train=False)
+    batches = task_batches(config, batch_size, num_batches + 2, train=False)
 
     def extract(batch):
         data = model.data_preprocessor(batch, False)
@@ -29,7 +29,7 @@ def measure(config: str, batch_size: int, num_batches: int) -> dict:
         times = time_interleaved({
             'extract_feat': extract,
             'learning_loss_score': lambda batch: model.score_step(batch, ('pred_loss',)),
-            'predict': model.test_step,
+            'predict': model.test_step,  # head, decoding, NMS / flip test
         }, batches)
     return {k: summary(v) for k, v in times.items()}
 

@@ -1,4 +1,4 @@
-"""Training overhead of Learning Loss: the LL-wrapped SSD against the same SSD.
+"""Training overhead of Learning Loss: the LL-wrapped model against the same model.
 
 Time per training iteration (forward, losses, backward, SGD step) and peak
 memory, same batches, same batch size; each variant runs in its own process
@@ -16,11 +16,11 @@ import torch
 
 from common import (
     REPO,
-    detection_batches,
     peak_memory_mb,
     print_table,
     reset_peak_memory,
     summary,
+    task_batches,
     time_calls,
     write_result,
 )
@@ -28,6 +28,8 @@ from common import (
 CONFIGS = {
     'small': 'configs/learning_loss/ssd-tiny_ll_synthetic-voc.py',
     'full': 'configs/learning_loss/ssd300_ll_voc0712.py',
+    'pose_small': 'configs/learning_loss/hourglass-tiny_ll_synthetic-mpii.py',
+    'pose_full': 'configs/learning_loss/hourglass52_ll_mpii-256x256.py',
 }
 
 
@@ -35,13 +37,16 @@ def build(config: str, variant: str):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     cfg = Config.fromfile(str(REPO / config))
-    init_default_scope('mmdet')
-    from mmdet.registry import MODELS
+    scope = cfg.get('default_scope', 'mmdet')
+    init_default_scope(scope)
+    from mmengine.registry import MODELS
     model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.detector.backbone.pop('init_cfg', None)  # no pretrained download
+    inner = 'detector' if 'detector' in model_cfg else 'estimator'
+    model_cfg[inner].backbone.pop('init_cfg', None)  # no pretrained download
     if variant == 'plain':
-        model_cfg = model_cfg.detector
-        model_cfg.bbox_head.type = 'SSDHead'  # mmdet's own, untouched
+        model_cfg = model_cfg[inner]
+        if inner == 'detector':
+            model_cfg.bbox_head.type = 'SSDHead'  # mmdet's own, untouched
     torch.manual_seed(0)
     model = MODELS.build(model_cfg)
     model.init_weights()
@@ -52,7 +57,7 @@ def run_variant(config: str, variant: str, batch_size: int, iters: int) -> dict:
     from mmengine.optim import OptimWrapper
     model = build(config, variant)
     optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9))
-    batches = detection_batches(config, batch_size, iters + 2, train=True)
+    batches = task_batches(config, batch_size, iters + 2, train=True)
     if torch.cuda.is_available():
         # The first GEMM allocates cuBLAS's workspace (~65 MiB on H100), fixed
         # in size and present in any real job; SSD itself runs only cuDNN
