@@ -1,5 +1,5 @@
 # The main job: a short Learning Loss experiment with the small SSD on the
-# generated VOC-format data, sized for 2 CPU cores (about 6 minutes).
+# generated VOC-format data, sized for 2 CPU cores (about 10 minutes).
 # Random baseline: --cfg-options active_learning.strategy.type=RandomStrategy
 _base_ = '../learning_loss/ssd-tiny_ll_synthetic-voc.py'
 
