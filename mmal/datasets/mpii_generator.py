@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from .mpii_format import MPII_JOINTS, write_mpii_headboxes, write_mpii_json
+from .scene import degrade, draw_clutter, textured_background
 
 # Joint indices (MPII order).
 R_ANK, R_KNE, R_HIP, L_HIP, L_KNE, L_ANK, PELVIS, THORAX, NECK, HEAD_TOP, \
@@ -147,8 +148,8 @@ def render_image(cfg: MPIISceneConfig, index: int) -> tuple[np.ndarray, list[dic
     rng = np.random.default_rng([cfg.seed, index])
     d = float(rng.uniform())
     w, h = (int(v) for v in rng.integers(cfg.min_size, cfg.max_size + 1, size=2))
-    image = _background(rng, h, w, contrast=1.0 - 0.5 * d)
-    _clutter(rng, image, count=int(round(d * 10)))
+    image = textured_background(rng, h, w, contrast=1.0 - 0.5 * d)
+    draw_clutter(rng, image, count=int(round(d * 10)), capsule_share=0.4)
     owner = np.full((h, w), -1, np.int16)   # which figure a pixel shows
     figures = [_sample_figure(rng, d, w, h)]
     if rng.uniform() < cfg.second_person_prob:
@@ -162,7 +163,7 @@ def render_image(cfg: MPIISceneConfig, index: int) -> tuple[np.ndarray, list[dic
     for _ in range(int(rng.binomial(3, 0.45 * d))):
         target = figures[int(rng.integers(len(figures)))]
         _occluder(rng, image, owner, target)
-    image = _degrade(rng, image, d)
+    image = degrade(rng, image, d, max_noise=22.0)
     persons = []
     for k, fig in enumerate(figures):
         after = _joint_coverage(owner == k, fig)
@@ -340,47 +341,3 @@ def _occluder(rng: np.random.Generator, image: np.ndarray, owner: np.ndarray,
             cv2.ellipse(canvas, (int(c[0]), int(c[1])), axes, float(rng.uniform(0, 180)),
                         0, 360, colour, -1)
     owner[mask > 0] = -2
-
-
-def _background(rng: np.random.Generator, h: int, w: int, contrast: float) -> np.ndarray:
-    base = rng.uniform(50, 210, size=3)
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
-    slope = rng.uniform(-0.35, 0.35, size=(2, 3))
-    image = base + gx[..., None] * slope[0] + gy[..., None] * slope[1]
-    cell = int(rng.integers(4, 12))
-    noise = rng.normal(0, 10, size=(h // cell + 1, w // cell + 1, 3))
-    image += noise.repeat(cell, 0).repeat(cell, 1)[:h, :w]
-    mean = image.mean()
-    return np.clip(mean + (image - mean) * contrast, 0, 255).astype(np.uint8)
-
-
-def _clutter(rng: np.random.Generator, image: np.ndarray, count: int) -> None:
-    """Lines, blobs and limb-like capsules (distractors for limb detectors)."""
-    h, w = image.shape[:2]
-    for _ in range(count):
-        color = tuple(int(c) for c in rng.integers(0, 256, size=3))
-        p1 = np.array([rng.integers(w), rng.integers(h)])
-        kind = rng.uniform()
-        if kind < 0.35:
-            p2 = np.array([rng.integers(w), rng.integers(h)])
-            cv2.line(image, tuple(map(int, p1)), tuple(map(int, p2)), color,
-                     int(rng.integers(1, 4)))
-        elif kind < 0.6:
-            cv2.circle(image, tuple(map(int, p1)), int(rng.integers(2, max(3, min(h, w) // 10))),
-                       color, -1)
-        else:
-            length = min(h, w) * rng.uniform(0.08, 0.2)
-            a = rng.uniform(0, 2 * math.pi)
-            p2 = p1 + length * np.array([math.cos(a), math.sin(a)])
-            t = int(rng.integers(3, max(4, min(h, w) // 14)))
-            dark = tuple(int(c * 0.45) for c in color)
-            cv2.line(image, tuple(map(int, p1)), tuple(map(int, p2)), dark, t + 2, cv2.LINE_AA)
-            cv2.line(image, tuple(map(int, p1)), tuple(map(int, p2)), color, t, cv2.LINE_AA)
-
-
-def _degrade(rng: np.random.Generator, image: np.ndarray, d: float) -> np.ndarray:
-    out = image.astype(np.float32)
-    if d > 0.6:
-        out = cv2.GaussianBlur(out, (0, 0), sigmaX=0.5 + 1.2 * (d - 0.6))
-    out += rng.normal(0, 3 + 22 * d, size=out.shape)
-    return np.clip(out, 0, 255).astype(np.uint8)

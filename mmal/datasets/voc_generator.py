@@ -21,6 +21,8 @@ from xml.etree import ElementTree as ET
 import cv2
 import numpy as np
 
+from .scene import degrade, draw_clutter, textured_background
+
 #: VOC class names used for the synthetic shapes (a subset of VOC's 20, so
 #: mmdet's VOC class handling applies unchanged).
 SYNTHETIC_VOC_CLASSES = ('bottle', 'boat', 'car', 'sheep', 'tvmonitor')
@@ -111,8 +113,8 @@ def render_scene(cfg: VOCSceneConfig, index: int) -> tuple[np.ndarray, list[dict
     rng = np.random.default_rng([cfg.seed, index])
     d = float(rng.uniform())
     w, h = (int(v) for v in rng.integers(cfg.min_size, cfg.max_size + 1, size=2))
-    image = _background(rng, h, w, contrast=1.0 - 0.6 * d)
-    _clutter(rng, image, count=int(round(d * 12)))
+    image = textured_background(rng, h, w, contrast=1.0 - 0.6 * d)
+    draw_clutter(rng, image, count=int(round(d * 12)))
     num_objects = 1 + int(round(d * (cfg.max_objects - 1) * rng.uniform(0.5, 1.0)))
     owner = np.full((h, w), -1, np.int32)   # which object a pixel shows, for occlusion
     areas, objects = [], []
@@ -131,7 +133,7 @@ def render_scene(cfg: VOCSceneConfig, index: int) -> tuple[np.ndarray, list[dict
         owner[mask > 0] = k
         areas.append(int((mask > 0).sum()))
         objects.append(dict(label=label, box=(x0, y0, x0 + bw, y0 + bh)))
-    image = _degrade(rng, image, d)
+    image = degrade(rng, image, d, max_noise=28.0)
     annotated = []
     for k, obj in enumerate(objects):
         visible = int((owner == k).sum())
@@ -178,26 +180,6 @@ def write_voc_xml(path: Path, img_id: str, shape: tuple, objects: list[dict]) ->
     ET.ElementTree(ann).write(path, encoding='utf-8')
 
 
-def _background(rng: np.random.Generator, h: int, w: int, contrast: float) -> np.ndarray:
-    base = rng.uniform(60, 200, size=3)
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
-    slope = rng.uniform(-0.4, 0.4, size=(2, 3))
-    image = base + gx[..., None] * slope[0] + gy[..., None] * slope[1]
-    image += rng.normal(0, 8, size=(h // 8 + 1, w // 8 + 1, 3)).repeat(8, 0).repeat(8, 1)[:h, :w]
-    mean = image.mean()
-    return np.clip(mean + (image - mean) * contrast, 0, 255).astype(np.uint8)
-
-
-def _clutter(rng: np.random.Generator, image: np.ndarray, count: int) -> None:
-    h, w = image.shape[:2]
-    for _ in range(count):
-        color = tuple(int(c) for c in rng.integers(0, 256, size=3))
-        p1 = (int(rng.integers(w)), int(rng.integers(h)))
-        if rng.uniform() < 0.5:
-            p2 = (int(rng.integers(w)), int(rng.integers(h)))
-            cv2.line(image, p1, p2, color, int(rng.integers(1, 4)))
-        else:
-            cv2.circle(image, p1, int(rng.integers(2, max(3, min(h, w) // 10))), color, -1)
 
 
 def _draw_shape(name: str, image: np.ndarray, mask: np.ndarray, box: tuple,
@@ -236,11 +218,3 @@ def _draw_shape(name: str, image: np.ndarray, mask: np.ndarray, box: tuple,
             cv2.rectangle(canvas, (x + bw // 3, stand), (x + 2 * bw // 3, y + bh), edge, -1)
         else:
             raise ValueError(f'no shape for class {name!r}')
-
-
-def _degrade(rng: np.random.Generator, image: np.ndarray, d: float) -> np.ndarray:
-    out = image.astype(np.float32)
-    if d > 0.6:
-        out = cv2.GaussianBlur(out, (0, 0), sigmaX=0.6 + 1.2 * (d - 0.6))
-    out += rng.normal(0, 3 + 28 * d, size=out.shape)
-    return np.clip(out, 0, 255).astype(np.uint8)
