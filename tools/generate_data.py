@@ -4,6 +4,7 @@
     python tools/generate_data.py mpii data/synthetic_mpii [--num-train N] ...
 """
 import argparse
+import sys
 
 from mmal.datasets import (
     MPIISceneConfig,
@@ -40,8 +41,17 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def main() -> None:
+def main() -> int:
     args = parse_args()
+    try:
+        generate(args)
+    except (FileExistsError, ValueError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    return 0
+
+
+def generate(args: argparse.Namespace) -> None:
     if args.format == 'voc':
         cfg = VOCSceneConfig(num_trainval=args.num_trainval, num_test=args.num_test,
                              seed=args.seed, min_size=args.min_size, max_size=args.max_size)
@@ -54,4 +64,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

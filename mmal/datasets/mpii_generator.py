@@ -26,8 +26,6 @@ difficulty of every record.
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,7 +33,7 @@ import cv2
 import numpy as np
 
 from .mpii_format import MPII_JOINTS, write_mpii_headboxes, write_mpii_json
-from .scene import degrade, draw_clutter, textured_background
+from .scene import degrade, draw_clutter, reuse_or_refuse, textured_background, write_atomically
 
 # Joint indices (MPII order).
 R_ANK, R_KNE, R_HIP, L_HIP, L_KNE, L_ANK, PELVIS, THORAX, NECK, HEAD_TOP, \
@@ -96,19 +94,10 @@ def generate_mpii_dataset(root: str | os.PathLike,
     if not 0 <= cfg.second_person_prob <= 1:
         raise ValueError(f'second_person_prob={cfg.second_person_prob} must be in [0, 1]')
     root = Path(root)
-    meta_file = root / 'mmal_meta.json'
-    if meta_file.exists():
-        existing = json.loads(meta_file.read_text()).get('config')
-        if existing == asdict(cfg):
-            return root
-        raise FileExistsError(f'{root} holds a generated dataset with other settings '
-                              f'({existing}); remove it or choose another root')
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f'{root} exists and was not written by this generator; '
-                              'choose another root')
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{root.name}.', dir=root.parent))
-    try:
+    if reuse_or_refuse(root, asdict(cfg)):
+        return root
+
+    def fill(tmp: Path) -> None:
         (tmp / 'images').mkdir()
         (tmp / 'annotations').mkdir()
         splits: dict[str, list] = {'train': [], 'val': []}
@@ -131,12 +120,8 @@ def generate_mpii_dataset(root: str | os.PathLike,
         write_mpii_headboxes(tmp / 'annotations' / 'mpii_gt_val.mat', splits['val'], headboxes)
         (tmp / 'mmal_meta.json').write_text(json.dumps(
             dict(config=asdict(cfg), joints=MPII_JOINTS, records=meta), indent=1))
-        if root.exists():
-            root.rmdir()  # empty (checked above)
-        os.replace(tmp, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+
+    return write_atomically(root, fill)
 
 
 def render_image(cfg: MPIISceneConfig, index: int) -> tuple[np.ndarray, list[dict], float]:

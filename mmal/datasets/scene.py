@@ -1,10 +1,16 @@
-"""Drawing pieces shared by the synthetic dataset generators.
+"""Pieces shared by the synthetic dataset generators.
 
 Backgrounds, clutter and image degradation are what make one generated
 image harder than another; the VOC and MPII generators draw them the same
-way, each with its own strength.
+way, each with its own strength, and write their sets the same way.
 """
+import json
 import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -58,3 +64,37 @@ def degrade(rng: np.random.Generator, image: np.ndarray, d: float,
         out = cv2.GaussianBlur(out, (0, 0), sigmaX=0.5 + 1.2 * (d - 0.6))
     out += rng.normal(0, 3 + max_noise * d, size=out.shape)
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def reuse_or_refuse(target: Path, config: dict) -> bool:
+    """Whether ``target`` already holds a set generated with ``config``.
+
+    Raises:
+        FileExistsError: ``target`` holds other data, generated or not.
+    """
+    meta_file = target / 'mmal_meta.json'
+    if meta_file.exists():
+        existing = json.loads(meta_file.read_text()).get('config')
+        if existing == config:
+            return True
+        raise FileExistsError(f'{target} holds a generated dataset with other settings '
+                              f'({existing}); remove it or choose another root')
+    if target.exists() and any(target.iterdir()):
+        raise FileExistsError(f'{target} exists and was not written by this generator; '
+                              'choose another root')
+    return False
+
+
+def write_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
+    """Let ``fill`` write a dataset into a temporary folder, then rename it to
+    ``target``, so an interrupted run never leaves a half-written dataset."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{target.name}.', dir=target.parent))
+    try:
+        fill(tmp)
+        if target.exists():
+            target.rmdir()  # empty: reuse_or_refuse checked it
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -12,8 +12,6 @@ the same call always writes the same files.
 """
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -21,7 +19,7 @@ from xml.etree import ElementTree as ET
 import cv2
 import numpy as np
 
-from .scene import degrade, draw_clutter, textured_background
+from .scene import degrade, draw_clutter, reuse_or_refuse, textured_background, write_atomically
 
 #: VOC class names used for the synthetic shapes (a subset of VOC's 20, so
 #: mmdet's VOC class handling applies unchanged).
@@ -70,21 +68,11 @@ def generate_voc_dataset(root: str | os.PathLike, cfg: VOCSceneConfig = VOCScene
                          'must both be >= 1')
     if not 16 <= cfg.min_size <= cfg.max_size:
         raise ValueError(f'need 16 <= min_size ({cfg.min_size}) <= max_size ({cfg.max_size})')
-    root = Path(root)
-    target = root / year
-    meta_file = target / 'mmal_meta.json'
-    if meta_file.exists():
-        existing = json.loads(meta_file.read_text()).get('config')
-        if existing == asdict(cfg):
-            return target
-        raise FileExistsError(f'{target} holds a generated dataset with other settings '
-                              f'({existing}); remove it or choose another root')
-    if target.exists():
-        raise FileExistsError(f'{target} exists and was not written by this generator; '
-                              'choose another root')
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{year}.', dir=root))
-    try:
+    target = Path(root) / year
+    if reuse_or_refuse(target, asdict(cfg)):
+        return target
+
+    def fill(tmp: Path) -> None:
         for sub in ('JPEGImages', 'Annotations', 'ImageSets/Main'):
             (tmp / sub).mkdir(parents=True)
         total = cfg.num_trainval + cfg.num_test
@@ -102,10 +90,8 @@ def generate_voc_dataset(root: str | os.PathLike, cfg: VOCSceneConfig = VOCScene
         (tmp / 'mmal_meta.json').write_text(json.dumps(
             dict(config=asdict(cfg), classes=SYNTHETIC_VOC_CLASSES,
                  difficulty=difficulty), indent=1))
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return write_atomically(target, fill)
 
 
 def render_scene(cfg: VOCSceneConfig, index: int) -> tuple[np.ndarray, list[dict], float]:
