@@ -27,9 +27,8 @@ DETECTION_STRATEGIES = [
 ]
 
 
-@pytest.fixture
-def cycle_cfg(tiny_cfg):
-    cfg = copy.deepcopy(tiny_cfg)
+def one_epoch_two_cycles(cfg):
+    """Shrink a small config to 1 epoch per cycle, 2 cycles of 8 samples."""
     cfg.train_dataloader.batch_size = 4
     cfg.train_cfg.max_epochs = 1
     cfg.train_cfg.val_interval = 100
@@ -42,16 +41,28 @@ def cycle_cfg(tiny_cfg):
     return cfg
 
 
-@pytest.mark.parametrize('strategy', DETECTION_STRATEGIES, ids=lambda s: s['type'])
-def test_detection_strategy_runs_a_real_cycle(cycle_cfg, tmp_path, strategy):
-    cfg = copy.deepcopy(cycle_cfg)
-    cfg.active_learning.strategy = strategy
+def run_and_check_selection(cfg, tmp_path):
+    """Run the experiment; the K picks are distinct and were unlabeled."""
     ActiveLearningExperiment(cfg, str(tmp_path)).run()
     data = json.loads((tmp_path / 'al_state.json').read_text())
     assert data['status'] == 'finished'
     c0, c1 = data['cycles']
     picked = [p['id'] for p in c0['selected']]
     assert len(set(picked)) == 8 and not set(picked) & set(c0['labeled'])
+    return c0, c1, picked
+
+
+@pytest.fixture
+def cycle_cfg(tiny_cfg):
+    cfg = copy.deepcopy(tiny_cfg)
+    return one_epoch_two_cycles(cfg)
+
+
+@pytest.mark.parametrize('strategy', DETECTION_STRATEGIES, ids=lambda s: s['type'])
+def test_detection_strategy_runs_a_real_cycle(cycle_cfg, tmp_path, strategy):
+    cfg = copy.deepcopy(cycle_cfg)
+    cfg.active_learning.strategy = strategy
+    c0, c1, picked = run_and_check_selection(cfg, tmp_path)
     assert c1['labeled'] == c0['labeled'] + picked and c0['num_candidates'] == 24
     assert all(math.isfinite(p['score']) for p in c0['selected'])
     with open(tmp_path / 'cycle_00' / 'al_scores.csv') as f:
@@ -96,28 +107,14 @@ def pose_cfg(mpii_root):
         cfg[name].persistent_workers = False
         if cfg[name].dataset.get('headbox_file'):
             cfg[name].dataset.headbox_file = str(mpii_root / 'annotations/mpii_gt_val.mat')
-    cfg.train_dataloader.batch_size = 4
-    cfg.train_cfg.max_epochs = 1
-    cfg.train_cfg.val_interval = 100
-    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
-    cfg.custom_hooks = []
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1, max_keep_ckpts=1)
-    cfg.active_learning = dict(initial_size=8, budget_per_cycle=8, num_cycles=2,
-                               candidate_pool=24, score_batch_size=8, score_num_workers=0,
-                               seed=0)
-    return cfg
+    return one_epoch_two_cycles(cfg)
 
 
 @pytest.mark.parametrize('strategy', POSE_STRATEGIES, ids=lambda s: s['type'])
 def test_pose_strategy_runs_a_real_cycle(pose_cfg, tmp_path, strategy):
     cfg = copy.deepcopy(pose_cfg)
     cfg.active_learning.strategy = strategy
-    ActiveLearningExperiment(cfg, str(tmp_path)).run()
-    data = json.loads((tmp_path / 'al_state.json').read_text())
-    assert data['status'] == 'finished'
-    c0, c1 = data['cycles']
-    picked = [p['id'] for p in c0['selected']]
-    assert len(set(picked)) == 8 and not set(picked) & set(c0['labeled'])
+    c0, c1, picked = run_and_check_selection(cfg, tmp_path)
     assert c1['labeled'] == c0['labeled'] + picked
     assert all(math.isfinite(p['score']) for p in c0['selected'])
     assert 'PCK' in c1['metrics']
