@@ -14,6 +14,23 @@ from dataclasses import dataclass
 from mmengine.registry import DATASETS
 
 _ANNOTATION_LOADERS = ('LoadAnnotations',)
+#: mmdet / mmpose augmentations that draw random numbers but whose names do
+#: not start with ``Random``.
+_RANDOM_TRANSFORMS = ('Expand', 'MinIoURandomCrop', 'PhotoMetricDistortion', 'CutOut',
+                      'Mosaic', 'MixUp', 'CopyPaste', 'YOLOXHSVRandomAug', 'RandAugment',
+                      'AutoAugment', 'Albu')
+
+
+def deterministic_pipeline(train_pipeline: list[dict]) -> list[dict]:
+    """The training pipeline without its random augmentations.
+
+    What is left loads the labels and encodes them as training does (boxes
+    resized with the image, pose heatmap targets), so a model's target loss
+    on it is the loss it trains on, without augmentation noise.
+    """
+    return [copy.deepcopy(t) for t in train_pipeline
+            if not (t.get('type', '').startswith('Random')
+                    or t.get('type') in _RANDOM_TRANSFORMS)]
 
 
 @dataclass
@@ -88,13 +105,14 @@ def subset_config(dataset_cfg: dict, pool: Pool, positions: Sequence[int]) -> di
 
 
 def scoring_config(dataset_cfg: dict, pool: Pool, positions: Sequence[int],
-                   test_pipeline: list[dict]) -> dict:
+                   test_pipeline: list[dict], with_labels: bool = False) -> dict:
     """The candidates as one unlabeled, test-mode dataset.
 
     Wrappers are dropped (no repeats), each leaf gets the test pipeline
     without annotation loading, so labels never reach the scoring pass, and
     its own ``indices``. Leaf filtering is kept, so positions mean the same
-    samples as in the pool.
+    samples as in the pool. ``with_labels`` (diagnostics: true losses) keeps
+    the given pipeline whole instead.
     """
     leaves = []
     for leaf, local in zip(leaf_configs(copy.deepcopy(dataset_cfg)), pool.split_by_leaf(positions)):
@@ -102,7 +120,7 @@ def scoring_config(dataset_cfg: dict, pool: Pool, positions: Sequence[int],
             continue
         leaf['indices'] = local
         leaf['pipeline'] = [copy.deepcopy(t) for t in test_pipeline
-                            if t.get('type') not in _ANNOTATION_LOADERS]
+                            if with_labels or t.get('type') not in _ANNOTATION_LOADERS]
         leaves.append(leaf)
     if len(leaves) == 1:
         return leaves[0]

@@ -17,7 +17,7 @@ from .ranking_loss import ranking_accuracy
 from .taps import FeatureTaps
 
 #: What :meth:`LearningLossModel.score_step` can return.
-SCORE_OUTPUTS = ('pred_loss', 'features', 'head_outputs', 'predictions')
+SCORE_OUTPUTS = ('pred_loss', 'features', 'head_outputs', 'predictions', 'target_loss')
 
 
 class LearningLossModel(BaseModel):
@@ -126,8 +126,11 @@ class LearningLossModel(BaseModel):
                 average-pooled and concatenated, ``(B, D)``),
                 ``'head_outputs'`` (the task head's raw outputs, e.g. SSD's
                 per-level class logits and box deltas, or pose heatmaps) and
-                ``'predictions'`` (the task model's post-processed outputs).
-                The head runs only for the last two, and once for both.
+                ``'predictions'`` (the task model's post-processed outputs)
+                and ``'target_loss'`` (the true per-sample target loss, the
+                one the ranking loss trains on; needs labelled batches, so
+                only diagnostics and benchmarks ask for it). The head runs
+                once for whichever of the last three are asked for.
 
         Returns:
             dict: The requested outputs.
@@ -143,6 +146,8 @@ class LearningLossModel(BaseModel):
             result['pred_loss'] = self.loss_prediction(maps)
         if 'features' in outputs:
             result['features'] = torch.cat([pool_features(m) for m in maps], dim=1)
+        if 'target_loss' in outputs:
+            result['target_loss'] = self.task_loss(feats, data['data_samples'])[1]
         if 'head_outputs' in outputs or 'predictions' in outputs:
             head_outputs = self.head_forward(feats)
             if 'head_outputs' in outputs:

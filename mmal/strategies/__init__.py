@@ -8,12 +8,13 @@ from .learning_loss import LearningLossStrategy
 from .learning_loss_diversity import LearningLossDiversityStrategy
 from .least_confidence import LeastConfidenceStrategy
 from .margin import MarginStrategy
+from .oracle_loss import OracleLossStrategy
 from .random import RandomStrategy
 from .uncertainty import UncertaintyStrategy
 
 __all__ = [
     'BaseStrategy', 'CoreSetStrategy', 'DensityWeightedStrategy', 'EntropyStrategy',
     'LearningLossDiversityStrategy', 'LearningLossStrategy', 'LeastConfidenceStrategy',
-    'MarginStrategy', 'RandomStrategy', 'UncertaintyStrategy', 'k_center_greedy',
-    'min_distances'
+    'MarginStrategy', 'OracleLossStrategy', 'RandomStrategy', 'UncertaintyStrategy',
+    'k_center_greedy', 'min_distances'
 ]

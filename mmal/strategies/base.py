@@ -34,6 +34,8 @@ class BaseStrategy:
             :meth:`select`.
         needs_labeled_features (bool): The loop must also pool the labeled
             set's features and pass them on.
+        needs_labels (bool): The scoring pass reads the candidates' labels
+            (diagnostics only: a real pool has none).
         tasks (tuple[str] | None): Tasks the idea applies to
             (``'detection'``, ``'pose'``), or None for any.
         task_reason (str): Why the other tasks are refused.
@@ -42,6 +44,7 @@ class BaseStrategy:
     score_outputs: tuple[str, ...] = ()
     needs_features: bool = False
     needs_labeled_features: bool = False
+    needs_labels: bool = False
     tasks: tuple[str, ...] | None = None
     task_reason: str = ''
 
@@ -116,38 +119,19 @@ class BaseStrategy:
                  with_scores: bool, with_features: bool
                  ) -> tuple[np.ndarray | None, np.ndarray | None] | None:
         """The one batched pass: per-sample scores and/or pooled features."""
-        model = model.module if is_model_wrapper(model) else model
-        if not hasattr(model, 'score_step'):
-            raise TypeError(f'{type(self).__name__} needs a model with a scoring API '
-                            f'(score_step), got {type(model).__name__}; use a Learning Loss '
-                            'wrapper such as LearningLossDetector')
         outputs = tuple(self.score_outputs) if with_scores else ()
         if with_features and 'features' not in outputs:
             outputs += ('features',)
-        was_training = model.training
-        model.eval()
-        # One (score, feature row) item per sample: collect_results gathers
-        # per-sample items from the ranks' shards back into dataset order.
-        items: list[tuple] = []
-        progress = ProgressBar(num_samples) if get_rank() == 0 else None
-        try:
-            with torch.no_grad():
-                for data in dataloader:
-                    out = model.score_step(data, outputs)
-                    scores = self.score_batch(out).detach().float().cpu() if with_scores \
-                        else None
-                    feats = out['features'].detach().float().cpu().numpy() if with_features \
-                        else None
-                    size = len(scores) if scores is not None else len(feats)
-                    items.extend((None if scores is None else float(scores[i]),
-                                  None if feats is None else feats[i]) for i in range(size))
-                    if progress is not None:
-                        progress.update(size)
-        finally:
-            model.train(was_training)
-        if progress is not None:
-            print()
-        gathered = collect_results(items, num_samples, device='cpu')
+
+        def per_sample(out: dict) -> list[tuple]:
+            scores = self.score_batch(out).detach().float().cpu() if with_scores else None
+            feats = out['features'].detach().float().cpu().numpy() if with_features else None
+            size = len(scores) if scores is not None else len(feats)
+            return [(None if scores is None else float(scores[i]),
+                     None if feats is None else feats[i]) for i in range(size)]
+
+        gathered = collect_per_sample(model, dataloader, num_samples, outputs, per_sample,
+                                      user=type(self).__name__)
         if gathered is None:
             return None
         scores = np.asarray([s for s, _ in gathered], dtype=np.float64) if with_scores \
@@ -179,3 +163,43 @@ class BaseStrategy:
         tie_break = rng.permutation(len(scores))
         order = np.lexsort((tie_break, -scores))
         return order[:k]
+
+
+def collect_per_sample(model: nn.Module, dataloader: DataLoader, num_samples: int,
+                       outputs: tuple[str, ...], per_sample, user: str = 'scoring') -> list | None:
+    """One batched, test-mode, no-grad pass of ``model.score_step`` over ``dataloader``.
+
+    Args:
+        model (nn.Module): A model with ``score_step`` (possibly wrapped).
+        dataloader (DataLoader): The samples, in a fixed order.
+        num_samples (int): How many samples ``dataloader`` yields (all ranks).
+        outputs (tuple[str]): What ``score_step`` computes.
+        per_sample (callable): Turns one batch's outputs into one item per
+            sample.
+        user (str): Who asks, for the error message.
+
+    Returns:
+        list | None: The items of every sample in dataset order on rank 0
+        (``collect_results`` gathers the ranks' shards), None elsewhere.
+    """
+    model = model.module if is_model_wrapper(model) else model
+    if not hasattr(model, 'score_step'):
+        raise TypeError(f'{user} needs a model with a scoring API (score_step), got '
+                        f'{type(model).__name__}; use a Learning Loss wrapper such as '
+                        'LearningLossDetector')
+    was_training = model.training
+    model.eval()
+    items: list = []
+    progress = ProgressBar(num_samples) if get_rank() == 0 else None
+    try:
+        with torch.no_grad():
+            for data in dataloader:
+                batch_items = per_sample(model.score_step(data, outputs))
+                items.extend(batch_items)
+                if progress is not None:
+                    progress.update(len(batch_items))
+    finally:
+        model.train(was_training)
+    if progress is not None:
+        print()
+    return collect_results(items, num_samples, device='cpu')
