@@ -25,11 +25,20 @@ from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.runner import Runner, find_latest_checkpoint
 from torch.utils.data import DataLoader
 
-from ..datasets import Pool, build_pool, leaf_configs, scoring_config, subset_config
+from ..datasets import (
+    Pool,
+    build_pool,
+    deterministic_pipeline,
+    leaf_configs,
+    scoring_config,
+    subset_config,
+)
 from ..registry import STRATEGIES
 from ..utils import ConfigError, check_data_paths
-from . import reporting
+from . import ranking, reporting
+from .runner import CycleRunner
 from .settings import ActiveLearningSettings
+from .shared_initial import SharedInitialCycle
 from .state import ExperimentState, atomic_write_text, digest_ids, phase_done
 
 #: Config keys that do not change what an experiment computes.
@@ -47,14 +56,18 @@ class ActiveLearningExperiment:
         resume (bool): Continue the experiment in ``work_dir``.
         launcher (str): ``'none'``, ``'pytorch'`` or ``'slurm'``; the process
             group must already be initialised for the latter two.
+        shared_initial_dir (str, optional): A folder where cycle 0 is trained
+            once and shared with other runs of the same config and seed (see
+            :mod:`mmal.loop.shared_initial`); None trains it in this run.
     """
 
     def __init__(self, cfg: Config, work_dir: str, resume: bool = False,
-                 launcher: str = 'none') -> None:
+                 launcher: str = 'none', shared_initial_dir: str | None = None) -> None:
         self.cfg = cfg
         self.work_dir = Path(work_dir)
         self.resume = resume
         self.launcher = launcher
+        self.shared_initial_dir = shared_initial_dir
         self.settings = ActiveLearningSettings.from_config(cfg.get('active_learning'))
         scope = cfg.get('default_scope', 'mmdet')
         init_default_scope(scope)
@@ -93,6 +106,8 @@ class ActiveLearningExperiment:
         for c in range(s.num_cycles):
             entry = self.state.cycle(c) or self.state.start_cycle(c, self._labeled_ids(c))
             self._check_disjoint(entry)
+            if c == 0 and self.shared_initial_dir and not phase_done(entry, 'evaluated'):
+                self._adopt_shared_initial(entry)
             if not phase_done(entry, 'trained'):
                 self._train(c, entry)
             if not phase_done(entry, 'evaluated'):
@@ -106,8 +121,8 @@ class ActiveLearningExperiment:
         return self.state
 
     # --------------------------------------------------------------- phases
-    def _train(self, c: int, entry: dict) -> None:
-        cycle_dir = self._cycle_dir(c)
+    def _train(self, c: int, entry: dict, cycle_dir: Path | None = None) -> dict:
+        cycle_dir = cycle_dir or self._cycle_dir(c)
         resume = find_latest_checkpoint(str(cycle_dir)) is not None
         load_from = None
         if not resume and c > 0 and self.settings.model_init == 'continue':
@@ -115,25 +130,50 @@ class ActiveLearningExperiment:
         self._log(f'cycle {c}: training on {entry["num_labeled"]} labeled samples'
                   + (' (resuming from its last checkpoint)' if resume else ''))
         start = time.perf_counter()
-        runner = self._runner(c, entry, phase='train', resume=resume, load_from=load_from)
+        runner = self._runner(c, entry, phase='train', resume=resume, load_from=load_from,
+                              cycle_dir=cycle_dir)
         runner.train()
         checkpoint = find_latest_checkpoint(str(cycle_dir))
         del runner
         gc.collect()
         timings = dict(entry['timings'], train_s=round(time.perf_counter() - start, 2))
         self.state.mark(c, 'trained', checkpoint=checkpoint, timings=timings)
+        return dict(checkpoint=checkpoint, timings=timings)
 
-    def _evaluate(self, c: int, entry: dict) -> None:
+    def _evaluate(self, c: int, entry: dict, cycle_dir: Path | None = None) -> dict:
         start = time.perf_counter()
-        runner = self._runner(c, entry, phase='test', load_from=entry['checkpoint'])
+        runner = self._runner(c, entry, phase='test', load_from=entry['checkpoint'],
+                              cycle_dir=cycle_dir)
         metrics = {k: float(v) for k, v in runner.test().items()}
         del runner
         gc.collect()
         timings = dict(entry['timings'], eval_s=round(time.perf_counter() - start, 2))
         self.state.mark(c, 'evaluated', metrics=metrics, timings=timings)
         self._write_reports()
-        shown = ', '.join(f'{k}={v:.4f}' for k, v in metrics.items())
-        self._log(f'cycle {c}: {entry["num_labeled"]} labeled -> {shown}')
+        self._log_metrics(c, entry)
+        return dict(metrics=metrics, timings=timings)
+
+    def _adopt_shared_initial(self, entry: dict) -> None:
+        """Reference (train first if nobody has) the cycle 0 shared by this seed's runs."""
+        shared = SharedInitialCycle(self.shared_initial_dir, key=dict(
+            config_digests=config_digests(self.cfg), seed=self.settings.seed,
+            initial_ids=digest_ids(entry['labeled'])))
+        with shared.locked():
+            record = shared.read()
+            entry['shared_from'] = str(shared.folder)
+            if 'checkpoint' not in record:
+                self._log(f'cycle 0: training the shared initial model in {shared.folder}')
+                record = shared.write(**self._train(0, entry, cycle_dir=shared.cycle_dir))
+            else:
+                self.state.mark(0, 'trained', checkpoint=record['checkpoint'],
+                                timings=record['timings'])
+            if 'metrics' not in record:
+                record = shared.write(**self._evaluate(0, entry, cycle_dir=shared.cycle_dir))
+            else:
+                self.state.mark(0, 'evaluated', metrics=record['metrics'],
+                                timings=record['timings'])
+                self._write_reports()
+                self._log_metrics(0, entry, note=f' (shared: {shared.folder})')
 
     def _select(self, c: int, entry: dict) -> None:
         s = self.settings
@@ -155,10 +195,39 @@ class ActiveLearningExperiment:
             self._write_scores(c, candidates, scores)
         picked = _broadcast(picked)
         timings = dict(entry['timings'], score_s=round(time.perf_counter() - start, 2))
-        self.state.mark(c, 'selected', selected=picked, num_candidates=int(size),
-                        timings=timings)
         self._log(f'cycle {c}: selected {len(picked)} samples (top score '
                   f'{picked[0]["score"]:.4f}, K-th {picked[-1]["score"]:.4f})')
+        fields = {}
+        if s.ranking_eval_size:
+            start = time.perf_counter()
+            fields['ranking_accuracy'] = self._ranking_accuracy(
+                c, entry, candidates, scores, np.random.default_rng([s.seed, c, 2]))
+            timings['ranking_eval_s'] = round(time.perf_counter() - start, 2)
+        self.state.mark(c, 'selected', selected=picked, num_candidates=int(size),
+                        timings=timings, **fields)
+        self._write_reports()
+
+    def _ranking_accuracy(self, c: int, entry: dict, candidates: np.ndarray,
+                          scores: np.ndarray | None, rng: np.random.Generator) -> dict:
+        """Pairwise ranking accuracy of the strategy's and the reference scores (Fig. 5)."""
+        sample = ranking.ranking_sample(len(candidates), self.settings.ranking_eval_size, rng)
+        runner = self._runner(c, entry, phase='rank', load_from=entry['checkpoint'])
+        runner.load_or_resume()
+        out = ranking.reference_scores_and_losses(
+            runner.model, self._scoring_loader(candidates[sample].tolist(), with_labels=True),
+            len(sample), self.task)
+        del runner
+        gc.collect()
+        result = None
+        if get_rank() == 0:
+            losses = out.pop('target_loss')
+            result = dict(num_samples=int(len(sample)), strategy=ranking.pairwise_ranking_accuracy(
+                scores[sample], losses))
+            result.update({name: ranking.pairwise_ranking_accuracy(ref, losses)
+                           for name, ref in out.items()})
+            self._log(f'cycle {c}: ranking accuracy on {len(sample)} candidates: '
+                      + ', '.join(f'{k}={v:.3f}' for k, v in result.items() if k != 'num_samples'))
+        return _broadcast(result)
 
     def _score(self, c: int, entry: dict, candidates: np.ndarray,
                rng: np.random.Generator) -> tuple[np.ndarray | None, dict]:
@@ -181,8 +250,9 @@ class ActiveLearningExperiment:
             labeled_features = strategy.pooled_features(
                 runner.model, self._scoring_loader(labeled), len(labeled))
         scores, features = strategy.score_candidates(
-            runner.model, self._scoring_loader(candidates.tolist()), len(candidates), rng,
-            labeled_features=labeled_features)
+            runner.model, self._scoring_loader(candidates.tolist(),
+                                               with_labels=strategy.needs_labels),
+            len(candidates), rng, labeled_features=labeled_features)
         del runner
         gc.collect()
         extra = {}
@@ -192,27 +262,39 @@ class ActiveLearningExperiment:
             extra['labeled_features'] = labeled_features
         return scores, extra
 
-    def _scoring_loader(self, positions: list[int]) -> DataLoader:
-        """A test-mode, unlabeled dataloader over the given (sorted) pool positions."""
+    def _scoring_loader(self, positions: list[int], with_labels: bool = False) -> DataLoader:
+        """A test-mode dataloader over the given (sorted) pool positions.
+
+        Unlabeled (the test pipeline without annotation loading) unless
+        ``with_labels``: then the target-loss pipeline, for true losses.
+        """
         s = self.settings
-        test_ds = self.cfg.test_dataloader.dataset
+        if with_labels:
+            pipeline = s.target_loss_pipeline or deterministic_pipeline(
+                leaf_configs(self.cfg.train_dataloader.dataset)[0]['pipeline'])
+        else:
+            pipeline = leaf_configs(self.cfg.test_dataloader.dataset)[0]['pipeline']
         loader_cfg = dict(
             batch_size=s.score_batch_size, num_workers=s.score_num_workers,
             persistent_workers=False, sampler=dict(type='DefaultSampler', shuffle=False),
             dataset=scoring_config(self.cfg.train_dataloader.dataset, self.pool, positions,
-                                   leaf_configs(test_ds)[0]['pipeline']))
+                                   pipeline, with_labels=with_labels))
         if self.cfg.test_dataloader.get('collate_fn'):
             loader_cfg['collate_fn'] = self.cfg.test_dataloader.collate_fn
         return Runner.build_dataloader(loader_cfg, seed=s.seed)
 
     # -------------------------------------------------------------- helpers
     def _runner(self, c: int, entry: dict, phase: str, resume: bool = False,
-                load_from: str | None = None) -> Runner:
+                load_from: str | None = None, cycle_dir: Path | None = None) -> Runner:
         cfg = copy.deepcopy(self.cfg)
         positions = [self.position[i] for i in entry['labeled']]
         cfg.train_dataloader.dataset = subset_config(cfg.train_dataloader.dataset, self.pool,
                                                      positions)
-        cfg.work_dir = str(self._cycle_dir(c))
+        if phase == 'train':
+            # The experiment evaluates once, after training, with the test
+            # loop: a validation at the end of training would repeat it.
+            cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+        cfg.work_dir = str(cycle_dir or self._cycle_dir(c))
         cfg.launcher = self.launcher
         cfg.resume = resume
         cfg.load_from = load_from
@@ -221,7 +303,7 @@ class ActiveLearningExperiment:
         cfg.randomness = randomness
         cfg.experiment_name = f'cycle{c:02d}_{phase}_{time.time_ns()}'
         cfg.pop('active_learning', None)
-        return Runner.from_cfg(cfg)
+        return CycleRunner.from_cfg(cfg)
 
     def _labeled_ids(self, c: int) -> list[str]:
         if c == 0:
@@ -287,6 +369,10 @@ class ActiveLearningExperiment:
         writer.writerows((self.pool.ids[p], repr(float(v))) for p, v in zip(candidates, scores))
         self._cycle_dir(c).mkdir(parents=True, exist_ok=True)
         atomic_write_text(self._cycle_dir(c) / 'al_scores.csv', buf.getvalue())
+
+    def _log_metrics(self, c: int, entry: dict, note: str = '') -> None:
+        shown = ', '.join(f'{k}={v:.4f}' for k, v in entry['metrics'].items())
+        self._log(f'cycle {c}: {entry["num_labeled"]} labeled -> {shown}{note}')
 
     def _log(self, msg: str) -> None:
         print_log(msg, logger=self.logger)

@@ -27,18 +27,27 @@ def evaluated_cycles(cycles: list[dict]) -> list[dict]:
     return [c for c in cycles if c.get('metrics')]
 
 
+def ranking_columns(cycle: dict) -> dict[str, float]:
+    """A cycle's ranking accuracies as ``ranking_accuracy/<scorer>`` columns."""
+    return {f'ranking_accuracy/{k}': v for k, v in (cycle.get('ranking_accuracy') or {}).items()
+            if k != 'num_samples'}
+
+
 def write_metrics_csv(work_dir: Path, cycles: list[dict], strategy: str) -> Path:
-    """One row per evaluated cycle: cycle, num_labeled, strategy, every metric."""
+    """One row per evaluated cycle: every metric, the ranking accuracies, the time split."""
     rows = evaluated_cycles(cycles)
     keys: list[str] = []
     for row in rows:
-        keys.extend(k for k in row['metrics'] if k not in keys)
+        keys.extend(k for k in [*row['metrics'], *ranking_columns(row)] if k not in keys)
+    times = ['train_s', 'eval_s', 'score_s', 'ranking_eval_s']
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(['cycle', 'num_labeled', 'strategy', *keys])
+    writer.writerow(['cycle', 'num_labeled', 'strategy', *keys, *times])
     for row in rows:
+        values = {**row['metrics'], **ranking_columns(row)}
         writer.writerow([row['cycle'], row['num_labeled'], strategy,
-                         *(row['metrics'].get(k, '') for k in keys)])
+                         *(values.get(k, '') for k in keys),
+                         *(row['timings'].get(k, '') for k in times)])
     path = work_dir / METRICS_FILE
     atomic_write_text(path, buf.getvalue())
     return path
@@ -55,13 +64,26 @@ def write_curve(work_dir: Path, cycles: list[dict], strategy: str) -> Path | Non
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib import pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    fig, (ax, rank_ax) = plt.subplots(1, 2, figsize=(10, 3.5), dpi=120)
     ax.plot([r['num_labeled'] for r in rows], [r['metrics'].get(key) for r in rows],
             marker='o', label=strategy)
     ax.set_xlabel('labeled samples')
     ax.set_ylabel(key)
     ax.grid(alpha=0.3)
     ax.legend()
+    # The paper's Fig. 5: how well each score ranks the candidates' true losses.
+    ranked = [r for r in rows if ranking_columns(r)]
+    for name in dict.fromkeys(k for r in ranked for k in ranking_columns(r)):
+        label = name.split('/', 1)[1]
+        rank_ax.plot([r['num_labeled'] for r in ranked],
+                     [ranking_columns(r).get(name, float('nan')) for r in ranked], marker='o',
+                     label=f'{strategy} (selection)' if label == 'strategy' else label)
+    rank_ax.axhline(0.5, color='grey', linewidth=0.8)
+    rank_ax.set_xlabel('labeled samples (model that scored)')
+    rank_ax.set_ylabel('ranking accuracy vs true loss')
+    rank_ax.grid(alpha=0.3)
+    if ranked:
+        rank_ax.legend(fontsize=7)
     fig.tight_layout()
     path = work_dir / CURVE_FILE
     tmp = path.with_name(f'.{path.name}.tmp.png')
@@ -79,11 +101,19 @@ def summary_table(cycles: list[dict], strategy: str) -> str:
     # The plotted metric first (MpiiPCKAccuracy lists per-joint PCKh before `PCK`).
     primary = primary_metric(rows[0]['metrics'])
     keys = [primary, *(k for k in rows[0]['metrics'] if k != primary)][:4]
-    header = ['cycle', 'labeled', 'strategy', *keys, 'train s']
+    header = ['cycle', 'labeled', 'strategy', *keys, 'rank acc', 'train s', 'eval s',
+              'score s']
     body = [[str(r['cycle']), str(r['num_labeled']), strategy,
              *(f'{r["metrics"].get(k, float("nan")):.4f}' for k in keys),
-             f'{r["timings"].get("train_s", 0):.0f}'] for r in rows]
+             _ranking_cell(r),
+             *(f'{r["timings"].get(t, 0):.0f}' for t in ('train_s', 'eval_s', 'score_s'))]
+            for r in rows]
     widths = [max(len(x) for x in col) for col in zip(header, *body)]
     line = '+'.join('-' * (w + 2) for w in widths)
     fmt = ' | '.join(f'{{:>{w}}}' for w in widths)
     return '\n'.join([fmt.format(*header), line, *(fmt.format(*row) for row in body)])
+
+
+def _ranking_cell(cycle: dict) -> str:
+    value = (cycle.get('ranking_accuracy') or {}).get('strategy')
+    return '-' if value is None else f'{value:.3f}'

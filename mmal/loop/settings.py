@@ -1,5 +1,5 @@
 """The ``active_learning`` section of a config, checked before any work."""
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 
 from ..utils import ConfigError
 
@@ -28,6 +28,14 @@ class ActiveLearningSettings:
         score_num_workers (int): Dataloader workers of the scoring pass.
         seed (int): Seed of the initial draw, the candidate subsets, tie
             breaking and of every cycle's training.
+        ranking_eval_size (int): After each selection, how many candidates
+            (a fixed random sample) are scored once more with their labels
+            to measure how well the scores rank their true losses (the
+            paper's Fig. 5, see :mod:`mmal.loop.ranking`); 0 turns it off.
+        target_loss_pipeline (list, optional): The pipeline that loads and
+            encodes labels for true losses (ranking evaluation and
+            ``OracleLossStrategy``); by default the training pipeline without
+            its random augmentations.
     """
 
     initial_size: int
@@ -39,6 +47,8 @@ class ActiveLearningSettings:
     score_batch_size: int = 16
     score_num_workers: int = 2
     seed: int = 0
+    ranking_eval_size: int = 500
+    target_loss_pipeline: list | None = None
 
     @classmethod
     def from_config(cls, section: dict | None) -> 'ActiveLearningSettings':
@@ -73,6 +83,13 @@ class ActiveLearningSettings:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f'active_learning.{key}={value!r} must be an integer >= 1')
+        if not isinstance(self.ranking_eval_size, int) or self.ranking_eval_size < 0:
+            raise ConfigError(f'active_learning.ranking_eval_size={self.ranking_eval_size!r} '
+                              'must be an integer >= 0 (0 turns the ranking evaluation off)')
+        if self.target_loss_pipeline is not None and not isinstance(
+                self.target_loss_pipeline, (list, tuple)):
+            raise ConfigError('active_learning.target_loss_pipeline must be a list of '
+                              f'transforms or None, got {self.target_loss_pipeline!r}')
         if not isinstance(self.score_num_workers, int) or self.score_num_workers < 0:
             raise ConfigError(f'active_learning.score_num_workers={self.score_num_workers!r} '
                               'must be an integer >= 0')
@@ -111,6 +128,9 @@ class ActiveLearningSettings:
     def differences(self, recorded: dict) -> list[str]:
         """Human-readable differences between these settings and recorded ones."""
         mine = self.to_dict()
+        # A key added after the state was written counts at its default.
+        recorded = {**{k: f.default for k, f in self.__dataclass_fields__.items()
+                       if not isinstance(f.default, type(MISSING))}, **recorded}
         return [f'active_learning.{key}: state has {recorded.get(key)!r}, config has '
                 f'{mine.get(key)!r}' for key in sorted(set(mine) | set(recorded))
                 if mine.get(key) != recorded.get(key)]
