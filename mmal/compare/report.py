@@ -1,0 +1,276 @@
+"""Collect finished runs and write the comparison: CSV, JSON, Markdown, PNG.
+
+Runs are read from their ``al_state.json`` only, so a comparison can be
+re-rendered at any time (``--plot-only``) and can merge runs made elsewhere.
+"""
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..loop.reporting import primary_metric
+from ..loop.state import STATE_FILE, atomic_write_text
+from . import stats
+
+FILES = dict(csv='compare.csv', json='compare.json', markdown='compare.md', plot='compare.png')
+
+
+@dataclass
+class Run:
+    """The evaluated cycles of one (strategy, seed) experiment."""
+
+    name: str
+    seed: int
+    path: Path
+    finished: bool
+    cycles: list[dict] = field(default_factory=list)
+
+
+def collect_runs(roots: list[Path]) -> list[Run]:
+    """Every ``<root>/<name>/seed<k>/al_state.json`` under the given folders.
+
+    The same (name, seed) found twice is refused: merging must not count a
+    run twice.
+    """
+    runs: dict[tuple[str, int], Run] = {}
+    for root in roots:
+        for path in sorted(Path(root).glob(f'*/seed*/{STATE_FILE}')):
+            name = path.parent.parent.name
+            if name.startswith('_'):
+                continue
+            data = json.loads(path.read_text())
+            seed = int(data['settings']['seed'])
+            key = (name, seed)
+            if key in runs:
+                raise ValueError(f'two runs of {name} seed {seed}: {runs[key].path} and '
+                                 f'{path.parent}; merge each run once')
+            cycles = [c for c in data['cycles'] if c.get('metrics')]
+            runs[key] = Run(name, seed, path.parent, data.get('status') == 'finished', cycles)
+    return list(runs.values())
+
+
+def compare(runs: list[Run], baseline: str = 'RandomStrategy', metric: str | None = None,
+            confidence: float = 0.95) -> dict:
+    """Per strategy: the mean curve of every metric, AUC, labels needed, paired differences.
+
+    Args:
+        runs (list[Run]): The runs; only their evaluated cycles count.
+        baseline (str): The strategy the others are compared with (random).
+        metric (str, optional): The metric of the summary figures; by
+            default the primary one (mAP, PCKh).
+        confidence (float): Of the bootstrap intervals.
+    """
+    if not runs:
+        raise ValueError('no run with an evaluated cycle to compare')
+    metric = metric or primary_metric(runs[0].cycles[0]['metrics'])
+    names = sorted({r.name for r in runs}, key=lambda n: (n != baseline, n))
+    by_name = {n: [r for r in runs if r.name == n] for n in names}
+    result = dict(metric=metric, baseline=baseline if baseline in by_name else None,
+                  confidence=confidence, strategies={})
+    for name, group in by_name.items():
+        result['strategies'][name] = _strategy_summary(group, metric)
+    base = result['strategies'].get(baseline)
+    if base is not None and base['curve']:
+        target = base['curve'][-1]['mean']
+        result['baseline_final'] = target
+        for name, summary in result['strategies'].items():
+            x = [p['num_labeled'] for p in summary['curve']]
+            y = [p['mean'] for p in summary['curve']]
+            needed = stats.labels_to_reach(x, y, target) if x else None
+            summary['labels_to_reach_baseline'] = needed
+            summary['labels_saved'] = (None if needed is None
+                                       else base['curve'][-1]['num_labeled'] - needed)
+            if name != baseline:
+                summary['vs_baseline'] = _paired(summary, base, confidence)
+    return result
+
+
+def _strategy_summary(group: list[Run], metric: str) -> dict:
+    cycles = sorted({c['cycle'] for r in group for c in r.cycles})
+    curve, table = [], []
+    for c in cycles:
+        entries = [(r.seed, e) for r in group for e in r.cycles if e['cycle'] == c]
+        labeled = sorted({e['num_labeled'] for _, e in entries})
+        if len(labeled) != 1:
+            raise ValueError(f'{group[0].name} cycle {c}: runs disagree on the labeled count '
+                             f'{labeled}; compare runs of one plan')
+        keys = sorted({k for _, e in entries for k in e['metrics']})
+        row = dict(cycle=c, num_labeled=labeled[0], metrics={}, ranking_accuracy={})
+        for k in keys:
+            mean, std, n = stats.mean_std([e['metrics'].get(k) for _, e in entries])
+            row['metrics'][k] = dict(mean=mean, std=std, n=n)
+        rank_keys = sorted({k for _, e in entries for k in e.get('ranking_accuracy') or {}
+                            if k != 'num_samples'})
+        for k in rank_keys:
+            mean, std, n = stats.mean_std([(e.get('ranking_accuracy') or {}).get(k)
+                                           for _, e in entries])
+            row['ranking_accuracy'][k] = dict(mean=mean, std=std, n=n)
+        table.append(row)
+        if metric in row['metrics']:
+            curve.append(dict(num_labeled=labeled[0], **row['metrics'][metric],
+                              per_seed={s: e['metrics'].get(metric) for s, e in entries}))
+    # AUC per seed over the cycles that seed finished; only complete curves count.
+    full = len(curve)
+    auc = {}
+    for r in group:
+        points = [(e['num_labeled'], e['metrics'].get(metric)) for e in r.cycles]
+        if len(points) == full and all(v is not None for _, v in points):
+            auc[r.seed] = stats.normalised_auc(*zip(*points))
+    mean, std, n = stats.mean_std(list(auc.values()))
+    return dict(seeds=sorted(r.seed for r in group), cycles=table, curve=curve,
+                auc=dict(mean=mean, std=std, n=n, per_seed=auc))
+
+
+def _paired(summary: dict, base: dict, confidence: float) -> dict:
+    out = {}
+    seeds, diffs = stats.paired_differences(summary['auc']['per_seed'], base['auc']['per_seed'])
+    out['auc'] = _difference(seeds, diffs, confidence)
+    if summary['curve'] and base['curve']:
+        final = summary['curve'][-1]['per_seed']
+        seeds, diffs = stats.paired_differences(
+            {s: v for s, v in final.items() if v is not None},
+            {s: v for s, v in base['curve'][-1]['per_seed'].items() if v is not None})
+        out['final'] = _difference(seeds, diffs, confidence)
+    return out
+
+
+def _difference(seeds: list[int], diffs: list[float], confidence: float) -> dict:
+    if not diffs:
+        return dict(seeds=[], mean=None, ci=None)
+    low, high = stats.bootstrap_ci(diffs, confidence)
+    return dict(seeds=seeds, per_seed=diffs, mean=float(sum(diffs) / len(diffs)),
+                ci=[low, high])
+
+
+# ----------------------------------------------------------------- writers
+def write_all(result: dict, out_dir: Path) -> dict[str, Path]:
+    """Write CSV, JSON, Markdown and PNG into ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {kind: out_dir / name for kind, name in FILES.items()}
+    atomic_write_text(paths['csv'], to_csv(result))
+    atomic_write_text(paths['json'], json.dumps(result, indent=1, default=_jsonable) + '\n')
+    atomic_write_text(paths['markdown'], to_markdown(result))
+    write_plot(result, paths['plot'])
+    return paths
+
+
+def _jsonable(value):
+    return str(value)
+
+
+def to_csv(result: dict) -> str:
+    """One row per strategy, cycle and metric (ranking accuracy included)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(['strategy', 'cycle', 'num_labeled', 'metric', 'mean', 'std', 'n'])
+    for name, summary in result['strategies'].items():
+        for row in summary['cycles']:
+            values = [*row['metrics'].items(),
+                      *((f'ranking_accuracy/{k}', v) for k, v in row['ranking_accuracy'].items())]
+            for key, v in values:
+                writer.writerow([name, row['cycle'], row['num_labeled'], key,
+                                 repr(v['mean']), repr(v['std']), v['n']])
+    return buf.getvalue()
+
+
+def to_markdown(result: dict) -> str:
+    """The comparison as Markdown tables, ready to quote."""
+    metric, base = result['metric'], result.get('baseline')
+    pct = int(round(result['confidence'] * 100))
+    names = list(result['strategies'])
+    labeled = sorted({p['num_labeled'] for s in result['strategies'].values() for p in s['curve']})
+    lines = [f'{metric} (mean ± std over seeds) against labeled samples', '',
+             '| strategy | seeds | ' + ' | '.join(str(x) for x in labeled)
+             + ' | AUC (normalised) |', '|---|---|' + '---|' * (len(labeled) + 1)]
+    for name in names:
+        s = result['strategies'][name]
+        at = {p['num_labeled']: p for p in s['curve']}
+        cells = [f'{at[x]["mean"]:.4f} ± {at[x]["std"]:.4f}' if x in at else '–' for x in labeled]
+        lines.append(f'| {name} | {len(s["seeds"])} | ' + ' | '.join(cells)
+                     + f' | {_pm(s["auc"])} |')
+    if base:
+        lines += ['', f'Against {base} (paired by seed; {pct}% bootstrap CI of the mean '
+                  'difference); labels to reach '
+                  f'{base}\'s final mean {result["baseline_final"]:.4f}:', '',
+                  '| strategy | Δ AUC [CI] | Δ final [CI] | labels to reach | labels saved |',
+                  '|---|---|---|---|---|']
+        for name in names:
+            s = result['strategies'][name]
+            vs = s.get('vs_baseline', {})
+            needed = s.get('labels_to_reach_baseline')
+            saved = s.get('labels_saved')
+            lines.append(f'| {name} | {_diff(vs.get("auc"))} | {_diff(vs.get("final"))} | '
+                         + ('not reached' if needed is None else f'{needed:.0f}') + ' | '
+                         + ('–' if saved is None else f'{saved:+.0f}') + ' |')
+    rank = [(n, p) for n in names for p in result['strategies'][n]['cycles']
+            if p['ranking_accuracy']]
+    if rank:
+        lines += ['', 'Ranking accuracy of each strategy\'s own scores against the true '
+                  'losses (pairs ordered alike; 0.5 = chance), per cycle:', '',
+                  '| strategy | ' + ' | '.join(f'cycle {c}' for c in sorted(
+                      {p['cycle'] for _, p in rank})) + ' |',
+                  '|---|' + '---|' * len({p['cycle'] for _, p in rank})]
+        cycles = sorted({p['cycle'] for _, p in rank})
+        for name in names:
+            at = {p['cycle']: p['ranking_accuracy'].get('strategy')
+                  for p in result['strategies'][name]['cycles']}
+            cells = [_pm(at[c]) if at.get(c) else '–' for c in cycles]
+            lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def _pm(v: dict) -> str:
+    return '–' if not v or not v['n'] else f'{v["mean"]:.4f} ± {v["std"]:.4f}'
+
+
+def _diff(d: dict | None) -> str:
+    if not d or d.get('mean') is None:
+        return '–'
+    return f'{d["mean"]:+.4f} [{d["ci"][0]:+.4f}, {d["ci"][1]:+.4f}] (n={len(d["seeds"])})'
+
+
+def write_plot(result: dict, path: Path) -> Path:
+    """Mean ± std (shaded) of the metric and of the ranking accuracy, per strategy."""
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib import pyplot as plt
+    fig, (ax, rank_ax) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+    base = result.get('baseline')
+    for name, s in result['strategies'].items():
+        if not s['curve']:
+            continue
+        x = [p['num_labeled'] for p in s['curve']]
+        m = [p['mean'] for p in s['curve']]
+        sd = [p['std'] for p in s['curve']]
+        style = dict(linestyle='--', color='black') if name == base else {}
+        line, = ax.plot(x, m, marker='o', label=f'{name} (n={len(s["seeds"])})', **style)
+        ax.fill_between(x, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
+                        color=line.get_color(), alpha=0.15)
+        rows = [p for p in s['cycles'] if 'strategy' in p['ranking_accuracy']]
+        if rows:
+            rx = [p['num_labeled'] for p in rows]
+            rm = [p['ranking_accuracy']['strategy']['mean'] for p in rows]
+            rs = [p['ranking_accuracy']['strategy']['std'] for p in rows]
+            rank_ax.plot(rx, rm, marker='o', color=line.get_color(), label=name,
+                         linestyle=style.get('linestyle', '-'))
+            rank_ax.fill_between(rx, [a - b for a, b in zip(rm, rs)],
+                                 [a + b for a, b in zip(rm, rs)], color=line.get_color(),
+                                 alpha=0.15)
+    ax.set_xlabel('labeled samples')
+    ax.set_ylabel(result['metric'])
+    ax.set_title('label efficiency (mean ± std over seeds)')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    rank_ax.axhline(0.5, color='grey', linewidth=0.8)
+    rank_ax.set_xlabel('labeled samples (model that scored)')
+    rank_ax.set_ylabel('ranking accuracy vs true loss')
+    rank_ax.set_title('how well each score orders the true losses')
+    rank_ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f'.{path.name}.tmp.png')
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

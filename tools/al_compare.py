@@ -1,0 +1,124 @@
+"""Compare active-learning strategies over seeds.
+
+    python tools/al_compare.py CONFIG --strategies LearningLossStrategy RandomStrategy \\
+        [entropy_sum=EntropyStrategy:aggregation=sum ...] --seeds 0 1 2 --work-dir DIR \\
+        [--cfg-options k=v ...] [--launcher none|pytorch|slurm] [--jobs N]
+    python tools/al_compare.py --plot-only --work-dir DIR [--merge OTHER_DIR ...]
+
+Runs one al_train experiment per (strategy, seed) in DIR/<name>/seed<k>/,
+resuming stopped ones and reusing finished ones; cycle 0 is trained once per
+seed (DIR/_shared/seed<k>/) and referenced by every strategy. Then writes
+and prints the comparison: DIR/compare.{csv,json,md,png} (mean ± std per
+cycle, normalised AUC, labels needed to reach the baseline's final mean,
+paired differences from the baseline with bootstrap confidence intervals,
+ranking accuracy per cycle).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+from pathlib import Path
+
+from mmengine.config import Config, DictAction
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', nargs='?', help='experiment config file')
+    parser.add_argument('--strategies', nargs='+', default=[],
+                        help='[NAME=]Type[:key=value,...] per strategy')
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--work-dir', help='comparison folder (default: '
+                        './work_dirs/compare_<config name>)')
+    parser.add_argument('--baseline', default='RandomStrategy',
+                        help='the strategy name the others are compared with')
+    parser.add_argument('--metric', help='summary metric (default: mAP / PCKh)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings for every run')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='runs at once, each in its own process (launcher none only)')
+    parser.add_argument('--plot-only', action='store_true',
+                        help='only re-render the comparison from finished runs')
+    parser.add_argument('--merge', nargs='+', default=[],
+                        help='more comparison folders whose runs to include in the report')
+    parser.add_argument('--run-index', type=int, help=argparse.SUPPRESS)
+    parser.add_argument('--no-report', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    from mmal.compare import collect_runs, compare, plan_runs, run_one, write_all
+    from mmal.compare.report import to_markdown
+    from mmal.compare.runs import run_in_parallel
+    from mmal.utils import ConfigError, setup_distributed
+
+    if not args.plot_only:
+        if not args.config or not osp.isfile(args.config):
+            print(f'error: config file {args.config!r} not found', file=sys.stderr)
+            return 2
+        if not args.strategies:
+            print('error: name the strategies to compare, e.g. --strategies '
+                  'LearningLossStrategy RandomStrategy', file=sys.stderr)
+            return 2
+        if args.jobs > 1 and args.launcher != 'none':
+            print('error: --jobs runs several single-process runs; with --launcher '
+                  f'{args.launcher} runs go one after another (--jobs 1)', file=sys.stderr)
+            return 2
+    work_dir = Path(args.work_dir or osp.join(
+        './work_dirs', 'compare_' + osp.splitext(osp.basename(args.config or 'runs'))[0]))
+    failed: list[str] = []
+    if not args.plot_only:
+        try:
+            specs = plan_runs(args.strategies, args.seeds)
+        except ConfigError as err:
+            print(f'error: {err}', file=sys.stderr)
+            return 2
+        if args.run_index is not None:
+            specs = [specs[args.run_index]]
+        if args.jobs > 1:
+            failed = run_in_parallel(specs, args.jobs, sys.argv, work_dir)
+        else:
+            cfg = Config.fromfile(args.config)
+            if args.cfg_options is not None:
+                cfg.merge_from_dict(args.cfg_options)
+            setup_distributed(args.launcher, cfg)
+            for i, spec in enumerate(specs):
+                print(f'[{i + 1}/{len(specs)}] {spec.name} seed {spec.seed}: '
+                      f'{spec.work_dir(work_dir)}', flush=True)
+                try:
+                    outcome = run_one(cfg, spec, work_dir, args.launcher)
+                except ConfigError as err:
+                    print(f'error: {err}', file=sys.stderr)
+                    return 2
+                except Exception as err:  # one broken run must not stop the comparison
+                    failed.append(f'{spec.name} seed {spec.seed}: {type(err).__name__}: {err}')
+                    print(f'FAILED {failed[-1]}', file=sys.stderr, flush=True)
+                    continue
+                print(f'[{i + 1}/{len(specs)}] {spec.name} seed {spec.seed}: {outcome}',
+                      flush=True)
+    from mmengine.dist import get_rank
+    if not args.no_report and get_rank() == 0:
+        runs = collect_runs([work_dir, *map(Path, args.merge)])
+        if not runs:
+            print(f'error: no run with an evaluated cycle under {work_dir}', file=sys.stderr)
+            return 2
+        result = compare(runs, baseline=args.baseline, metric=args.metric)
+        paths = write_all(result, work_dir)
+        print(to_markdown(result))
+        print('written: ' + ', '.join(str(p) for p in paths.values()))
+    if failed:
+        print('failed runs (resume with the same command):\n  ' + '\n  '.join(failed),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
