@@ -167,7 +167,8 @@ def test_full_hourglass52_config_builds_and_trains_one_step_at_batch_2(mpii_root
     assert cfg.val_dataloader.dataset.headbox_file.endswith('annotations/mpii_gt_val.mat')
     assert cfg.val_evaluator.type == 'MpiiPCKAccuracy'
     hooks = {h.type: h for h in cfg.custom_hooks}
-    assert hooks['LossPredictionStopGradientHook'].stop_epoch == int(0.6 * cfg.train_cfg.max_epochs)
+    assert hooks['LossPredictionStopGradientHook'].stop_fraction == 0.6
+    assert cfg.model.rank_loss_weight == 1e-4  # the paper's lambda for pose
     _drop_pretrained(cfg.model)
     model = build(cfg)
     assert isinstance(model, LearningLossPoseEstimator)

@@ -71,7 +71,7 @@ param_scheduler = [
 ]
 
 custom_hooks = [
-    dict(type='LossPredictionStopGradientHook', stop_epoch=int(max_epochs * 0.6)),
+    dict(type='LossPredictionStopGradientHook', stop_fraction=0.6),
 ]
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),

@@ -30,5 +30,5 @@ model = dict(
 custom_hooks = [
     dict(type='NumClassCheckHook'),
     dict(type='CheckInvalidLossHook', interval=50, priority='VERY_LOW'),
-    dict(type='LossPredictionStopGradientHook', stop_epoch=16),
+    dict(type='LossPredictionStopGradientHook', stop_fraction=2 / 3),  # epoch 16 of 24
 ]

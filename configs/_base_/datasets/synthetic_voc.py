@@ -50,5 +50,6 @@ val_dataloader = dict(
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-val_evaluator = dict(type='VOCMetric', metric='mAP', eval_mode='11points')
+# mmdet's VOCMetric, printing our class names in its AP table (mmal.evaluation).
+val_evaluator = dict(type='ClassNamedVOCMetric', metric='mAP', eval_mode='11points')
 test_evaluator = val_evaluator
