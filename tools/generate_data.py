@@ -26,6 +26,7 @@ def parse_args() -> argparse.Namespace:
     voc.add_argument('--seed', type=int, default=defaults.seed)
     voc.add_argument('--min-size', type=int, default=defaults.min_size)
     voc.add_argument('--max-size', type=int, default=defaults.max_size)
+    _duplicate_args(voc, defaults)
     mpii = sub.add_parser('mpii', help="MPII layout, as mmpose's data/mpii (images/, "
                           'annotations/mpii_{train,val}.json, mpii_gt_val.mat)')
     mpii.add_argument('root', help='the folder to write (e.g. data/synthetic_mpii)')
@@ -38,7 +39,15 @@ def parse_args() -> argparse.Namespace:
     mpii.add_argument('--max-size', type=int, default=defaults.max_size)
     mpii.add_argument('--second-person-prob', type=float,
                       default=defaults.second_person_prob)
+    _duplicate_args(mpii, defaults)
     return parser.parse_args()
+
+
+def _duplicate_args(parser: argparse.ArgumentParser, defaults) -> None:
+    parser.add_argument('--duplicate-fraction', type=float, default=defaults.duplicate_fraction,
+                        help='share of the pool that is near-duplicates of a few easy scenes')
+    parser.add_argument('--num-templates', type=int, default=defaults.num_templates,
+                        help='easy scenes the near-duplicates copy')
 
 
 def main() -> int:
@@ -54,12 +63,16 @@ def main() -> int:
 def generate(args: argparse.Namespace) -> None:
     if args.format == 'voc':
         cfg = VOCSceneConfig(num_trainval=args.num_trainval, num_test=args.num_test,
-                             seed=args.seed, min_size=args.min_size, max_size=args.max_size)
+                             seed=args.seed, min_size=args.min_size, max_size=args.max_size,
+                             duplicate_fraction=args.duplicate_fraction,
+                             num_templates=args.num_templates)
         print(f'VOC-format data ready in {generate_voc_dataset(args.root, cfg)}')
     elif args.format == 'mpii':
         cfg = MPIISceneConfig(num_train=args.num_train, num_val=args.num_val, seed=args.seed,
                               min_size=args.min_size, max_size=args.max_size,
-                              second_person_prob=args.second_person_prob)
+                              second_person_prob=args.second_person_prob,
+                              duplicate_fraction=args.duplicate_fraction,
+                              num_templates=args.num_templates)
         print(f'MPII-format data ready in {generate_mpii_dataset(args.root, cfg)}')
 
 

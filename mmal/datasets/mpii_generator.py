@@ -33,7 +33,17 @@ import cv2
 import numpy as np
 
 from .mpii_format import MPII_JOINTS, write_mpii_headboxes, write_mpii_json
-from .scene import degrade, draw_clutter, reuse_or_refuse, textured_background, write_atomically
+from .scene import (
+    TEMPLATE_SEED_BASE,
+    degrade,
+    draw_clutter,
+    jitter_copy,
+    near_duplicate_template,
+    reuse_or_refuse,
+    template_difficulty,
+    textured_background,
+    write_atomically,
+)
 
 # Joint indices (MPII order).
 R_ANK, R_KNE, R_HIP, L_HIP, L_KNE, L_ANK, PELVIS, THORAX, NECK, HEAD_TOP, \
@@ -65,6 +75,10 @@ class MPIISceneConfig:
         min_size (int): Smallest image side in pixels.
         max_size (int): Largest image side in pixels.
         second_person_prob (float): Chance of a second figure in an image.
+        duplicate_fraction (float): Share of the training images that are
+            near-duplicates of ``num_templates`` easy scenes (see
+            :func:`~mmal.datasets.scene.near_duplicate_template`).
+        num_templates (int): Easy scenes the duplicates copy.
     """
 
     num_train: int = 600
@@ -73,6 +87,8 @@ class MPIISceneConfig:
     min_size: int = 160
     max_size: int = 224
     second_person_prob: float = 0.3
+    duplicate_fraction: float = 0.35
+    num_templates: int = 10
 
 
 def generate_mpii_dataset(root: str | os.PathLike,
@@ -93,6 +109,9 @@ def generate_mpii_dataset(root: str | os.PathLike,
         raise ValueError(f'need 64 <= min_size ({cfg.min_size}) <= max_size ({cfg.max_size})')
     if not 0 <= cfg.second_person_prob <= 1:
         raise ValueError(f'second_person_prob={cfg.second_person_prob} must be in [0, 1]')
+    if not 0 <= cfg.duplicate_fraction < 1 or cfg.num_templates < 1:
+        raise ValueError(f'need 0 <= duplicate_fraction ({cfg.duplicate_fraction}) < 1 and '
+                         f'num_templates ({cfg.num_templates}) >= 1')
     root = Path(root)
     if reuse_or_refuse(root, asdict(cfg)):
         return root
@@ -106,13 +125,22 @@ def generate_mpii_dataset(root: str | os.PathLike,
         for index in range(cfg.num_train + cfg.num_val):
             split = 'train' if index < cfg.num_train else 'val'
             image_name = f'{index + 1:09d}.jpg'
-            image, persons, d = render_image(cfg, index)
+            template = near_duplicate_template(cfg.seed, index, cfg.duplicate_fraction,
+                                               cfg.num_templates) if split == 'train' else None
+            if template is None:
+                image, persons, d = render_image(cfg, index)
+            else:
+                image, persons, d = render_image(
+                    cfg, TEMPLATE_SEED_BASE + template,
+                    difficulty=template_difficulty(cfg.seed, template))
+                image = jitter_copy(np.random.default_rng([cfg.seed, index]), image)
             cv2.imwrite(str(tmp / 'images' / image_name), image,
                         [cv2.IMWRITE_JPEG_QUALITY, 90])
             for k, person in enumerate(persons):
                 splits[split].append(dict(person['record'], image=image_name))
                 meta[split].append(dict(image=image_name, person=k, difficulty=round(d, 4),
-                                        annotated=int(sum(person['record']['joints_vis']))))
+                                        annotated=int(sum(person['record']['joints_vis'])),
+                                        near_duplicate_of=template))
                 if split == 'val':
                     headboxes.append(person['headbox'])
         write_mpii_json(tmp / 'annotations' / 'mpii_train.json', splits['train'])
@@ -124,14 +152,17 @@ def generate_mpii_dataset(root: str | os.PathLike,
     return write_atomically(root, fill)
 
 
-def render_image(cfg: MPIISceneConfig, index: int) -> tuple[np.ndarray, list[dict], float]:
+def render_image(cfg: MPIISceneConfig, index: int, difficulty: float | None = None
+                 ) -> tuple[np.ndarray, list[dict], float]:
     """Draw image ``index``: the BGR image, its annotated persons, its difficulty.
 
     Each person is ``dict(record=..., headbox=[[x1, y1], [x2, y2]])`` with
     the MPII record fields but ``image`` (coordinates 1-based, as MPII).
+    ``difficulty`` overrides the drawn one (near-duplicate templates are easy).
     """
     rng = np.random.default_rng([cfg.seed, index])
-    d = float(rng.uniform())
+    drawn = float(rng.uniform())
+    d = drawn if difficulty is None else difficulty
     w, h = (int(v) for v in rng.integers(cfg.min_size, cfg.max_size + 1, size=2))
     image = textured_background(rng, h, w, contrast=1.0 - 0.5 * d)
     draw_clutter(rng, image, count=int(round(d * 10)), capsule_share=0.4)

@@ -66,6 +66,48 @@ def degrade(rng: np.random.Generator, image: np.ndarray, d: float,
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+#: Seeds of near-duplicate templates start here, far above any image index.
+TEMPLATE_SEED_BASE = 10 ** 7
+#: Templates are easy scenes: their difficulty lies in [0, this].
+TEMPLATE_MAX_DIFFICULTY = 0.25
+
+
+def near_duplicate_template(seed: int, index: int, fraction: float,
+                            num_templates: int) -> int | None:
+    """Which easy template pool image ``index`` nearly duplicates, or None.
+
+    Real pools hold many near-identical easy scenes (video frames, burst
+    shots, the same street at another minute): labeling a second copy
+    teaches a detector almost nothing. A ``fraction`` of the pool is such
+    copies of ``num_templates`` easy scenes, so a strategy that recognises
+    what the model already knows has labels to save, and random sampling
+    spends ``fraction`` of its budget on them.
+    """
+    if fraction <= 0 or num_templates < 1:
+        return None
+    rng = np.random.default_rng([seed, index, 7])
+    if rng.uniform() >= fraction:
+        return None
+    return int(rng.integers(num_templates))
+
+
+def template_difficulty(seed: int, template: int) -> float:
+    """The (easy) difficulty of template ``template``."""
+    rng = np.random.default_rng([seed, TEMPLATE_SEED_BASE + template, 1])
+    return float(rng.uniform(0.0, TEMPLATE_MAX_DIFFICULTY))
+
+
+def jitter_copy(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """A near-duplicate of ``image``: small brightness, contrast and sensor-noise changes.
+
+    Geometry is untouched, so the template's annotations hold unchanged.
+    """
+    gain = rng.uniform(0.92, 1.08)
+    bias = rng.uniform(-10, 10)
+    noisy = image.astype(np.float32) * gain + bias + rng.normal(0, 3.0, size=image.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
 def reuse_or_refuse(target: Path, config: dict) -> bool:
     """Whether ``target`` already holds a set generated with ``config``.
 

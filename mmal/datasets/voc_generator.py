@@ -6,7 +6,10 @@ mmdet's ``VOCDataset`` reads it and ``VOCMetric`` scores it unchanged.
 
 Each image draws a difficulty ``d`` in [0, 1] that drives object count,
 object size, clutter, occlusion, contrast and noise, so that images differ in
-how much a detector can learn from them; ``mmal_meta.json`` records ``d`` per
+how much a detector can learn from them. A share of the pool
+(``duplicate_fraction``) is near-duplicates of a few easy scenes, as real
+pools are (see :func:`~mmal.datasets.scene.near_duplicate_template`); the
+test set has none. ``mmal_meta.json`` records ``d`` and the duplicates per
 image for analysis. Every image is generated from ``(seed, index)`` alone:
 the same call always writes the same files.
 """
@@ -19,7 +22,17 @@ from xml.etree import ElementTree as ET
 import cv2
 import numpy as np
 
-from .scene import degrade, draw_clutter, reuse_or_refuse, textured_background, write_atomically
+from .scene import (
+    TEMPLATE_SEED_BASE,
+    degrade,
+    draw_clutter,
+    jitter_copy,
+    near_duplicate_template,
+    reuse_or_refuse,
+    template_difficulty,
+    textured_background,
+    write_atomically,
+)
 
 #: VOC class names used for the synthetic shapes (a subset of VOC's 20, so
 #: mmdet's VOC class handling applies unchanged).
@@ -37,6 +50,9 @@ class VOCSceneConfig:
         min_size (int): Smallest image side in pixels.
         max_size (int): Largest image side in pixels.
         max_objects (int): Objects in the hardest images.
+        duplicate_fraction (float): Share of the pool (trainval) that is
+            near-duplicates of ``num_templates`` easy scenes.
+        num_templates (int): Easy scenes the duplicates copy.
     """
 
     num_trainval: int = 600
@@ -45,6 +61,8 @@ class VOCSceneConfig:
     min_size: int = 128
     max_size: int = 192
     max_objects: int = 6
+    duplicate_fraction: float = 0.35
+    num_templates: int = 10
 
 
 def generate_voc_dataset(root: str | os.PathLike, cfg: VOCSceneConfig = VOCSceneConfig(),
@@ -68,6 +86,9 @@ def generate_voc_dataset(root: str | os.PathLike, cfg: VOCSceneConfig = VOCScene
                          'must both be >= 1')
     if not 16 <= cfg.min_size <= cfg.max_size:
         raise ValueError(f'need 16 <= min_size ({cfg.min_size}) <= max_size ({cfg.max_size})')
+    if not 0 <= cfg.duplicate_fraction < 1 or cfg.num_templates < 1:
+        raise ValueError(f'need 0 <= duplicate_fraction ({cfg.duplicate_fraction}) < 1 and '
+                         f'num_templates ({cfg.num_templates}) >= 1')
     target = Path(root) / year
     if reuse_or_refuse(target, asdict(cfg)):
         return target
@@ -77,9 +98,19 @@ def generate_voc_dataset(root: str | os.PathLike, cfg: VOCSceneConfig = VOCScene
             (tmp / sub).mkdir(parents=True)
         total = cfg.num_trainval + cfg.num_test
         ids = [f'{i + 1:06d}' for i in range(total)]
-        difficulty = {}
+        difficulty, duplicates = {}, {}
         for index, img_id in enumerate(ids):
-            image, objects, d = render_scene(cfg, index)
+            template = near_duplicate_template(cfg.seed, index, cfg.duplicate_fraction,
+                                               cfg.num_templates) \
+                if index < cfg.num_trainval else None
+            if template is None:
+                image, objects, d = render_scene(cfg, index)
+            else:
+                image, objects, d = render_scene(
+                    cfg, TEMPLATE_SEED_BASE + template,
+                    difficulty=template_difficulty(cfg.seed, template))
+                image = jitter_copy(np.random.default_rng([cfg.seed, index]), image)
+                duplicates[img_id] = template
             cv2.imwrite(str(tmp / 'JPEGImages' / f'{img_id}.jpg'), image,
                         [cv2.IMWRITE_JPEG_QUALITY, 92])
             write_voc_xml(tmp / 'Annotations' / f'{img_id}.xml', img_id, image.shape, objects)
@@ -89,15 +120,20 @@ def generate_voc_dataset(root: str | os.PathLike, cfg: VOCSceneConfig = VOCScene
         (main / 'test.txt').write_text('\n'.join(ids[cfg.num_trainval:]) + '\n')
         (tmp / 'mmal_meta.json').write_text(json.dumps(
             dict(config=asdict(cfg), classes=SYNTHETIC_VOC_CLASSES,
-                 difficulty=difficulty), indent=1))
+                 difficulty=difficulty, near_duplicate_of=duplicates), indent=1))
 
     return write_atomically(target, fill)
 
 
-def render_scene(cfg: VOCSceneConfig, index: int) -> tuple[np.ndarray, list[dict], float]:
-    """Draw image ``index`` of the set: the BGR image, its objects, its difficulty."""
+def render_scene(cfg: VOCSceneConfig, index: int, difficulty: float | None = None
+                 ) -> tuple[np.ndarray, list[dict], float]:
+    """Draw image ``index`` of the set: the BGR image, its objects, its difficulty.
+
+    ``difficulty`` overrides the drawn one (near-duplicate templates are easy).
+    """
     rng = np.random.default_rng([cfg.seed, index])
-    d = float(rng.uniform())
+    drawn = float(rng.uniform())
+    d = drawn if difficulty is None else difficulty
     w, h = (int(v) for v in rng.integers(cfg.min_size, cfg.max_size + 1, size=2))
     image = textured_background(rng, h, w, contrast=1.0 - 0.6 * d)
     draw_clutter(rng, image, count=int(round(d * 12)))
