@@ -1,4 +1,5 @@
 """Learning Loss on any single-stage mmdet detector."""
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -23,19 +24,33 @@ class LearningLossDetector(LearningLossModel):
     Per-image target losses come from the head's ``loss_by_feat_per_image``
     when it has one (:class:`~mmal.models.PerImageLossSSDHead` computes them
     in the same pass as the batch loss); for other heads each image's loss is
-    recomputed as a batch of one under ``no_grad`` (so normalised as the head
-    normalises a batch), which costs one more target assignment per image.
+    recomputed as a batch of one under ``no_grad``, which costs one more
+    target assignment per image. That loss is the image's *summed*
+    objective, as for SSD (``per_image_normalizer='none'``): mmdet's heads
+    divide by the batch's positive count (``avg_factor``), and an image's
+    own positives would rank a crowded, badly detected image below an easy
+    one. The project measured the module's held-out Spearman correlation at
+    0.36 on the summed SSD target against 0.12 on the normalised one.
+    ``'positives'`` keeps mmdet's normalisation.
+
+    Args:
+        per_image_normalizer (str): ``'none'`` (summed) or ``'positives'``,
+            for heads without ``loss_by_feat_per_image``.
     """
 
     def __init__(self, detector: dict, taps: Sequence[str], loss_prediction: dict,
                  rank_loss: dict | None = None, rank_loss_weight: float = 1.0,
-                 init_cfg: dict | None = None) -> None:
+                 init_cfg: dict | None = None, per_image_normalizer: str = 'none') -> None:
+        if per_image_normalizer not in ('none', 'positives'):
+            raise ValueError(f'model.per_image_normalizer={per_image_normalizer!r}: choose '
+                             "'none' (each image's summed loss) or 'positives'")
         built = MODELS.build(detector)
         if not isinstance(built, SingleStageDetector):
             raise TypeError(f'model.detector.type={detector.get("type")!r} is not a '
                             'single-stage detector; LearningLossDetector wraps '
                             'SingleStageDetector subclasses (SSD, RetinaNet, FCOS, ...)')
         super().__init__(built, taps, loss_prediction, rank_loss, rank_loss_weight, init_cfg)
+        self.per_image_normalizer = per_image_normalizer
 
     def task_loss(self, feats: tuple, data_samples: list) -> tuple[dict, Tensor]:
         head = self.task_model.bbox_head
@@ -46,8 +61,12 @@ class LearningLossDetector(LearningLossModel):
                 *outs, gt_instances, img_metas, gt_ignore)
             return losses, per_image.detach()
         losses = head.loss_by_feat(*outs, gt_instances, img_metas, gt_ignore)
-        return losses, per_image_losses_by_slicing(head, outs, gt_instances, img_metas,
-                                                   gt_ignore)
+        summed = _summed_losses(head) if self.per_image_normalizer == 'none' \
+            else contextlib.nullcontext()
+        with summed:
+            per_image = per_image_losses_by_slicing(head, outs, gt_instances, img_metas,
+                                                    gt_ignore)
+        return losses, per_image
 
     def head_forward(self, feats: tuple) -> tuple:
         return self.task_model.bbox_head(feats)
@@ -74,3 +93,28 @@ def per_image_losses_by_slicing(head, outs: tuple, gt_instances: list, img_metas
         terms = [t for v in single.values() for t in (v if isinstance(v, (list, tuple)) else [v])]
         per_image.append(torch.stack([t.sum() for t in terms]).sum())
     return torch.stack(per_image).detach()
+
+
+@contextlib.contextmanager
+def _summed_losses(head):
+    """Make the head's mmdet loss modules sum over their elements instead of averaging.
+
+    mmdet's losses all take ``avg_factor`` and ``reduction_override``; the
+    heads pass the batch's positive count as ``avg_factor``. Inside this
+    context every loss module of ``head`` drops it and sums, so a batch of
+    one image gives that image's summed objective. Only instance attributes
+    are set, and removed on exit.
+    """
+    modules = [m for m in head.modules()
+               if m is not head and type(m).__module__.startswith('mmdet.models.losses')]
+    for module in modules:
+        def summed(*args, _forward=module.forward, **kwargs):
+            kwargs.pop('avg_factor', None)
+            kwargs['reduction_override'] = 'sum'
+            return _forward(*args, **kwargs)
+        module.forward = summed
+    try:
+        yield
+    finally:
+        for module in modules:
+            del module.forward
