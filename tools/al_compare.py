@@ -105,11 +105,14 @@ def main() -> int:
                       flush=True)
     from mmengine.dist import get_rank
     if not args.no_report and get_rank() == 0:
-        runs = collect_runs([work_dir, *map(Path, args.merge)])
-        if not runs:
-            print(f'error: no run with an evaluated cycle under {work_dir}', file=sys.stderr)
+        try:
+            runs = collect_runs([work_dir, *map(Path, args.merge)])
+            if not runs:
+                raise ValueError(f'no run with an evaluated cycle under {work_dir}')
+            result = compare(runs, baseline=args.baseline, metric=args.metric)
+        except ValueError as err:
+            print(f'error: {err}', file=sys.stderr)
             return 2
-        result = compare(runs, baseline=args.baseline, metric=args.metric)
         paths = write_all(result, work_dir)
         print(to_markdown(result))
         print('written: ' + ', '.join(str(p) for p in paths.values()))
