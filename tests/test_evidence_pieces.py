@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.dataset import pseudo_collate
 from mmengine.logging import MMLogger
 
 from mmal.datasets import VOCSceneConfig, deterministic_pipeline, generate_voc_dataset
@@ -198,8 +197,7 @@ def test_shared_cycle_of_another_experiment_is_refused(tmp_path):
 
 def test_generic_heads_rank_by_the_summed_per_image_loss(voc_root):
     """RetinaNet (no per-image head): summed = normalised x the image's positives."""
-    from .conftest import REPO as repo
-    cfg = Config.fromfile(str(repo / 'tests/data/retinanet-tiny_ll_synthetic-voc.py'))
+    cfg = Config.fromfile(str(REPO / 'tests/data/retinanet-tiny_ll_synthetic-voc.py'))
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[name].dataset.data_root = str(voc_root) + '/'
     model = build(cfg)
@@ -215,4 +213,3 @@ def test_generic_heads_rank_by_the_summed_per_image_loss(voc_root):
     # the loss modules are left as they were
     head = model.task_model.bbox_head
     assert 'forward' not in vars(head.loss_cls) and 'forward' not in vars(head.loss_bbox)
-    _ = pseudo_collate
