@@ -10,6 +10,7 @@ from mmal.compare.stats import (
     mean_std,
     normalised_auc,
     paired_differences,
+    t_interval,
 )
 from mmal.loop.ranking import pairwise_ranking_accuracy
 from mmal.utils import ConfigError
@@ -41,9 +42,17 @@ def test_bootstrap_ci_covers_the_mean_and_shrinks_with_agreement():
     assert low <= 0.03 <= high and low > 0          # all seeds agree: CI above zero
     low, high = bootstrap_ci([-0.05, 0.05, -0.04, 0.04])
     assert low < 0 < high                           # disagreeing seeds: CI spans zero
-    assert bootstrap_ci([0.02]) == (pytest.approx(0.02), pytest.approx(0.02))
-    with pytest.raises(ValueError):
-        bootstrap_ci([])
+    with pytest.raises(ValueError, match='two'):
+        bootstrap_ci([0.02])
+
+
+def test_t_interval_is_wider_than_the_bootstrap_for_three_seeds():
+    diffs = [0.001, 0.01, 0.02]
+    low, high = bootstrap_ci(diffs)
+    assert low > 0                                    # the percentile bootstrap is optimistic
+    t_low, t_high = t_interval(diffs)
+    assert t_low < 0 < t_high                         # the t-interval is not
+    assert (t_low + t_high) / 2 == pytest.approx(np.mean(diffs))
 
 
 def test_mean_std_and_paired_differences():
@@ -129,6 +138,25 @@ def test_compare_against_random_on_hand_made_curves():
     md = to_markdown(result)
     assert '| Better | 2 |' in md and 'not reached' in md and '+105' in md
     assert 'Better,1,200,pascal_voc/mAP,0.41' in to_csv(result).replace(' ', '')
+
+
+def test_summary_figures_use_the_cycles_every_run_finished():
+    runs = [
+        _run('RandomStrategy', 0, [0.2, 0.3, 0.4]),
+        _run('RandomStrategy', 1, [0.2, 0.3]),          # still running its last cycle
+        _run('Better', 0, [0.2, 0.4, 0.5]),
+        _run('Better', 1, [0.2, 0.4, 0.5]),
+    ]
+    runs[1].finished = False
+    result = compare(runs)
+    assert result['horizon'] == 2 and result['unfinished'] == ['RandomStrategy seed 1']
+    random = result['strategies']['RandomStrategy']
+    assert random['curve'][2]['n'] == 1               # the per-cycle mean keeps what exists
+    assert random['auc']['per_seed'] == {0: pytest.approx(0.25), 1: pytest.approx(0.25)}
+    assert result['baseline_final'] == pytest.approx(0.3)
+    better = result['strategies']['Better']
+    assert better['vs_baseline']['final']['per_seed'] == pytest.approx([0.1, 0.1])
+    assert 'Runs not finished yet' in to_markdown(result)
 
 
 def test_compare_refuses_runs_of_different_plans():

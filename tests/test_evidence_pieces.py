@@ -57,18 +57,22 @@ def test_deterministic_pipeline_drops_only_random_augmentations():
     kept = [t['type'] for t in deterministic_pipeline(pose.train_pipeline)]
     assert 'GenerateTarget' in kept and 'TopdownAffine' in kept
     assert not any(t.startswith('Random') for t in kept)
+    resized = deterministic_pipeline([
+        dict(type='LoadImageFromFile'),
+        dict(type='RandomResize', scale=(640, 480), ratio_range=(0.5, 2.0), keep_ratio=True),
+        dict(type='RandomChoiceResize', scales=[(320, 320), (416, 416)]),
+        dict(type='PackDetInputs')])
+    assert resized[1] == dict(type='Resize', scale=(640, 480), keep_ratio=True)
+    assert resized[2] == dict(type='Resize', scale=(320, 320), keep_ratio=False)
 
 
 # ------------------------------------------------------------------ stop point
-class _Loop:
-    def __init__(self, max_epochs):
-        self._max_epochs = max_epochs
-
-
 class _Runner:
     def __init__(self, max_epochs=None, max_iters=100):
-        self.train_loop = _Loop(max_epochs)
-        self.max_epochs, self.max_iters = max_epochs, max_iters
+        from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+        loop = EpochBasedTrainLoop if max_epochs is not None else IterBasedTrainLoop
+        self.train_loop = loop.__new__(loop)   # only its type is read
+        self.max_epochs, self.max_iters = max_epochs or 1, max_iters
         self.logger = logging.getLogger('test_stop')
 
 
@@ -91,7 +95,9 @@ def test_stop_fraction_by_iteration_and_bad_values():
     hook = LossPredictionStopGradientHook(stop_fraction=0.5)
     hook.before_train(_Runner(max_epochs=None, max_iters=30))
     assert hook.stop_iter == 15 and hook.stop_epoch is None
-    for bad in (0, 1.5, -0.1):
+    with pytest.raises(ValueError, match='needs epoch-based'):
+        LossPredictionStopGradientHook(stop_epoch=1).before_train(_Runner(max_iters=30))
+    for bad in (0, 1, 1.5, -0.1):
         with pytest.raises(ValueError, match='stop_fraction'):
             LossPredictionStopGradientHook(stop_fraction=bad)
     with pytest.raises(ValueError, match='exactly one'):

@@ -54,6 +54,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    from mmengine.dist import get_rank, get_world_size
+
     from mmal.compare import collect_runs, compare, plan_runs, run_one, write_all
     from mmal.compare.report import to_markdown
     from mmal.compare.runs import run_in_parallel
@@ -97,13 +99,14 @@ def main() -> int:
                 except ConfigError as err:
                     print(f'error: {err}', file=sys.stderr)
                     return 2
-                except Exception as err:  # one broken run must not stop the comparison
+                except Exception as err:  # one broken run must not stop the comparison...
+                    if get_world_size() > 1:
+                        raise  # ...but a rank moving on alone would hang the others
                     failed.append(f'{spec.name} seed {spec.seed}: {type(err).__name__}: {err}')
                     print(f'FAILED {failed[-1]}', file=sys.stderr, flush=True)
                     continue
                 print(f'[{i + 1}/{len(specs)}] {spec.name} seed {spec.seed}: {outcome}',
                       flush=True)
-    from mmengine.dist import get_rank
     if not args.no_report and get_rank() == 0:
         try:
             runs = collect_runs([work_dir, *map(Path, args.merge)])

@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..loop.reporting import primary_metric
-from ..loop.state import STATE_FILE, atomic_write_text
+from ..loop.reporting import evaluated_cycles, primary_metric, save_figure
+from ..loop.state import STATE_FILE, ExperimentState, atomic_write_text
 from . import stats
 
 FILES = dict(csv='compare.csv', json='compare.json', markdown='compare.md', plot='compare.png')
@@ -31,7 +31,7 @@ def collect_runs(roots: list[Path]) -> list[Run]:
     """Every ``<root>/<name>/seed<k>/al_state.json`` under the given folders.
 
     The same (name, seed) found twice is refused: merging must not count a
-    run twice.
+    run twice. Runs with no evaluated cycle yet are left out.
     """
     runs: dict[tuple[str, int], Run] = {}
     for root in roots:
@@ -39,14 +39,16 @@ def collect_runs(roots: list[Path]) -> list[Run]:
             name = path.parent.parent.name
             if name.startswith('_'):
                 continue
-            data = json.loads(path.read_text())
+            data = ExperimentState.load(path.parent).data
             seed = int(data['settings']['seed'])
             key = (name, seed)
             if key in runs:
                 raise ValueError(f'two runs of {name} seed {seed}: {runs[key].path} and '
                                  f'{path.parent}; merge each run once')
-            cycles = [c for c in data['cycles'] if c.get('metrics')]
-            runs[key] = Run(name, seed, path.parent, data.get('status') == 'finished', cycles)
+            cycles = evaluated_cycles(data['cycles'])
+            if cycles:
+                runs[key] = Run(name, seed, path.parent, data.get('status') == 'finished',
+                                cycles)
     return list(runs.values())
 
 
@@ -54,39 +56,53 @@ def compare(runs: list[Run], baseline: str = 'RandomStrategy', metric: str | Non
             confidence: float = 0.95) -> dict:
     """Per strategy: the mean curve of every metric, AUC, labels needed, paired differences.
 
+    The per-cycle means use every run that reached the cycle (``n`` says
+    how many). The summary figures (AUC, final value, labels to reach the
+    baseline, paired differences) are computed over the *horizon*, the
+    cycles every run has finished, so that strategies and seeds are
+    compared over the same budget even while some runs are still going.
+
     Args:
         runs (list[Run]): The runs; only their evaluated cycles count.
         baseline (str): The strategy the others are compared with (random).
         metric (str, optional): The metric of the summary figures; by
             default the primary one (mAP, PCKh).
-        confidence (float): Of the bootstrap intervals.
+        confidence (float): Of the confidence intervals.
     """
     if not runs:
         raise ValueError('no run with an evaluated cycle to compare')
     metric = metric or primary_metric(runs[0].cycles[0]['metrics'])
+    horizon = min(len(r.cycles) for r in runs)
     names = sorted({r.name for r in runs}, key=lambda n: (n != baseline, n))
-    by_name = {n: [r for r in runs if r.name == n] for n in names}
-    result = dict(metric=metric, baseline=baseline if baseline in by_name else None,
-                  confidence=confidence, strategies={})
-    for name, group in by_name.items():
-        result['strategies'][name] = _strategy_summary(group, metric)
+    result = dict(metric=metric, baseline=baseline if baseline in names else None,
+                  confidence=confidence, horizon=horizon,
+                  unfinished=sorted(f'{r.name} seed {r.seed}' for r in runs if not r.finished),
+                  strategies={})
+    for name in names:
+        result['strategies'][name] = _strategy_summary(
+            [r for r in runs if r.name == name], metric, horizon)
     base = result['strategies'].get(baseline)
-    if base is not None and base['curve']:
-        target = base['curve'][-1]['mean']
-        result['baseline_final'] = target
-        for name, summary in result['strategies'].items():
-            x = [p['num_labeled'] for p in summary['curve']]
-            y = [p['mean'] for p in summary['curve']]
-            needed = stats.labels_to_reach(x, y, target) if x else None
-            summary['labels_to_reach_baseline'] = needed
-            summary['labels_saved'] = (None if needed is None
-                                       else base['curve'][-1]['num_labeled'] - needed)
-            if name != baseline:
-                summary['vs_baseline'] = _paired(summary, base, confidence)
+    if base is None:
+        return result
+    target = base['curve'][horizon - 1]['mean']
+    result['baseline_final'] = target
+    for name, summary in result['strategies'].items():
+        points = summary['curve'][:horizon]
+        needed = stats.labels_to_reach([p['num_labeled'] for p in points],
+                                       [p['mean'] for p in points], target)
+        summary['labels_to_reach_baseline'] = needed
+        summary['labels_saved'] = (None if needed is None
+                                   else base['curve'][horizon - 1]['num_labeled'] - needed)
+        if name != baseline:
+            summary['vs_baseline'] = dict(
+                auc=_difference(summary['auc']['per_seed'], base['auc']['per_seed'],
+                                confidence),
+                final=_difference(summary['final_per_seed'], base['final_per_seed'],
+                                  confidence))
     return result
 
 
-def _strategy_summary(group: list[Run], metric: str) -> dict:
+def _strategy_summary(group: list[Run], metric: str, horizon: int) -> dict:
     cycles = sorted({c['cycle'] for r in group for c in r.cycles})
     curve, table = [], []
     for c in cycles:
@@ -107,40 +123,31 @@ def _strategy_summary(group: list[Run], metric: str) -> dict:
                                            for _, e in entries])
             row['ranking_accuracy'][k] = dict(mean=mean, std=std, n=n)
         table.append(row)
-        if metric in row['metrics']:
-            curve.append(dict(num_labeled=labeled[0], **row['metrics'][metric],
-                              per_seed={s: e['metrics'].get(metric) for s, e in entries}))
-    # AUC per seed over the cycles that seed finished; only complete curves count.
-    full = len(curve)
-    auc = {}
-    for r in group:
-        points = [(e['num_labeled'], e['metrics'].get(metric)) for e in r.cycles]
-        if len(points) == full and all(v is not None for _, v in points):
-            auc[r.seed] = stats.normalised_auc(*zip(*points))
+        if metric not in row['metrics']:
+            raise ValueError(f'{group[0].name} cycle {c} has no metric {metric!r}; '
+                             f'it has {keys}')
+        curve.append(dict(num_labeled=labeled[0], **row['metrics'][metric],
+                          per_seed={s: e['metrics'].get(metric) for s, e in entries}))
+    auc = stats.finite({r.seed: stats.normalised_auc(
+        [e['num_labeled'] for e in r.cycles[:horizon]],
+        [e['metrics'].get(metric, float('nan')) for e in r.cycles[:horizon]]) for r in group})
+    final = stats.finite({r.seed: r.cycles[horizon - 1]['metrics'].get(metric) for r in group})
     mean, std, n = stats.mean_std(list(auc.values()))
     return dict(seeds=sorted(r.seed for r in group), cycles=table, curve=curve,
-                auc=dict(mean=mean, std=std, n=n, per_seed=auc))
+                auc=dict(mean=mean, std=std, n=n, per_seed=auc), final_per_seed=final)
 
 
-def _paired(summary: dict, base: dict, confidence: float) -> dict:
-    out = {}
-    seeds, diffs = stats.paired_differences(summary['auc']['per_seed'], base['auc']['per_seed'])
-    out['auc'] = _difference(seeds, diffs, confidence)
-    if summary['curve'] and base['curve']:
-        final = summary['curve'][-1]['per_seed']
-        seeds, diffs = stats.paired_differences(
-            {s: v for s, v in final.items() if v is not None},
-            {s: v for s, v in base['curve'][-1]['per_seed'].items() if v is not None})
-        out['final'] = _difference(seeds, diffs, confidence)
+def _difference(strategy: dict, baseline: dict, confidence: float) -> dict:
+    """Paired per-seed differences, their mean and intervals (none below two seeds)."""
+    seeds, diffs = stats.paired_differences(strategy, baseline)
+    out = dict(seeds=seeds, per_seed=diffs, mean=None, ci=None, t_ci=None,
+               favourable=sum(d > 0 for d in diffs))
+    if diffs:
+        out['mean'] = float(sum(diffs) / len(diffs))
+    if len(diffs) >= 2:
+        out['ci'] = list(stats.bootstrap_ci(diffs, confidence))
+        out['t_ci'] = list(stats.t_interval(diffs, confidence))
     return out
-
-
-def _difference(seeds: list[int], diffs: list[float], confidence: float) -> dict:
-    if not diffs:
-        return dict(seeds=[], mean=None, ci=None)
-    low, high = stats.bootstrap_ci(diffs, confidence)
-    return dict(seeds=seeds, per_seed=diffs, mean=float(sum(diffs) / len(diffs)),
-                ci=[low, high])
 
 
 # ----------------------------------------------------------------- writers
@@ -190,11 +197,13 @@ def to_markdown(result: dict) -> str:
         cells = [f'{at[x]["mean"]:.4f} ± {at[x]["std"]:.4f}' if x in at else '–' for x in labeled]
         lines.append(f'| {name} | {len(s["seeds"])} | ' + ' | '.join(cells)
                      + f' | {_pm(s["auc"])} |')
-    if base:
-        lines += ['', f'Against {base} (paired by seed; {pct}% bootstrap CI of the mean '
-                  'difference); labels to reach '
-                  f'{base}\'s final mean {result["baseline_final"]:.4f}:', '',
-                  '| strategy | Δ AUC [CI] | Δ final [CI] | labels to reach | labels saved |',
+    if base and 'baseline_final' in result:
+        end = result['strategies'][base]['curve'][result['horizon'] - 1]['num_labeled']
+        lines += ['', f'Against {base}, paired by seed, up to {end} labeled samples: mean '
+                  f'difference [{pct}% bootstrap CI] (t-interval; seeds better/all). Labels '
+                  f'each strategy needs to reach {base}\'s mean at {end} '
+                  f'({result["baseline_final"]:.4f}):', '',
+                  '| strategy | Δ AUC | Δ at the last cycle | labels to reach | labels saved |',
                   '|---|---|---|---|---|']
         for name in names:
             s = result['strategies'][name]
@@ -218,6 +227,9 @@ def to_markdown(result: dict) -> str:
                   for p in result['strategies'][name]['cycles']}
             cells = [_pm(at[c]) if at.get(c) else '–' for c in cycles]
             lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+    if result.get('unfinished'):
+        lines += ['', 'Runs not finished yet (their cycles so far count): '
+                  + ', '.join(result['unfinished'])]
     return '\n'.join(lines) + '\n'
 
 
@@ -228,7 +240,11 @@ def _pm(v: dict) -> str:
 def _diff(d: dict | None) -> str:
     if not d or d.get('mean') is None:
         return '–'
-    return f'{d["mean"]:+.4f} [{d["ci"][0]:+.4f}, {d["ci"][1]:+.4f}] (n={len(d["seeds"])})'
+    n = len(d['seeds'])
+    if d.get('ci') is None:
+        return f'{d["mean"]:+.4f} (1 seed, no interval)'
+    return (f'{d["mean"]:+.4f} [{d["ci"][0]:+.4f}, {d["ci"][1]:+.4f}] '
+            f'({d["t_ci"][0]:+.4f}, {d["t_ci"][1]:+.4f}; {d["favourable"]}/{n})')
 
 
 def write_plot(result: dict, path: Path) -> Path:
@@ -269,8 +285,4 @@ def write_plot(result: dict, path: Path) -> Path:
     rank_ax.set_title('how well each score orders the true losses')
     rank_ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f'.{path.name}.tmp.png')
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)

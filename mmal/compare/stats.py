@@ -46,8 +46,8 @@ def labels_to_reach(labeled: Sequence[float], metric: Sequence[float],
     y = np.asarray(metric, dtype=np.float64)
     for i in range(len(x)):
         if y[i] >= target:
-            if i == 0:
-                return float(x[0])
+            if i == 0 or not np.isfinite(y[i - 1]):
+                return float(x[i])
             frac = (target - y[i - 1]) / (y[i] - y[i - 1])
             return float(x[i - 1] + frac * (x[i] - x[i - 1]))
     return None
@@ -57,12 +57,14 @@ def bootstrap_ci(differences: Sequence[float], confidence: float = 0.95,
                  num_resamples: int = 10000, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the mean of paired differences.
 
-    With few seeds the interval is wide, as it should be; with one seed it
-    is that single difference at both ends (no spread to estimate).
+    With very few seeds the percentile bootstrap is optimistic (three
+    differences of one sign give an interval that excludes 0 however
+    spread they are): read it beside :func:`t_interval`. Needs two
+    differences at least.
     """
     d = np.asarray(differences, dtype=np.float64)
-    if d.ndim != 1 or len(d) == 0:
-        raise ValueError('need at least one paired difference')
+    if d.ndim != 1 or len(d) < 2:
+        raise ValueError('need at least two paired differences for an interval')
     if not 0 < confidence < 1:
         raise ValueError(f'confidence={confidence} must lie in (0, 1)')
     rng = np.random.default_rng(seed)
@@ -77,3 +79,22 @@ def paired_differences(strategy: dict[int, float], baseline: dict[int, float]
     """Per-seed differences ``strategy - baseline`` over the seeds both have."""
     seeds = sorted(set(strategy) & set(baseline))
     return seeds, [strategy[s] - baseline[s] for s in seeds]
+
+
+def t_interval(differences: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t confidence interval of the mean of paired differences (n >= 2).
+
+    The honest interval for a handful of seeds: it widens with the spread
+    and with how few seeds there are.
+    """
+    from scipy import stats as scipy_stats
+    d = np.asarray(differences, dtype=np.float64)
+    if d.ndim != 1 or len(d) < 2:
+        raise ValueError('need at least two paired differences for an interval')
+    half = scipy_stats.t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return float(d.mean() - half), float(d.mean() + half)
+
+
+def finite(values: dict) -> dict:
+    """The entries of ``values`` whose value is a finite number."""
+    return {k: v for k, v in values.items() if v is not None and np.isfinite(v)}

@@ -34,13 +34,10 @@ import numpy as np
 
 from .mpii_format import MPII_JOINTS, write_mpii_headboxes, write_mpii_json
 from .scene import (
-    TEMPLATE_SEED_BASE,
     degrade,
     draw_clutter,
-    jitter_copy,
-    near_duplicate_template,
+    render_maybe_duplicate,
     reuse_or_refuse,
-    template_difficulty,
     textured_background,
     write_atomically,
 )
@@ -125,15 +122,8 @@ def generate_mpii_dataset(root: str | os.PathLike,
         for index in range(cfg.num_train + cfg.num_val):
             split = 'train' if index < cfg.num_train else 'val'
             image_name = f'{index + 1:09d}.jpg'
-            template = near_duplicate_template(cfg.seed, index, cfg.duplicate_fraction,
-                                               cfg.num_templates) if split == 'train' else None
-            if template is None:
-                image, persons, d = render_image(cfg, index)
-            else:
-                image, persons, d = render_image(
-                    cfg, TEMPLATE_SEED_BASE + template,
-                    difficulty=template_difficulty(cfg.seed, template))
-                image = jitter_copy(np.random.default_rng([cfg.seed, index]), image)
+            image, persons, d, template = render_maybe_duplicate(
+                render_image, cfg, index, in_pool=split == 'train')
             cv2.imwrite(str(tmp / 'images' / image_name), image,
                         [cv2.IMWRITE_JPEG_QUALITY, 90])
             for k, person in enumerate(persons):

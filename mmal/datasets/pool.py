@@ -16,9 +16,13 @@ from mmengine.registry import DATASETS
 _ANNOTATION_LOADERS = ('LoadAnnotations',)
 #: mmdet / mmpose augmentations that draw random numbers but whose names do
 #: not start with ``Random``.
-_RANDOM_TRANSFORMS = ('Expand', 'MinIoURandomCrop', 'PhotoMetricDistortion', 'CutOut',
-                      'Mosaic', 'MixUp', 'CopyPaste', 'YOLOXHSVRandomAug', 'RandAugment',
-                      'AutoAugment', 'Albu')
+_RANDOM_TRANSFORMS = (
+    'Expand', 'MinIoURandomCrop', 'PhotoMetricDistortion', 'PhotometricDistortion', 'CutOut',
+    'Mosaic', 'CachedMosaic', 'MixUp', 'CachedMixUp', 'CopyPaste', 'YOLOXHSVRandomAug',
+    'RandAugment', 'AutoAugment', 'Albu', 'Albumentation', 'Corrupt', 'Rotate', 'ShearX',
+    'ShearY', 'TranslateX', 'TranslateY', 'Brightness', 'Contrast', 'Color', 'Sharpness',
+    'Equalize', 'AutoContrast', 'Posterize', 'Solarize', 'SolarizeAdd', 'Invert',
+    'ColorTransform', 'GeomTransform')
 
 
 def deterministic_pipeline(train_pipeline: list[dict]) -> list[dict]:
@@ -26,11 +30,20 @@ def deterministic_pipeline(train_pipeline: list[dict]) -> list[dict]:
 
     What is left loads the labels and encodes them as training does (boxes
     resized with the image, pose heatmap targets), so a model's target loss
-    on it is the loss it trains on, without augmentation noise.
+    on it is the loss it trains on, without augmentation noise. A random
+    resize becomes a fixed ``Resize`` to its (first) scale, so the image
+    keeps the size training gives it. Transforms are recognised by name:
+    for others, give ``active_learning.target_loss_pipeline``.
     """
-    return [copy.deepcopy(t) for t in train_pipeline
-            if not (t.get('type', '').startswith('Random')
-                    or t.get('type') in _RANDOM_TRANSFORMS)]
+    out = []
+    for t in train_pipeline:
+        kind = t.get('type', '')
+        if kind in ('RandomResize', 'RandomChoiceResize'):
+            scale = t.get('scale') if kind == 'RandomResize' else t.get('scales')[0]
+            out.append(dict(type='Resize', scale=scale, keep_ratio=t.get('keep_ratio', False)))
+        elif not (kind.startswith('Random') or kind in _RANDOM_TRANSFORMS):
+            out.append(copy.deepcopy(t))
+    return out
 
 
 @dataclass

@@ -97,6 +97,26 @@ def template_difficulty(seed: int, template: int) -> float:
     return float(rng.uniform(0.0, TEMPLATE_MAX_DIFFICULTY))
 
 
+def render_maybe_duplicate(render: Callable, cfg, index: int, in_pool: bool) -> tuple:
+    """Image ``index`` drawn by ``render(cfg, index[, difficulty])``, or a near-duplicate.
+
+    Pool images (``in_pool``) are near-duplicates of an easy template with
+    the probability ``cfg.duplicate_fraction``: the template drawn at its
+    easy difficulty, with :func:`jitter_copy` applied.
+
+    Returns:
+        tuple: What ``render`` returns, plus the template index (None for
+        an image of its own).
+    """
+    template = near_duplicate_template(cfg.seed, index, cfg.duplicate_fraction,
+                                       cfg.num_templates) if in_pool else None
+    if template is None:
+        return (*render(cfg, index), None)
+    image, *rest = render(cfg, TEMPLATE_SEED_BASE + template,
+                          difficulty=template_difficulty(cfg.seed, template))
+    return (jitter_copy(np.random.default_rng([cfg.seed, index]), image), *rest, template)
+
+
 def jitter_copy(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     """A near-duplicate of ``image``: small brightness, contrast and sensor-noise changes.
 

@@ -23,13 +23,10 @@ import cv2
 import numpy as np
 
 from .scene import (
-    TEMPLATE_SEED_BASE,
     degrade,
     draw_clutter,
-    jitter_copy,
-    near_duplicate_template,
+    render_maybe_duplicate,
     reuse_or_refuse,
-    template_difficulty,
     textured_background,
     write_atomically,
 )
@@ -100,16 +97,9 @@ def generate_voc_dataset(root: str | os.PathLike, cfg: VOCSceneConfig = VOCScene
         ids = [f'{i + 1:06d}' for i in range(total)]
         difficulty, duplicates = {}, {}
         for index, img_id in enumerate(ids):
-            template = near_duplicate_template(cfg.seed, index, cfg.duplicate_fraction,
-                                               cfg.num_templates) \
-                if index < cfg.num_trainval else None
-            if template is None:
-                image, objects, d = render_scene(cfg, index)
-            else:
-                image, objects, d = render_scene(
-                    cfg, TEMPLATE_SEED_BASE + template,
-                    difficulty=template_difficulty(cfg.seed, template))
-                image = jitter_copy(np.random.default_rng([cfg.seed, index]), image)
+            image, objects, d, template = render_maybe_duplicate(
+                render_scene, cfg, index, in_pool=index < cfg.num_trainval)
+            if template is not None:
                 duplicates[img_id] = template
             cv2.imwrite(str(tmp / 'JPEGImages' / f'{img_id}.jpg'), image,
                         [cv2.IMWRITE_JPEG_QUALITY, 92])

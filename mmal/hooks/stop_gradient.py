@@ -4,6 +4,7 @@ import math
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
+from mmengine.runner import IterBasedTrainLoop
 
 
 @HOOKS.register_module()
@@ -28,7 +29,7 @@ class LossPredictionStopGradientHook(Hook):
         stop_iter (int, optional): First iteration (0-based) with detached
             features.
         stop_fraction (float, optional): The stop point as a fraction in
-            ``(0, 1]`` of training: epoch ``floor(f * max_epochs)`` for
+            ``(0, 1)`` of training: epoch ``floor(f * max_epochs)`` for
             epoch-based training, else iteration ``floor(f * max_iters)``.
             Give exactly one of the three.
     """
@@ -48,15 +49,20 @@ class LossPredictionStopGradientHook(Hook):
                 raise ValueError(f'LossPredictionStopGradientHook.{key}={value!r} must be '
                                  'an integer >= 0')
         if stop_fraction is not None and not (isinstance(stop_fraction, (int, float))
-                                              and 0 < stop_fraction <= 1):
+                                              and 0 < stop_fraction < 1):
             raise ValueError(f'LossPredictionStopGradientHook.stop_fraction={stop_fraction!r} '
-                             'must be a number in (0, 1]')
+                             'must be a number in (0, 1)')
         self.stop_epoch = stop_epoch
         self.stop_iter = stop_iter
         self.stop_fraction = stop_fraction
 
     def before_train(self, runner) -> None:
-        by_epoch = getattr(runner.train_loop, '_max_epochs', None) is not None
+        # mmengine's IterBasedTrainLoop reports max_epochs=1: ask the loop's type.
+        by_epoch = not isinstance(runner.train_loop, IterBasedTrainLoop)
+        if self.stop_epoch is not None and not by_epoch and self.stop_fraction is None:
+            raise ValueError('LossPredictionStopGradientHook.stop_epoch needs epoch-based '
+                             'training; this run is iteration-based (train_cfg.max_iters): '
+                             'give stop_iter or stop_fraction')
         if self.stop_fraction is not None:
             if by_epoch:
                 self.stop_epoch = math.floor(self.stop_fraction * runner.max_epochs)

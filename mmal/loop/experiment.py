@@ -8,6 +8,7 @@ the dataset's own annotations). Every completed step is recorded in
 ``al_state.json`` before the next starts, so ``resume`` never redoes a
 finished step and never draws a selection twice.
 """
+import contextlib
 import copy
 import csv
 import gc
@@ -154,26 +155,39 @@ class ActiveLearningExperiment:
         return dict(metrics=metrics, timings=timings)
 
     def _adopt_shared_initial(self, entry: dict) -> None:
-        """Reference (train first if nobody has) the cycle 0 shared by this seed's runs."""
+        """Reference the cycle 0 shared by this seed's runs, training it first if nobody has.
+
+        Rank 0 alone holds the folder's lock and reads and writes its record;
+        every rank trains and evaluates together when the shared cycle is not
+        done yet (a distributed Runner needs all of them).
+        """
         shared = SharedInitialCycle(self.shared_initial_dir, key=dict(
             config_digests=config_digests(self.cfg), seed=self.settings.seed,
             initial_ids=digest_ids(entry['labeled'])))
-        with shared.locked():
-            record = shared.read()
+        rank0 = get_rank() == 0
+        with shared.locked() if rank0 else contextlib.nullcontext():
+            record = _broadcast(_call_or_error(shared.read) if rank0 else None)
+            if isinstance(record, ConfigError):
+                raise record
             entry['shared_from'] = str(shared.folder)
             if 'checkpoint' not in record:
                 self._log(f'cycle 0: training the shared initial model in {shared.folder}')
-                record = shared.write(**self._train(0, entry, cycle_dir=shared.cycle_dir))
-            else:
+                if rank0:
+                    shared.write()  # the key first: a killed training is not another's
+                record.update(self._train(0, entry, cycle_dir=shared.cycle_dir))
+                if rank0:
+                    shared.write(**record)
+            if 'metrics' not in record:
                 self.state.mark(0, 'trained', checkpoint=record['checkpoint'],
                                 timings=record['timings'])
-            if 'metrics' not in record:
-                record = shared.write(**self._evaluate(0, entry, cycle_dir=shared.cycle_dir))
-            else:
-                self.state.mark(0, 'evaluated', metrics=record['metrics'],
-                                timings=record['timings'])
-                self._write_reports()
-                self._log_metrics(0, entry, note=f' (shared: {shared.folder})')
+                record.update(self._evaluate(0, entry, cycle_dir=shared.cycle_dir))
+                if rank0:
+                    shared.write(**record)
+                return
+        self.state.mark(0, 'evaluated', checkpoint=record['checkpoint'],
+                        metrics=record['metrics'], timings=record['timings'])
+        self._write_reports()
+        self._log_metrics(0, entry, note=f' (shared: {shared.folder})')
 
     def _select(self, c: int, entry: dict) -> None:
         s = self.settings
@@ -399,6 +413,14 @@ def _versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def _call_or_error(fn):
+    """``fn()``, or the ConfigError it raised (to broadcast it instead of hanging the ranks)."""
+    try:
+        return fn()
+    except ConfigError as err:
+        return err
 
 
 def _broadcast(obj):

@@ -26,14 +26,18 @@ def pairwise_ranking_accuracy(scores: np.ndarray, losses: np.ndarray,
 
     Pairs with equal true losses are left out; a pair with equal scores
     counts one half (a coin flip of the tie-breaker), so constant scores give
-    0.5, perfectly ordered scores 1.0 and reversed ones 0.0. NaN when every
-    true loss is equal. Computed in blocks of ``chunk_size`` rows.
+    0.5, perfectly ordered scores 1.0 and reversed ones 0.0; this is
+    ``(1 + Kendall's tau-a over the untied pairs) / 2``. Samples with a
+    non-finite score or loss are left out. NaN when every true loss is
+    equal. Computed in blocks of ``chunk_size`` rows.
     """
     scores = np.asarray(scores, dtype=np.float64)
     losses = np.asarray(losses, dtype=np.float64)
     if scores.shape != losses.shape or scores.ndim != 1:
         raise ValueError(f'scores {scores.shape} and losses {losses.shape} must be two '
                          'vectors of one length')
+    keep = np.isfinite(scores) & np.isfinite(losses)
+    scores, losses = scores[keep], losses[keep]
     agree = pairs = 0.0
     for start in range(0, len(scores), chunk_size):
         rows = slice(start, start + chunk_size)

@@ -85,7 +85,12 @@ def write_curve(work_dir: Path, cycles: list[dict], strategy: str) -> Path | Non
     if ranked:
         rank_ax.legend(fontsize=7)
     fig.tight_layout()
-    path = work_dir / CURVE_FILE
+    return save_figure(fig, work_dir / CURVE_FILE)
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure atomically (temporary file, rename) and close it."""
+    from matplotlib import pyplot as plt
     tmp = path.with_name(f'.{path.name}.tmp.png')
     fig.savefig(tmp)
     plt.close(fig)

@@ -55,8 +55,9 @@ class SharedInitialCycle:
         try:
             record = json.loads(self.record_path.read_text())
         except json.JSONDecodeError as err:
-            raise ConfigError(f'{self.record_path} is not valid JSON ({err}); remove '
-                              f'{self.folder} to train the shared cycle 0 again') from err
+            raise ConfigError(f'{self.record_path} is not valid JSON ({err}). Runs of this '
+                              'comparison may reference its checkpoint: start the comparison '
+                              'in another --work-dir') from err
         if record.get('key') != self.key:
             theirs = record.get('key', {})
             diff = sorted(k for k in set(theirs) | set(self.key)
@@ -64,11 +65,11 @@ class SharedInitialCycle:
             raise ConfigError(
                 f'{self.record_path} holds a cycle 0 of another experiment (differs in '
                 f'{diff}); runs share cycle 0 only when config, seed and initial set are '
-                f'the same. Use another --work-dir, or remove {self.folder}')
+                'the same. Use another --work-dir for this experiment')
         return record
 
     def write(self, **fields) -> dict:
-        """Add ``fields`` to the record, atomically."""
+        """Add ``fields`` to the record (the key always), atomically."""
         record = {**self.read(), 'key': self.key, **fields}
         atomic_write_text(self.record_path, json.dumps(record, indent=1) + '\n')
         return record

@@ -54,7 +54,9 @@ def ranking_accuracy(pred: Tensor, target: Tensor) -> Tensor:
 
     All ``B (B - 1) / 2`` pairs whose true losses differ are counted, so the
     figure is an in-batch estimate of the ranking quality the selection
-    relies on. NaN when no such pair exists.
+    relies on; a pair that ``pred`` ties counts one half, as in the
+    per-cycle ranking evaluation (:func:`mmal.loop.ranking.pairwise_ranking_accuracy`).
+    NaN when no such pair exists.
     """
     pred, target = pred.detach(), target.detach()
     i, j = torch.triu_indices(len(pred), len(pred), offset=1, device=pred.device)
@@ -62,5 +64,6 @@ def ranking_accuracy(pred: Tensor, target: Tensor) -> Tensor:
     valid = true_order != 0
     if not valid.any():
         return pred.new_tensor(float('nan'))
-    agree = torch.sign(pred[i] - pred[j]) == true_order
-    return agree[valid].float().mean()
+    pred_order = torch.sign(pred[i] - pred[j])
+    agree = (pred_order == true_order).float() + 0.5 * (pred_order == 0).float()
+    return agree[valid].mean()
