@@ -78,3 +78,31 @@ def test_distributed_cpu_run_matches_the_plan(voc_root, tmp_path):
     assert len(ids) == len(set(ids)) == 8 and not set(ids) & set(c0['labeled'])
     scores = (tmp_path / 'wd' / 'cycle_00' / 'al_scores.csv').read_text().splitlines()
     assert len(scores) == 1 + 20  # every candidate scored once across the 2 ranks
+
+
+def test_distributed_comparison_through_the_launch_script(voc_root, tmp_path):
+    """tools/dist_al_train.sh with AL_TOOL=al_compare: 2 CPU ranks share one cycle 0."""
+    env_path = f'{Path(sys.executable).parent}{os.pathsep}{os.environ.get("PATH", "")}'
+    work = tmp_path / 'cmp'
+    result = subprocess.run(
+        ['bash', str(REPO / 'tools/dist_al_train.sh'),
+         str(REPO / 'configs/active_learning/ll_ssd-tiny_synthetic-voc.py'), '2',
+         '--strategies', 'LearningLossStrategy', 'RandomStrategy', '--seeds', '0',
+         '--work-dir', str(work),
+         '--cfg-options', 'active_learning.initial_size=8', 'active_learning.budget_per_cycle=8',
+         'active_learning.num_cycles=2', 'active_learning.candidate_pool=20',
+         'active_learning.score_num_workers=0', 'active_learning.ranking_eval_size=10',
+         'train_cfg.max_epochs=1', *_data_options(voc_root)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=1500,
+        env=dict(os.environ, OMP_NUM_THREADS='1', PORT='29613', PATH=env_path,
+                 AL_TOOL=str(REPO / 'tools/al_compare.py')))
+    assert result.returncode == 0, result.stderr[-4000:]
+    record = json.loads((work / '_shared' / 'seed0' / 'initial_cycle.json').read_text())
+    for name in ('LearningLossStrategy', 'RandomStrategy'):
+        state = json.loads((work / name / 'seed0' / 'al_state.json').read_text())
+        assert state['status'] == 'finished'
+        assert state['cycles'][0]['checkpoint'] == record['checkpoint']
+        assert state['cycles'][0]['ranking_accuracy']['num_samples'] == 10
+    assert (work / 'compare.md').exists()
+    # one report, written by rank 0 alone
+    assert result.stdout.count('| LearningLossStrategy | 1 |') == 1
