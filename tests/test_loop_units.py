@@ -120,3 +120,21 @@ def test_random_strategy_is_seeded_and_needs_no_model():
     b = strategy.score(None, None, 50, np.random.default_rng(3))
     assert a.shape == (50,) and np.array_equal(a, b)
     assert strategy.score_outputs == ()
+
+
+def test_a_damaged_state_is_refused_naming_the_file_and_the_last_good_copy(tmp_path):
+    from mmal.loop.state import PREVIOUS_STATE_FILE, ExperimentState
+    from mmal.utils import ConfigError
+    state = ExperimentState.create(tmp_path, settings=dict(seed=0), config_digests={},
+                                   versions={}, pool_ids=['a', 'b'])
+    state.save()
+    state.start_cycle(0, ['a'])                      # a second write keeps the first
+    previous = json.loads((tmp_path / PREVIOUS_STATE_FILE).read_text())
+    assert previous['cycles'] == []
+    text = (tmp_path / 'al_state.json').read_text()
+    (tmp_path / 'al_state.json').write_text(text[:len(text) // 2])   # truncated by hand
+    with pytest.raises(ConfigError, match=r'al_state.json is damaged.*cp .*al_state.prev.json'):
+        ExperimentState.load(tmp_path)
+    (tmp_path / PREVIOUS_STATE_FILE).unlink()
+    with pytest.raises(ConfigError, match='move it away'):
+        ExperimentState.load(tmp_path)

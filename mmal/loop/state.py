@@ -9,11 +9,16 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..utils import ConfigError
+
 #: The phases of one cycle, in order. A cycle's ``status`` is the last
 #: phase it completed.
 PHASES = ('started', 'trained', 'evaluated', 'selected')
 
 STATE_FILE = 'al_state.json'
+#: The state as it was before the last write: the copy to recover from if
+#: the state file is damaged by hand or by a failing disk.
+PREVIOUS_STATE_FILE = 'al_state.prev.json'
 FORMAT_VERSION = 1
 
 
@@ -59,9 +64,14 @@ class ExperimentState:
             return None
         try:
             data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f'{path} is not valid JSON ({err}); it was not written by a '
-                             'finished step. Move it away to start over') from err
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            previous = path.with_name(PREVIOUS_STATE_FILE)
+            fix = (f'the state before the last step is kept in {previous}: restore it with '
+                   f'`cp {previous} {path}` and resume (that step is redone)'
+                   if _readable_json(previous) else 'move it away to start over')
+            raise ConfigError(f'{path} is damaged, not valid JSON ({err}); the loop never '
+                              f'writes it half, so it was changed outside the loop: {fix}'
+                              ) from err
         if data.get('format') != FORMAT_VERSION:
             raise ValueError(f'{path} has format {data.get("format")!r}; this MMAL reads '
                              f'format {FORMAT_VERSION}')
@@ -69,6 +79,9 @@ class ExperimentState:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Copy, never move: a kill between the two writes leaves both files whole.
+        if _readable_json(self.path):
+            atomic_write_text(self.path.with_name(PREVIOUS_STATE_FILE), self.path.read_text())
         atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=False) + '\n')
 
     # --------------------------------------------------------------- cycles
@@ -99,6 +112,14 @@ class ExperimentState:
     def finish(self) -> None:
         self.data['status'] = 'finished'
         self.save()
+
+
+def _readable_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def digest_ids(ids: list[str]) -> str:
