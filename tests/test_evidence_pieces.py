@@ -219,3 +219,22 @@ def test_generic_heads_rank_by_the_summed_per_image_loss(voc_root):
     # the loss modules are left as they were
     head = model.task_model.bbox_head
     assert 'forward' not in vars(head.loss_cls) and 'forward' not in vars(head.loss_bbox)
+
+
+def test_sigmoid_heads_refuse_head_outputs_instead_of_misreading_them(voc_root):
+    """RetinaNet has no background class: softmax-with-background readers must not run."""
+    from mmal.models.detectors.learning_loss_detector import UnsupportedScoreOutputError
+    cfg = Config.fromfile(str(REPO / 'tests/data/retinanet-tiny_ll_synthetic-voc.py'))
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[name].dataset.data_root = str(voc_root) + '/'
+    model = build(cfg)
+    assert model.head_outputs_supported is False
+    entropy = STRATEGIES.build(dict(type='EntropyStrategy'))
+    entropy.check_task('detection')
+    data = batch(cfg, 2)
+    with pytest.raises(UnsupportedScoreOutputError, match='sigmoid'):
+        entropy.score_candidates(model, [data], 2, np.random.default_rng(0))
+    # the ranking evaluation still measures Learning Loss, without an entropy reference
+    from mmal.loop.ranking import reference_scores_and_losses
+    out = reference_scores_and_losses(model, [data], 2, 'detection')
+    assert set(out) == {'target_loss', 'LearningLossStrategy'}

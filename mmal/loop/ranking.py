@@ -62,6 +62,8 @@ def reference_scores_and_losses(model: nn.Module, dataloader: DataLoader, num_sa
     """True target losses and the reference strategies' scores of the given samples.
 
     ``task`` (``'detection'``, ``'pose'``) chooses entropy's measurement.
+    A model whose head entropy cannot read (a sigmoid detection head) gets
+    no entropy reference.
 
     Returns:
         dict | None: ``'target_loss'`` and one array per name of
@@ -70,17 +72,23 @@ def reference_scores_and_losses(model: nn.Module, dataloader: DataLoader, num_sa
     """
     entropy = EntropyStrategy()
     entropy.check_task(task)
-    outputs = ('target_loss', 'pred_loss', *entropy.score_outputs)
+    inner = model.module if hasattr(model, 'module') else model
+    with_entropy = getattr(inner, 'head_outputs_supported', True)
+    outputs = ('target_loss', 'pred_loss', *(entropy.score_outputs if with_entropy else ()))
 
-    def per_sample(out: dict) -> list[tuple[float, float, float]]:
-        rows = torch.stack([out['target_loss'].float(), out['pred_loss'].float(),
-                            entropy.score_batch(out).float()], dim=1).cpu().tolist()
-        return [tuple(r) for r in rows]
+    def per_sample(out: dict) -> list[tuple[float, ...]]:
+        columns = [out['target_loss'].float(), out['pred_loss'].float()]
+        if with_entropy:
+            columns.append(entropy.score_batch(out).float())
+        return [tuple(r) for r in torch.stack(columns, dim=1).cpu().tolist()]
 
     gathered = collect_per_sample(model, dataloader, num_samples, outputs, per_sample,
                                   user='the ranking evaluation')
     if gathered is None:
         return None
-    table = np.asarray(gathered, dtype=np.float64).reshape(-1, 3)
-    return dict(target_loss=table[:, 0], LearningLossStrategy=table[:, 1],
-                EntropyStrategy=table[:, 2])
+    table = np.asarray(gathered, dtype=np.float64).reshape(len(gathered), -1)
+    result = dict(target_loss=table[:, 0], LearningLossStrategy=table[:, 1])
+    if with_entropy:
+        result['EntropyStrategy'] = table[:, 2]
+    return result
+

@@ -68,8 +68,28 @@ class LearningLossDetector(LearningLossModel):
                                                     gt_ignore)
         return losses, per_image
 
+    @property
+    def head_outputs_supported(self) -> bool:
+        """Whether ``head_outputs`` are softmax logits the uncertainty strategies can read."""
+        return not getattr(self.task_model.bbox_head, 'use_sigmoid_cls', False)
+
     def head_forward(self, feats: tuple) -> tuple:
-        return self.task_model.bbox_head(feats)
+        """The head's raw ``(cls_scores, bbox_preds, ...)``, for softmax heads only.
+
+        The uncertainty strategies read these as per-anchor softmax logits
+        with the background last, as mmdet's SSD has them. A sigmoid head
+        (RetinaNet, FCOS: one independent score per class, no background)
+        would be misread, its last class taken for background, so it is
+        refused until the scoring API returns task-normalised posteriors.
+        """
+        head = self.task_model.bbox_head
+        if not self.head_outputs_supported:
+            raise UnsupportedScoreOutputError(
+                f'{type(head).__name__} classifies with sigmoids (no background class); the '
+                'uncertainty strategies (least confidence, margin, entropy, density-weighted) '
+                'read softmax logits with the background last, as SSD has them. Use '
+                'LearningLossStrategy, CoreSetStrategy or RandomStrategy with this detector')
+        return head(feats)
 
     def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list,
                            head_outputs: tuple | None = None) -> list:
@@ -79,6 +99,10 @@ class LearningLossDetector(LearningLossModel):
         img_metas = [sample.metainfo for sample in data_samples]
         results = head.predict_by_feat(*head_outputs, batch_img_metas=img_metas, rescale=True)
         return self.task_model.add_pred_to_datasample(data_samples, results)
+
+
+class UnsupportedScoreOutputError(ValueError):
+    """The model cannot produce a score output a strategy asked for."""
 
 
 @torch.no_grad()
