@@ -1,5 +1,6 @@
 """The loop's pieces without training: settings, state, pool, selection."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -138,3 +139,26 @@ def test_a_damaged_state_is_refused_naming_the_file_and_the_last_good_copy(tmp_p
     (tmp_path / PREVIOUS_STATE_FILE).unlink()
     with pytest.raises(ConfigError, match='move it away'):
         ExperimentState.load(tmp_path)
+
+
+def test_an_unwritable_place_is_named_with_the_fix(tmp_path):
+    blocker = tmp_path / 'not_a_dir'
+    blocker.write_text('')                      # a file where a folder should be
+    with pytest.raises(OSError, match=r'cannot write .*not_a_dir/al_state.json.*--resume'):
+        atomic_write_text(blocker / 'al_state.json', '{}')
+    from mmal.loop.experiment import _check_writable
+    with pytest.raises(ConfigError, match=r'work dir .*not_a_dir/sub cannot be written'):
+        _check_writable(blocker / 'sub')
+
+
+def test_a_failing_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / 'al_state.json'
+    atomic_write_text(target, '{"old": 1}')
+
+    def disk_full(fd):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(os, 'fsync', disk_full)
+    with pytest.raises(OSError, match=r'cannot write .*No space left.*previous version'):
+        atomic_write_text(target, '{"new": 1}')
+    assert json.loads(target.read_text()) == {'old': 1}
+    assert [p.name for p in tmp_path.iterdir()] == ['al_state.json']

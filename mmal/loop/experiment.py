@@ -15,6 +15,7 @@ import gc
 import hashlib
 import io
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -88,7 +89,7 @@ class ActiveLearningExperiment:
         self.pool: Pool = build_pool(cfg.train_dataloader.dataset)
         self.settings.check_plan(len(self.pool))
         self.position = {sample_id: i for i, sample_id in enumerate(self.pool.ids)}
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        _check_writable(self.work_dir)
         self.logger = MMLogger.get_instance(
             f'mmal_{self.work_dir.name}_{time.time_ns()}', logger_name='mmal',
             log_file=str(self.work_dir / 'al_train.log'), log_level='INFO')
@@ -413,6 +414,17 @@ def _versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def _check_writable(work_dir: Path) -> None:
+    """Refuse a work dir that cannot be written before any work, naming it."""
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=work_dir, prefix='.write_check.'):
+            pass
+    except OSError as err:
+        raise ConfigError(f'the work dir {work_dir} cannot be written ({err.strerror}); '
+                          'choose another --work-dir or fix its permissions') from err
 
 
 def _call_or_error(fn):
