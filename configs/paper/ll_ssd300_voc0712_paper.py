@@ -28,14 +28,5 @@ custom_hooks = [
 model = dict(rank_loss_weight=1.0, rank_loss=dict(margin=1.0))
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=1))
 
-active_learning = dict(
-    initial_size=1000,
-    budget_per_cycle=1000,
-    num_cycles=10,
-    candidate_pool=10000,
-    model_init='reset',
-    strategy=dict(type='LearningLossStrategy'),
-    score_batch_size=32,
-    score_num_workers=4,
-    ranking_eval_size=1000,
-    seed=0)
+# 1,000 initial, +1,000 per cycle, 10 cycles, 10,000 candidates: as the base.
+active_learning = dict(ranking_eval_size=1000)
