@@ -17,7 +17,9 @@ from pathlib import Path
 
 from mmengine.config import Config
 
+from .. import strategies  # noqa: F401  (registers them)
 from ..loop.state import STATE_FILE
+from ..registry import STRATEGIES
 from ..utils import ConfigError
 
 SHARED_DIR = '_shared'
@@ -79,6 +81,10 @@ def plan_runs(strategies: list[str], seeds: list[int]) -> list[RunSpec]:
                           "e.g. 'entropy_sum=EntropyStrategy:aggregation=sum'")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f'--seeds {seeds} repeats a seed')
+    known = sorted(STRATEGIES.module_dict)
+    unknown = [s['type'] for _, s in parsed if s['type'] not in known]
+    if unknown:
+        raise ConfigError(f'--strategies: unknown strategy type(s) {unknown}; known: {known}')
     return [RunSpec(name, strategy, seed) for seed in seeds for name, strategy in parsed]
 
 
