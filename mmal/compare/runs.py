@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mmengine.config import Config
 
-from .. import strategies  # noqa: F401  (registers them)
+from .. import strategies as _registered_strategies  # noqa: F401  (registers them)
 from ..loop.state import STATE_FILE
 from ..registry import STRATEGIES
 from ..utils import ConfigError
