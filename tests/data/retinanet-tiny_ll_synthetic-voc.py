@@ -42,7 +42,7 @@ train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1, val_interval=1)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.005, momentum=0.9))
-custom_hooks = [dict(type='LossPredictionStopGradientHook', stop_epoch=1)]
+custom_hooks = [dict(type='LossPredictionStopGradientHook', stop_fraction=0.5)]
 active_learning = dict(initial_size=8, budget_per_cycle=8, num_cycles=2, candidate_pool=16,
                        strategy=dict(type='LearningLossStrategy'), score_batch_size=8,
                        score_num_workers=0)
