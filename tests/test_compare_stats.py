@@ -142,7 +142,7 @@ def test_compare_against_random_on_hand_made_curves():
     assert 'Better,1,200,pascal_voc/mAP,0.41' in to_csv(result).replace(' ', '')
 
 
-def test_summary_figures_use_the_cycles_every_run_finished():
+def test_summary_figures_use_finished_runs_and_the_cycles_they_all_have():
     runs = [
         _run('RandomStrategy', 0, [0.2, 0.3, 0.4]),
         _run('RandomStrategy', 1, [0.2, 0.3]),          # still running its last cycle
@@ -151,14 +151,20 @@ def test_summary_figures_use_the_cycles_every_run_finished():
     ]
     runs[1].finished = False
     result = compare(runs)
-    assert result['horizon'] == 2 and result['unfinished'] == ['RandomStrategy seed 1']
+    assert result['horizon'] == 3 and result['unfinished'] == ['RandomStrategy seed 1']
     random = result['strategies']['RandomStrategy']
-    assert random['curve'][2]['n'] == 1               # the per-cycle mean keeps what exists
-    assert random['auc']['per_seed'] == {0: pytest.approx(0.25), 1: pytest.approx(0.25)}
-    assert result['baseline_final'] == pytest.approx(0.3)
-    better = result['strategies']['Better']
-    assert better['vs_baseline']['final']['per_seed'] == pytest.approx([0.1, 0.1])
+    assert [p['n'] for p in random['curve']] == [2, 2, 1]   # per-cycle means keep all
+    assert random['auc']['per_seed'] == {0: pytest.approx(0.3)}
+    assert result['baseline_final'] == pytest.approx(0.4)
+    final = result['strategies']['Better']['vs_baseline']['final']
+    assert final['seeds'] == [0] and final['per_seed'] == pytest.approx([0.1])
+    assert final['ci'] is None                                # one pair: no interval
     assert 'Runs not finished yet' in to_markdown(result)
+    # while nothing has finished, every run counts up to the shortest
+    for r in runs:
+        r.finished = False
+    result = compare(runs)
+    assert result['horizon'] == 2 and result['baseline_final'] == pytest.approx(0.3)
 
 
 def test_compare_refuses_runs_of_different_plans():

@@ -58,9 +58,10 @@ def compare(runs: list[Run], baseline: str = 'RandomStrategy', metric: str | Non
 
     The per-cycle means use every run that reached the cycle (``n`` says
     how many). The summary figures (AUC, final value, labels to reach the
-    baseline, paired differences) are computed over the *horizon*, the
-    cycles every run has finished, so that strategies and seeds are
-    compared over the same budget even while some runs are still going.
+    baseline, paired differences) use the finished runs only (all runs
+    while none has finished), over the *horizon*, the cycles every one of
+    them has, so strategies and seeds are compared over the same budget even
+    while some runs are still going.
 
     Args:
         runs (list[Run]): The runs; only their evaluated cycles count.
@@ -72,7 +73,8 @@ def compare(runs: list[Run], baseline: str = 'RandomStrategy', metric: str | Non
     if not runs:
         raise ValueError('no run with an evaluated cycle to compare')
     metric = metric or primary_metric(runs[0].cycles[0]['metrics'])
-    horizon = min(len(r.cycles) for r in runs)
+    summarised = [r for r in runs if r.finished] or runs
+    horizon = min(len(r.cycles) for r in summarised)
     names = sorted({r.name for r in runs}, key=lambda n: (n != baseline, n))
     result = dict(metric=metric, baseline=baseline if baseline in names else None,
                   confidence=confidence, horizon=horizon,
@@ -80,19 +82,20 @@ def compare(runs: list[Run], baseline: str = 'RandomStrategy', metric: str | Non
                   strategies={})
     for name in names:
         result['strategies'][name] = _strategy_summary(
-            [r for r in runs if r.name == name], metric, horizon)
+            [r for r in runs if r.name == name], [r for r in summarised if r.name == name],
+            metric, horizon)
     base = result['strategies'].get(baseline)
-    if base is None:
+    if base is None or not base['summary_curve']:
         return result
-    target = base['curve'][horizon - 1]['mean']
+    end, target = base['summary_curve'][-1]
     result['baseline_final'] = target
+    result['horizon_labeled'] = end
     for name, summary in result['strategies'].items():
-        points = summary['curve'][:horizon]
-        needed = stats.labels_to_reach([p['num_labeled'] for p in points],
-                                       [p['mean'] for p in points], target)
+        points = summary['summary_curve']
+        needed = stats.labels_to_reach([x for x, _ in points], [y for _, y in points], target) \
+            if points else None
         summary['labels_to_reach_baseline'] = needed
-        summary['labels_saved'] = (None if needed is None
-                                   else base['curve'][horizon - 1]['num_labeled'] - needed)
+        summary['labels_saved'] = None if needed is None else end - needed
         if name != baseline:
             summary['vs_baseline'] = dict(
                 auc=_difference(summary['auc']['per_seed'], base['auc']['per_seed'],
@@ -102,7 +105,8 @@ def compare(runs: list[Run], baseline: str = 'RandomStrategy', metric: str | Non
     return result
 
 
-def _strategy_summary(group: list[Run], metric: str, horizon: int) -> dict:
+def _strategy_summary(group: list[Run], summarised: list[Run], metric: str,
+                      horizon: int) -> dict:
     cycles = sorted({c['cycle'] for r in group for c in r.cycles})
     curve, table = [], []
     for c in cycles:
@@ -128,13 +132,20 @@ def _strategy_summary(group: list[Run], metric: str, horizon: int) -> dict:
                              f'it has {keys}')
         curve.append(dict(num_labeled=labeled[0], **row['metrics'][metric],
                           per_seed={s: e['metrics'].get(metric) for s, e in entries}))
+    # The summary: finished runs, first `horizon` cycles.
     auc = stats.finite({r.seed: stats.normalised_auc(
         [e['num_labeled'] for e in r.cycles[:horizon]],
-        [e['metrics'].get(metric, float('nan')) for e in r.cycles[:horizon]]) for r in group})
-    final = stats.finite({r.seed: r.cycles[horizon - 1]['metrics'].get(metric) for r in group})
+        [e['metrics'].get(metric, float('nan')) for e in r.cycles[:horizon]])
+        for r in summarised})
+    final = stats.finite({r.seed: r.cycles[horizon - 1]['metrics'].get(metric)
+                          for r in summarised})
+    summary_curve = [(summarised[0].cycles[i]['num_labeled'],
+                      stats.mean_std([r.cycles[i]['metrics'].get(metric) for r in summarised])[0])
+                     for i in range(horizon)] if summarised else []
     mean, std, n = stats.mean_std(list(auc.values()))
     return dict(seeds=sorted(r.seed for r in group), cycles=table, curve=curve,
-                auc=dict(mean=mean, std=std, n=n, per_seed=auc), final_per_seed=final)
+                auc=dict(mean=mean, std=std, n=n, per_seed=auc), final_per_seed=final,
+                summary_curve=summary_curve)
 
 
 def _difference(strategy: dict, baseline: dict, confidence: float) -> dict:
@@ -198,7 +209,7 @@ def to_markdown(result: dict) -> str:
         lines.append(f'| {name} | {len(s["seeds"])} | ' + ' | '.join(cells)
                      + f' | {_pm(s["auc"])} |')
     if base and 'baseline_final' in result:
-        end = result['strategies'][base]['curve'][result['horizon'] - 1]['num_labeled']
+        end = result['horizon_labeled']
         lines += ['', f'Against {base}, paired by seed, up to {end} labeled samples: mean '
                   f'difference [{pct}% bootstrap CI] (t-interval; seeds better/all). Labels '
                   f'each strategy needs to reach {base}\'s mean at {end} '
@@ -228,8 +239,8 @@ def to_markdown(result: dict) -> str:
             cells = [_pm(at[c]) if at.get(c) else '–' for c in cycles]
             lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
     if result.get('unfinished'):
-        lines += ['', 'Runs not finished yet (their cycles so far count): '
-                  + ', '.join(result['unfinished'])]
+        lines += ['', 'Runs not finished yet (in the per-cycle means, not in AUC, Δ and '
+                  'labels): ' + ', '.join(result['unfinished'])]
     return '\n'.join(lines) + '\n'
 
 
