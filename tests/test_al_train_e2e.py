@@ -23,7 +23,7 @@ def exp_cfg(tiny_cfg):
     cfg.train_cfg.max_epochs = 2
     cfg.train_cfg.val_interval = 100
     cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
-    cfg.custom_hooks = [dict(type='LossPredictionStopGradientHook', stop_epoch=1)]
+    cfg.custom_hooks = [dict(type='LossPredictionStopGradientHook', stop_fraction=0.5)]
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1, max_keep_ckpts=3)
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
     cfg.active_learning = dict(initial_size=8, budget_per_cycle=8, num_cycles=2,

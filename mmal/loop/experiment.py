@@ -93,7 +93,13 @@ class ActiveLearningExperiment:
         self.logger = MMLogger.get_instance(
             f'mmal_{self.work_dir.name}_{time.time_ns()}', logger_name='mmal',
             log_file=str(self.work_dir / 'al_train.log'), log_level='INFO')
-        self.state = self._load_or_create_state()
+        # Rank 0 alone reads or creates the record and the others take its copy:
+        # a rank that looked later would find rank 0's new file and refuse it.
+        outcome = _call_or_error(self._load_or_create_state) if get_rank() == 0 else None
+        outcome = _broadcast(outcome)
+        if isinstance(outcome, ConfigError):
+            raise outcome
+        self.state = outcome
         if get_rank() != 0:
             self.state.save = lambda: None  # rank 0 alone writes the record
 
