@@ -130,7 +130,8 @@ class LearningLossModel(BaseModel):
                 and ``'target_loss'`` (the true per-sample target loss, the
                 one the ranking loss trains on; needs labelled batches, so
                 only diagnostics and benchmarks ask for it). The head runs
-                once for whichever of the last three are asked for.
+                once for ``head_outputs`` and ``predictions`` together;
+                ``target_loss`` runs it again inside the task's loss.
 
         Returns:
             dict: The requested outputs.
