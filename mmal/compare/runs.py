@@ -7,7 +7,6 @@ be copied in (or named with ``--merge``) and compared.
 """
 import ast
 import copy
-import json
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 from mmengine.config import Config
 
 from .. import strategies as _registered_strategies  # noqa: F401  (registers them)
-from ..loop.state import STATE_FILE
+from ..loop.state import ExperimentState
 from ..registry import STRATEGIES
 from ..utils import ConfigError
 
@@ -98,13 +97,9 @@ def run_config(cfg: Config, spec: RunSpec) -> Config:
 
 
 def is_finished(work_dir: Path) -> bool:
-    path = Path(work_dir) / STATE_FILE
-    if not path.exists():
-        return False
-    try:
-        return json.loads(path.read_text()).get('status') == 'finished'
-    except json.JSONDecodeError:
-        return False
+    """Whether the run in ``work_dir`` finished (a damaged state is refused, naming the fix)."""
+    state = ExperimentState.load(work_dir)
+    return state is not None and state.data.get('status') == 'finished'
 
 
 def run_one(cfg: Config, spec: RunSpec, root: Path, launcher: str = 'none') -> str:
