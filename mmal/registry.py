@@ -8,3 +8,7 @@ from mmengine.registry import Registry
 
 STRATEGIES = Registry('active learning strategy', scope='mmal',
                       locations=['mmal.strategies'])
+
+#: Input views a scoring pass can ask for (noise, flips).
+SCORE_TRANSFORMS = Registry('score input transform', scope='mmal',
+                            locations=['mmal.scoring'])

@@ -14,6 +14,7 @@ from mmal.hooks import LossPredictionStopGradientHook
 from mmal.loop.settings import ActiveLearningSettings
 from mmal.loop.shared_initial import SharedInitialCycle
 from mmal.registry import STRATEGIES
+from mmal.scoring import score_batches
 from mmal.utils import ConfigError
 
 from .conftest import REPO
@@ -25,7 +26,7 @@ def test_oracle_is_refused_unless_asked_for_as_a_diagnostic():
     with pytest.raises(ConfigError, match='diagnostic=True'):
         STRATEGIES.build(dict(type='OracleLossStrategy'))
     oracle = STRATEGIES.build(dict(type='OracleLossStrategy', diagnostic=True))
-    assert oracle.needs_labels and oracle.score_outputs == ('target_loss',)
+    assert oracle.needs_labels and oracle.outputs == ('target_loss',)
 
 
 def test_oracle_scores_are_the_true_per_image_target_losses(tiny_cfg):
@@ -35,8 +36,10 @@ def test_oracle_scores_are_the_true_per_image_target_losses(tiny_cfg):
     cfg.train_dataloader.dataset.pipeline = deterministic_pipeline(
         cfg.train_dataloader.dataset.pipeline)
     data = batch(cfg, 6)
-    oracle = STRATEGIES.build(dict(type='OracleLossStrategy', diagnostic=True))
-    scores, _ = oracle.score_candidates(model, [data], 6, np.random.default_rng(0))
+    oracle = STRATEGIES.build(dict(type='OracleLossStrategy', diagnostic=True),
+                              default_args=dict(task='detection'))
+    outputs = score_batches(model, [copy.deepcopy(data)], oracle.candidate_passes())
+    scores = oracle.scores(outputs, {})
     model.eval()
     with torch.no_grad():
         pre = model.data_preprocessor(copy.deepcopy(data), False)
@@ -45,7 +48,7 @@ def test_oracle_scores_are_the_true_per_image_target_losses(tiny_cfg):
     np.testing.assert_allclose(scores, expected.numpy(), rtol=1e-5)
     assert len(set(np.round(scores, 4))) > 1           # images differ in loss
     # the oracle's top K are the K largest true losses
-    order = oracle.select(scores, 3, np.random.default_rng(0))
+    order, _ = oracle.select(outputs, {}, 3, np.random.default_rng(0))
     assert set(order) == set(np.argsort(-expected.numpy())[:3])
 
 
@@ -221,20 +224,24 @@ def test_generic_heads_rank_by_the_summed_per_image_loss(voc_root):
     assert 'forward' not in vars(head.loss_cls) and 'forward' not in vars(head.loss_bbox)
 
 
-def test_sigmoid_heads_refuse_head_outputs_instead_of_misreading_them(voc_root):
-    """RetinaNet has no background class: softmax-with-background readers must not run."""
-    from mmal.models.detectors.learning_loss_detector import UnsupportedScoreOutputError
+def test_sigmoid_heads_give_per_class_posteriors_that_entropy_reads_class_by_class(voc_root):
+    """RetinaNet has no background class: its posteriors are per-class sigmoids."""
     cfg = Config.fromfile(str(REPO / 'tests/data/retinanet-tiny_ll_synthetic-voc.py'))
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[name].dataset.data_root = str(voc_root) + '/'
     model = build(cfg)
-    assert model.head_outputs_supported is False
-    entropy = STRATEGIES.build(dict(type='EntropyStrategy'))
-    entropy.check_task('detection')
+    model.score_cfg = dict(num_boxes=20, score_thr=0.0)  # untrained: keep unsure boxes too
+    assert model.posterior_kind == 'sigmoid'
+    entropy = STRATEGIES.build(dict(type='EntropyStrategy'), default_args=dict(task='detection'))
     data = batch(cfg, 2)
-    with pytest.raises(UnsupportedScoreOutputError, match='sigmoid'):
-        entropy.score_candidates(model, [data], 2, np.random.default_rng(0))
-    # the ranking evaluation still measures Learning Loss, without an entropy reference
-    from mmal.loop.ranking import reference_scores_and_losses
-    out = reference_scores_and_losses(model, [data], 2, 'detection')
-    assert set(out) == {'target_loss', 'LearningLossStrategy'}
+    outputs = score_batches(model, [data], entropy.candidate_passes())
+    assert outputs['posterior_kind'] == 'sigmoid'
+    for probs in outputs['posteriors']:
+        assert probs.shape == (20, 5 + 1)
+        # the background column is prod(1 - p_c), not a softmax remainder
+        np.testing.assert_allclose(probs[:, -1], np.prod(1 - probs[:, :-1], axis=1), rtol=1e-5)
+    scores = entropy.scores(outputs, {})
+    assert scores.shape == (2,) and ((scores >= 0) & (scores <= 1)).all()
+    # read as a softmax posterior, the same rows give another number: the kind matters
+    as_softmax = entropy.scores(dict(outputs, posterior_kind='softmax'), {})
+    assert not np.allclose(scores, as_softmax)

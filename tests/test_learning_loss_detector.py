@@ -1,5 +1,6 @@
 import copy
 
+import numpy as np
 import pytest
 import torch
 from mmdet.models.dense_heads import SSDHead
@@ -158,14 +159,53 @@ def test_score_step_needs_no_labels_and_no_head(tiny_cfg):
     assert out['pred_loss'].shape == (2,)
     assert out['features'].shape == (2, 32 + 64 + 128 + 128 + 128)
     assert calls == []
-    out = model.score_step(data, ('predictions', 'head_outputs'))
-    assert calls == [1] and len(out['predictions']) == 2  # one head pass serves both
-    cls_scores, bbox_preds = out['head_outputs']
-    assert len(cls_scores) == 5 and cls_scores[0].shape[0] == 2
-    assert 'bboxes' in out['predictions'][0].pred_instances
+    out = model.score_step(data, ('predictions', 'posteriors', 'boxes'))
+    assert len(out['predictions']) == 2 and 'bboxes' in out['predictions'][0].pred_instances
+    assert len(out['posteriors']) == len(out['boxes']) == 2
     handle.remove()
     with pytest.raises(ValueError, match='unknown score outputs'):
-        model.score_step(data, ('posteriors',))
+        model.score_step(data, ('head_outputs',))
+
+
+def test_candidate_boxes_are_decoded_like_mmdet_and_posteriors_have_background_last(tiny_cfg):
+    """The most confident candidate is mmdet's own top detection (it survives NMS)."""
+    model = build(tiny_cfg).eval()
+    model.score_cfg = dict(num_boxes=50, score_thr=0.0)
+    data = batch(tiny_cfg, 2)
+    out = model.score_step(data, ('posteriors', 'boxes'))
+    pre = model.data_preprocessor(copy.deepcopy(data), False)
+    feats = model.task_model.extract_feat(pre['inputs'])
+    head = model.task_model.bbox_head
+    metas = [s.metainfo for s in pre['data_samples']]
+    detections = head.predict_by_feat(*head(feats), batch_img_metas=metas, rescale=False)
+    for probs, boxes, det in zip(out['posteriors'], out['boxes'], detections):
+        probs, boxes = probs.numpy(), boxes.numpy()
+        assert probs.shape == (50, 6) and boxes.shape == (50, 4)
+        np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+        foreground = probs[:, :-1].max(1)
+        assert (np.diff(foreground) <= 1e-7).all()           # best first
+        top = int(det.scores.argmax())
+        assert foreground[0] == pytest.approx(float(det.scores[top]), rel=1e-5)
+        assert probs[0, :-1].argmax() == int(det.labels[top])
+        np.testing.assert_allclose(boxes[0], det.bboxes[top].numpy(), rtol=1e-4, atol=1e-3)
+    # score_cfg keeps the most confident foreground boxes, at least score_thr
+    model.score_cfg = dict(num_boxes=3, score_thr=0.0)
+    assert all(len(p) == 3 for p in model.score_step(data, ('posteriors',))['posteriors'])
+    model.score_cfg = dict(num_boxes=50, score_thr=1.0)
+    assert all(len(p) == 0 for p in model.score_step(data, ('posteriors',))['posteriors'])
+    with pytest.raises(ValueError, match='a single-stage detector has no proposals'):
+        model.score_step(data, ('proposals',))
+
+
+def test_score_cfg_is_checked_naming_the_key():
+    from mmal.models.detectors.candidates import check_score_cfg
+    assert check_score_cfg(None) == dict(num_boxes=100, score_thr=0.05)
+    with pytest.raises(ValueError, match=r"model.score_cfg: unknown keys \['nms_pre'\]"):
+        check_score_cfg(dict(nms_pre=10))
+    with pytest.raises(ValueError, match='model.score_cfg.num_boxes=0'):
+        check_score_cfg(dict(num_boxes=0))
+    with pytest.raises(ValueError, match='model.score_cfg.score_thr=2'):
+        check_score_cfg(dict(score_thr=2))
 
 
 def test_upstream_ssd_head_still_cannot_predict(tiny_cfg):

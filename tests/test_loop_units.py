@@ -103,24 +103,18 @@ def test_subset_config_sets_indices_per_leaf_under_wrappers():
 
 
 def test_selection_is_top_k_with_seeded_tie_breaks():
-    strategy = STRATEGIES.build(dict(type='LearningLossStrategy'))
+    from mmal.strategies import top_k
     scores = np.array([0.1, 0.9, 0.5, 0.9, 0.2])
-    picks = strategy.select(scores, 3, np.random.default_rng(0))
+    picks = top_k(scores, 3, np.random.default_rng(0))
     assert set(picks[:2]) == {1, 3} and picks[2] == 2
-    again = strategy.select(scores, 3, np.random.default_rng(0))
+    again = top_k(scores, 3, np.random.default_rng(0))
     assert list(picks) == list(again)
-    orders = {tuple(strategy.select(np.zeros(6), 6, np.random.default_rng(s))) for s in range(5)}
+    orders = {tuple(top_k(np.zeros(6), 6, np.random.default_rng(s))) for s in range(5)}
     assert len(orders) > 1  # ties are not broken by position
-    with pytest.raises(FloatingPointError):
-        strategy.select(np.array([1.0, np.nan]), 1, np.random.default_rng(0))
-
-
-def test_random_strategy_is_seeded_and_needs_no_model():
-    strategy = STRATEGIES.build(dict(type='RandomStrategy'))
-    a = strategy.score(None, None, 50, np.random.default_rng(3))
-    b = strategy.score(None, None, 50, np.random.default_rng(3))
-    assert a.shape == (50,) and np.array_equal(a, b)
-    assert strategy.score_outputs == ()
+    with pytest.raises(FloatingPointError, match='LearningLossStrategy produced 1 non-finite'):
+        STRATEGIES.build(dict(type='LearningLossStrategy')).select(
+            dict(num_samples=2, pred_loss=np.array([1.0, np.nan])), {}, 1,
+            np.random.default_rng(0))
 
 
 def test_a_damaged_state_is_refused_naming_the_file_and_the_last_good_copy(tmp_path):
@@ -146,9 +140,9 @@ def test_an_unwritable_place_is_named_with_the_fix(tmp_path):
     blocker.write_text('')                      # a file where a folder should be
     with pytest.raises(OSError, match=r'cannot write .*not_a_dir/al_state.json.*--resume'):
         atomic_write_text(blocker / 'al_state.json', '{}')
-    from mmal.loop.experiment import _check_writable
+    from mmal.loop.resume import check_writable
     with pytest.raises(ConfigError, match=r'work dir .*not_a_dir/sub cannot be written'):
-        _check_writable(blocker / 'sub')
+        check_writable(blocker / 'sub')
 
 
 def test_a_failing_write_leaves_no_partial_file(tmp_path, monkeypatch):

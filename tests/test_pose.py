@@ -199,11 +199,16 @@ def test_score_step_serves_every_strategy_and_predicts_like_mmpose(pose_cfg):
     model = build(pose_cfg)
     model.eval()
     data = batch(pose_cfg, 3, split='val')
-    out = model.score_step(data, ('pred_loss', 'features', 'head_outputs', 'predictions'))
+    out = model.score_step(data, ('pred_loss', 'features', 'heatmaps', 'predictions'))
     assert out['pred_loss'].shape == (3,)
     assert out['features'].shape == (3, 64 + 96 + 96 + 64 + 64)
-    assert len(out['head_outputs']) == 2  # CPMHead: one heatmap batch per stack
-    assert all(h.shape == (3, 16, 16, 16) for h in out['head_outputs'])
+    # CPMHead: one heatmap batch per stack; the final one is the prediction
+    stacks = model.task_model.head.forward(model.task_model.extract_feat(
+        model.data_preprocessor(copy.deepcopy(data), False)['inputs']))
+    torch.testing.assert_close(out['heatmaps'], stacks[-1])
+    assert out['heatmaps'].shape == (3, 16, 16, 16)
+    with pytest.raises(ValueError, match='pose estimator gives heatmaps'):
+        model.score_step(data, ('posteriors',))
     # the same keypoints as mmpose's own predict, flip test included
     assert model.task_model.test_cfg['flip_test'] is True
     processed = model.data_preprocessor(copy.deepcopy(data), False)

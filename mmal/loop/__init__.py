@@ -1,5 +1,6 @@
 """The active-learning loop: settings, state, cycles and selection."""
-from .experiment import ActiveLearningExperiment, config_digests
+from .experiment import ActiveLearningExperiment
+from .resume import config_digests
 from .settings import ActiveLearningSettings
 from .state import ExperimentState
 

@@ -10,42 +10,29 @@ finished step and never draws a selection twice.
 """
 import contextlib
 import copy
-import csv
 import gc
-import hashlib
-import io
-import json
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from mmengine.config import Config
-from mmengine.dist import broadcast_object_list, get_rank, master_only
+from mmengine.dist import get_rank, master_only
 from mmengine.logging import MMLogger, print_log
 from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.runner import Runner, find_latest_checkpoint
-from torch.utils.data import DataLoader
 
-from ..datasets import (
-    Pool,
-    build_pool,
-    deterministic_pipeline,
-    leaf_configs,
-    scoring_config,
-    subset_config,
-)
+from ..datasets import Pool, build_pool, subset_config
 from ..registry import STRATEGIES
 from ..utils import ConfigError, check_data_paths
-from . import ranking, reporting
+from ..utils.dist import broadcast_from_rank0, on_rank0
+from . import reporting
+from .resume import check_writable, config_digests, open_state
 from .runner import CycleRunner
+from .selection import CycleSelection, elapsed, write_scores
 from .settings import ActiveLearningSettings
 from .shared_initial import SharedInitialCycle
-from .state import ExperimentState, atomic_write_text, digest_ids, phase_done
+from .state import ExperimentState, digest_ids, phase_done
 
-#: Config keys that do not change what an experiment computes.
-_NEUTRAL_KEYS = ('work_dir', 'launcher', 'resume', 'load_from', 'active_learning',
-                 'experiment_name', 'env_cfg', 'log_level', 'visualizer', 'default_hooks')
 _TASKS = {'mmdet': 'detection', 'mmpose': 'pose'}
 
 
@@ -77,8 +64,8 @@ class ActiveLearningExperiment:
         # Strategies live in mmal's own registry: build them in its scope, not the
         # task's (which would warn that 'mmdet'/'mmpose' is not in its tree).
         with DefaultScope.overwrite_default_scope('mmal'):
-            self.strategy = STRATEGIES.build(copy.deepcopy(self.settings.strategy))
-        self.strategy.check_task(self.task)
+            self.strategy = STRATEGIES.build(copy.deepcopy(self.settings.strategy),
+                                             default_args=dict(task=self.task))
         self.strategy_name = self.settings.strategy['type']
         for key in ('train_dataloader', 'test_dataloader', 'test_evaluator', 'test_cfg'):
             # `test_cfg = dict()` is mmengine's (and mmpose's) spelling of the default loop.
@@ -89,17 +76,15 @@ class ActiveLearningExperiment:
         self.pool: Pool = build_pool(cfg.train_dataloader.dataset)
         self.settings.check_plan(len(self.pool))
         self.position = {sample_id: i for i, sample_id in enumerate(self.pool.ids)}
-        _check_writable(self.work_dir)
+        check_writable(self.work_dir)
         self.logger = MMLogger.get_instance(
             f'mmal_{self.work_dir.name}_{time.time_ns()}', logger_name='mmal',
             log_file=str(self.work_dir / 'al_train.log'), log_level='INFO')
         # Rank 0 alone reads or creates the record and the others take its copy:
         # a rank that looked later would find rank 0's new file and refuse it.
-        outcome = _call_or_error(self._load_or_create_state) if get_rank() == 0 else None
-        outcome = _broadcast(outcome)
-        if isinstance(outcome, ConfigError):
-            raise outcome
-        self.state = outcome
+        self.state: ExperimentState = on_rank0(
+            lambda: open_state(self.work_dir, cfg, self.settings, self.pool, resume, self._log),
+            ConfigError)
         if get_rank() != 0:
             self.state.save = lambda: None  # rank 0 alone writes the record
 
@@ -173,9 +158,7 @@ class ActiveLearningExperiment:
             initial_ids=digest_ids(entry['labeled'])))
         rank0 = get_rank() == 0
         with shared.locked() if rank0 else contextlib.nullcontext():
-            record = _broadcast(_call_or_error(shared.read) if rank0 else None)
-            if isinstance(record, ConfigError):
-                raise record
+            record = on_rank0(shared.read, ConfigError)
             entry['shared_from'] = str(shared.folder)
             if 'checkpoint' not in record:
                 self._log(f'cycle 0: training the shared initial model in {shared.folder}')
@@ -199,115 +182,49 @@ class ActiveLearningExperiment:
     def _select(self, c: int, entry: dict) -> None:
         s = self.settings
         rng = np.random.default_rng([s.seed, c, 1])
-        labeled = {self.position[i] for i in entry['labeled']}
-        unlabeled = np.array([p for p in range(len(self.pool)) if p not in labeled])
-        size = len(unlabeled) if s.candidate_pool == 'all' else min(s.candidate_pool,
-                                                                    len(unlabeled))
-        candidates = np.sort(rng.choice(unlabeled, size=size, replace=False))
-        self._log(f'cycle {c}: scoring {size} of {len(unlabeled)} unlabeled samples with '
-                  f'{self.strategy_name}')
+        selection = self._selection(c, entry)
+        labeled = sorted(self.position[i] for i in entry['labeled'])
+        candidates = selection.candidates(set(labeled), rng)
+        self._log(f'cycle {c}: scoring {len(candidates)} of {len(self.pool) - len(labeled)} '
+                  f'unlabeled samples with {self.strategy_name}')
         start = time.perf_counter()
-        scores, features = self._score(c, entry, candidates, rng)
+        order, scores = selection.select(candidates, labeled, rng)
         picked = None
         if get_rank() == 0:
-            order = self.strategy.select(scores, s.budget_per_cycle, rng, **features)
             picked = [dict(id=self.pool.ids[candidates[i]], score=float(scores[i]))
                       for i in order]
-            self._write_scores(c, candidates, scores)
-        picked = _broadcast(picked)
-        timings = dict(entry['timings'], score_s=round(time.perf_counter() - start, 2))
+            write_scores(self._cycle_dir(c), [self.pool.ids[p] for p in candidates], scores)
+        picked = broadcast_from_rank0(picked)
+        timings = dict(entry['timings'], score_s=elapsed(start))
         self._log(f'cycle {c}: selected {len(picked)} samples (top score '
                   f'{picked[0]["score"]:.4f}, K-th {picked[-1]["score"]:.4f})')
         fields = {}
         if s.ranking_eval_size:
             start = time.perf_counter()
-            fields['ranking_accuracy'] = self._ranking_accuracy(
-                c, entry, candidates, scores, np.random.default_rng([s.seed, c, 2]))
-            timings['ranking_eval_s'] = round(time.perf_counter() - start, 2)
-        self.state.mark(c, 'selected', selected=picked, num_candidates=int(size),
+            fields['ranking_accuracy'] = result = selection.ranking_accuracy(
+                candidates, scores, np.random.default_rng([s.seed, c, 2]))
+            timings['ranking_eval_s'] = elapsed(start)
+            self._log(f'cycle {c}: ranking accuracy on {result["num_samples"]} candidates: '
+                      + ', '.join(f'{k}={v:.3f}' for k, v in result.items()
+                                  if k != 'num_samples'))
+        self.state.mark(c, 'selected', selected=picked, num_candidates=int(len(candidates)),
                         timings=timings, **fields)
         self._write_reports()
 
-    def _ranking_accuracy(self, c: int, entry: dict, candidates: np.ndarray,
-                          scores: np.ndarray | None, rng: np.random.Generator) -> dict:
-        """Pairwise ranking accuracy of the strategy's and the reference scores (Fig. 5)."""
-        sample = ranking.ranking_sample(len(candidates), self.settings.ranking_eval_size, rng)
-        runner = self._runner(c, entry, phase='rank', load_from=entry['checkpoint'])
-        runner.load_or_resume()
-        out = ranking.reference_scores_and_losses(
-            runner.model, self._scoring_loader(candidates[sample].tolist(), with_labels=True),
-            len(sample), self.task)
-        del runner
-        gc.collect()
-        result = None
-        if get_rank() == 0:
-            losses = out.pop('target_loss')
-            result = dict(num_samples=int(len(sample)), strategy=ranking.pairwise_ranking_accuracy(
-                scores[sample], losses))
-            result.update({name: ranking.pairwise_ranking_accuracy(ref, losses)
-                           for name, ref in out.items()})
-            self._log(f'cycle {c}: ranking accuracy on {len(sample)} candidates: '
-                      + ', '.join(f'{k}={v:.3f}' for k, v in result.items() if k != 'num_samples'))
-        return _broadcast(result)
-
-    def _score(self, c: int, entry: dict, candidates: np.ndarray,
-               rng: np.random.Generator) -> tuple[np.ndarray | None, dict]:
-        """The candidates' scores and what the strategy's selection needs beside them.
-
-        Returns:
-            tuple: The scores (None on ranks other than 0) and the keyword
-            arguments ``features`` and ``labeled_features`` for ``select``
-            (empty when the strategy uses neither).
-        """
-        strategy = self.strategy
-        if not strategy.needs_forward:
-            return strategy.score_candidates(None, None, len(candidates), rng)[0], {}
-        runner = self._runner(c, entry, phase='score', load_from=entry['checkpoint'])
-        runner.load_or_resume()
-        labeled_features = None
-        if strategy.needs_labeled_features:
-            labeled = sorted(self.position[i] for i in entry['labeled'])
-            self._log(f'cycle {c}: pooling the features of the {len(labeled)} labeled samples')
-            labeled_features = strategy.pooled_features(
-                runner.model, self._scoring_loader(labeled), len(labeled))
-        scores, features = strategy.score_candidates(
-            runner.model, self._scoring_loader(candidates.tolist(),
-                                               with_labels=strategy.needs_labels),
-            len(candidates), rng, labeled_features=labeled_features)
-        del runner
-        gc.collect()
-        extra = {}
-        if strategy.needs_features:
-            extra['features'] = features
-        if strategy.needs_labeled_features:
-            extra['labeled_features'] = labeled_features
-        return scores, extra
-
-    def _scoring_loader(self, positions: list[int], with_labels: bool = False) -> DataLoader:
-        """A test-mode dataloader over the given (sorted) pool positions.
-
-        Unlabeled (the test pipeline without annotation loading) unless
-        ``with_labels``: then the target-loss pipeline, for true losses.
-        """
-        s = self.settings
-        if with_labels:
-            pipeline = s.target_loss_pipeline or deterministic_pipeline(
-                leaf_configs(self.cfg.train_dataloader.dataset)[0]['pipeline'])
-        else:
-            pipeline = leaf_configs(self.cfg.test_dataloader.dataset)[0]['pipeline']
-        loader_cfg = dict(
-            batch_size=s.score_batch_size, num_workers=s.score_num_workers,
-            persistent_workers=False, sampler=dict(type='DefaultSampler', shuffle=False),
-            dataset=scoring_config(self.cfg.train_dataloader.dataset, self.pool, positions,
-                                   pipeline, with_labels=with_labels))
-        if self.cfg.test_dataloader.get('collate_fn'):
-            loader_cfg['collate_fn'] = self.cfg.test_dataloader.collate_fn
-        return Runner.build_dataloader(loader_cfg, seed=s.seed)
+    def _selection(self, c: int, entry: dict) -> CycleSelection:
+        def make_runner(phase: str, test_dataloader: dict, test_cfg: dict) -> Runner:
+            return self._runner(c, entry, phase=phase, load_from=entry['checkpoint'],
+                                test_dataloader=test_dataloader, test_cfg=test_cfg)
+        return CycleSelection(self.cfg, self.settings, self.pool, self.strategy, self.task,
+                              make_runner, lambda msg: self._log(f'cycle {c}: {msg}'))
 
     # -------------------------------------------------------------- helpers
     def _runner(self, c: int, entry: dict, phase: str, resume: bool = False,
-                load_from: str | None = None, cycle_dir: Path | None = None) -> Runner:
+                load_from: str | None = None, cycle_dir: Path | None = None,
+                test_dataloader: dict | None = None, test_cfg: dict | None = None) -> Runner:
         cfg = copy.deepcopy(self.cfg)
+        if test_cfg is not None:  # a scoring pass: the test loop is ScoreLoop
+            cfg.test_dataloader, cfg.test_cfg = test_dataloader, test_cfg
         positions = [self.position[i] for i in entry['labeled']]
         cfg.train_dataloader.dataset = subset_config(cfg.train_dataloader.dataset, self.pool,
                                                      positions)
@@ -346,50 +263,10 @@ class ActiveLearningExperiment:
     def _cycle_dir(self, c: int) -> Path:
         return self.work_dir / f'cycle_{c:02d}'
 
-    def _load_or_create_state(self) -> ExperimentState:
-        digests = config_digests(self.cfg)
-        existing = ExperimentState.load(self.work_dir)
-        if existing is not None and not self.resume:
-            raise ConfigError(f'{existing.path} exists: pass --resume to continue that '
-                              'experiment, or choose another --work-dir')
-        if existing is None:
-            if self.resume:
-                self._log(f'--resume: no experiment in {self.work_dir}, starting a new one')
-            state = ExperimentState.create(
-                self.work_dir, settings=self.settings.to_dict(), config_digests=digests,
-                versions=_versions(), pool_ids=self.pool.ids)
-            state.save()
-            return state
-        problems = self.settings.differences(existing.data['settings'])
-        recorded = existing.data['config_digests']
-        problems += [f'config key `{key}` changed since the experiment started'
-                     for key in sorted(set(recorded) | set(digests))
-                     if recorded.get(key) != digests.get(key)]
-        pool = existing.data['pool']
-        if pool['size'] != len(self.pool):
-            problems.append(f'the pool has {len(self.pool)} samples, the state {pool["size"]}')
-        elif pool['ids_digest'] != digest_ids(self.pool.ids):
-            problems.append('the pool holds other samples than when the experiment started')
-        if problems:
-            raise ConfigError(f'cannot resume {existing.path}: the experiment differs:\n  - '
-                              + '\n  - '.join(problems)
-                              + '\nRestore those settings or start in another --work-dir')
-        self._log(f'resuming {existing.path}: {len(existing.cycles)} cycle(s) recorded')
-        return existing
-
     @master_only
     def _write_reports(self) -> None:
         reporting.write_metrics_csv(self.work_dir, self.state.cycles, self.strategy_name)
         reporting.write_curve(self.work_dir, self.state.cycles, self.strategy_name)
-
-    @master_only
-    def _write_scores(self, c: int, candidates: np.ndarray, scores: np.ndarray) -> None:
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(['id', 'score'])
-        writer.writerows((self.pool.ids[p], repr(float(v))) for p, v in zip(candidates, scores))
-        self._cycle_dir(c).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self._cycle_dir(c) / 'al_scores.csv', buf.getvalue())
 
     def _log_metrics(self, c: int, entry: dict, note: str = '') -> None:
         shown = ', '.join(f'{k}={v:.4f}' for k, v in entry['metrics'].items())
@@ -397,52 +274,3 @@ class ActiveLearningExperiment:
 
     def _log(self, msg: str) -> None:
         print_log(msg, logger=self.logger)
-
-
-def config_digests(cfg: Config) -> dict[str, str]:
-    """A short digest per top-level config key that affects the results."""
-    out = {}
-    for key in sorted(cfg.keys()):
-        if key in _NEUTRAL_KEYS:
-            continue
-        text = json.dumps(cfg._to_lazy_dict()[key] if hasattr(cfg, '_to_lazy_dict') else
-                          cfg[key], sort_keys=True, default=str)
-        out[key] = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return out
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-    out = {}
-    for name in ('mmal', 'torch', 'mmengine', 'mmcv', 'mmdet', 'mmpose'):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def _check_writable(work_dir: Path) -> None:
-    """Refuse a work dir that cannot be written before any work, naming it."""
-    try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=work_dir, prefix='.write_check.'):
-            pass
-    except OSError as err:
-        raise ConfigError(f'the work dir {work_dir} cannot be written ({err.strerror}); '
-                          'choose another --work-dir or fix its permissions') from err
-
-
-def _call_or_error(fn):
-    """``fn()``, or the ConfigError it raised (to broadcast it instead of hanging the ranks)."""
-    try:
-        return fn()
-    except ConfigError as err:
-        return err
-
-
-def _broadcast(obj):
-    holder = [obj]
-    broadcast_object_list(holder, src=0)
-    return holder[0]
-

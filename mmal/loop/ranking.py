@@ -9,12 +9,6 @@ beside it). Only benchmarks can do this: it reads the candidates' labels,
 which the selection never sees.
 """
 import numpy as np
-import torch
-from torch import nn
-from torch.utils.data import DataLoader
-
-from ..strategies import EntropyStrategy
-from ..strategies.base import collect_per_sample
 
 #: The reference scorers, by the strategy each stands for.
 REFERENCE_SCORES = ('LearningLossStrategy', 'EntropyStrategy')
@@ -55,40 +49,3 @@ def ranking_sample(num_candidates: int, size: int, rng: np.random.Generator) -> 
     """Sorted positions (into the candidates) of the fixed random ranking sample."""
     size = min(size, num_candidates)
     return np.sort(rng.choice(num_candidates, size=size, replace=False))
-
-
-def reference_scores_and_losses(model: nn.Module, dataloader: DataLoader, num_samples: int,
-                                task: str) -> dict[str, np.ndarray] | None:
-    """True target losses and the reference strategies' scores of the given samples.
-
-    ``task`` (``'detection'``, ``'pose'``) chooses entropy's measurement.
-    A model whose head entropy cannot read (a sigmoid detection head) gets
-    no entropy reference.
-
-    Returns:
-        dict | None: ``'target_loss'`` and one array per name of
-        :data:`REFERENCE_SCORES`, each ``(N,)`` in dataset order, on rank 0;
-        None on other ranks.
-    """
-    entropy = EntropyStrategy()
-    entropy.check_task(task)
-    inner = model.module if hasattr(model, 'module') else model
-    with_entropy = getattr(inner, 'head_outputs_supported', True)
-    outputs = ('target_loss', 'pred_loss', *(entropy.score_outputs if with_entropy else ()))
-
-    def per_sample(out: dict) -> list[tuple[float, ...]]:
-        columns = [out['target_loss'].float(), out['pred_loss'].float()]
-        if with_entropy:
-            columns.append(entropy.score_batch(out).float())
-        return [tuple(r) for r in torch.stack(columns, dim=1).cpu().tolist()]
-
-    gathered = collect_per_sample(model, dataloader, num_samples, outputs, per_sample,
-                                  user='the ranking evaluation')
-    if gathered is None:
-        return None
-    table = np.asarray(gathered, dtype=np.float64).reshape(len(gathered), -1)
-    result = dict(target_loss=table[:, 0], LearningLossStrategy=table[:, 1])
-    if with_entropy:
-        result['EntropyStrategy'] = table[:, 2]
-    return result
-

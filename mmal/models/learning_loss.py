@@ -11,13 +11,21 @@ import torch
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812
 
 from .loss_prediction import pool_features
 from .ranking_loss import ranking_accuracy
 from .taps import FeatureTaps
 
 #: What :meth:`LearningLossModel.score_step` can return.
-SCORE_OUTPUTS = ('pred_loss', 'features', 'head_outputs', 'predictions', 'target_loss')
+SCORE_OUTPUTS = ('pred_loss', 'features', 'target_loss', 'posteriors', 'boxes', 'proposals',
+                 'heatmaps', 'images', 'predictions')
+#: The task-normalised outputs a task wrapper computes (:meth:`task_outputs`).
+TASK_OUTPUTS = frozenset({'posteriors', 'boxes', 'proposals', 'heatmaps'})
+
+
+class UnsupportedScoreOutputError(ValueError):
+    """The model cannot produce a score output a strategy asked for."""
 
 
 class LearningLossModel(BaseModel):
@@ -73,13 +81,18 @@ class LearningLossModel(BaseModel):
         """
 
     @abstractmethod
-    def head_forward(self, feats: tuple):
-        """The task head's raw outputs (before any post-processing)."""
+    def task_outputs(self, inputs: Tensor, feats: tuple, data_samples: list,
+                     wanted: frozenset) -> dict:
+        """Task-normalised outputs of a batch, the ones in ``wanted`` (see :meth:`score_step`).
+
+        Strategies read these and never a head's tensor layout. A wrapper
+        that cannot produce one raises :class:`UnsupportedScoreOutputError`
+        naming why.
+        """
 
     @abstractmethod
-    def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list,
-                           head_outputs=None) -> list:
-        """The task model's post-processed predictions, reusing ``head_outputs``."""
+    def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list) -> list:
+        """The task model's post-processed predictions on extracted features."""
 
     # ------------------------------------------------------------ mmengine API
     def forward(self, inputs: Tensor, data_samples: list | None = None,
@@ -115,23 +128,41 @@ class LearningLossModel(BaseModel):
 
     # ------------------------------------------------------------ scoring API
     @torch.no_grad()
-    def score_step(self, data: dict, outputs: Sequence[str] = ('pred_loss',)) -> dict:
+    def score_step(self, data: dict, outputs: Sequence[str] = ('pred_loss',),
+                   input_transform=None, feature_transform=None,
+                   image_size: int | None = None) -> dict:
         """One test-mode forward that serves every scoring strategy.
 
         Args:
             data (dict): A batch as the dataloader yields it (no labels
-                needed).
-            outputs (Sequence[str]): Any of ``'pred_loss'`` (predicted loss,
-                ``(B,)``), ``'features'`` (the tapped maps, each globally
-                average-pooled and concatenated, ``(B, D)``),
-                ``'head_outputs'`` (the task head's raw outputs, e.g. SSD's
-                per-level class logits and box deltas, or pose heatmaps) and
-                ``'predictions'`` (the task model's post-processed outputs)
-                and ``'target_loss'`` (the true per-sample target loss, the
-                one the ranking loss trains on; needs labelled batches, so
-                only diagnostics and benchmarks ask for it). The head runs
-                once for ``head_outputs`` and ``predictions`` together;
-                ``target_loss`` runs it again inside the task's loss.
+                needed but for ``target_loss``).
+            outputs (Sequence[str]): Any of
+
+                - ``'pred_loss'``: the predicted loss, ``(B,)``;
+                - ``'features'``: the tapped maps, each globally
+                  average-pooled, concatenated, ``(B, D)``;
+                - ``'target_loss'``: the true per-sample target loss, the
+                  one the ranking loss trains on (needs labelled batches:
+                  diagnostics only); it runs the head inside the task loss;
+                - ``'posteriors'`` (detection): per image, ``(N_i, C+1)``
+                  class posteriors of its candidate boxes, background
+                  last; for softmax heads a distribution, for sigmoid heads
+                  (``posterior_kind == 'sigmoid'``) the C independent class
+                  probabilities and ``prod(1 - p_c)``;
+                - ``'boxes'`` (detection): per image, ``(N_i, 4)`` xyxy
+                  boxes in network-input pixels, row-aligned with
+                  ``posteriors``;
+                - ``'proposals'`` (two-stage detection): per image, the
+                  proposal each box was refined from;
+                - ``'heatmaps'`` (pose): ``(B, K, H, W)``, the final stage;
+                - ``'images'``: the network input resized to
+                  ``image_size`` squared, ``(B, 3, S, S)``;
+                - ``'predictions'``: the task model's post-processed data
+                  samples.
+            input_transform (callable, optional): Applied to the
+                preprocessed input batch before the network (noise,
+                flips: the views some strategies compare).
+            image_size (int, optional): Side of ``'images'``.
 
         Returns:
             dict: The requested outputs.
@@ -141,7 +172,14 @@ class LearningLossModel(BaseModel):
             raise ValueError(f'unknown score outputs {sorted(unknown)}; choose from '
                              f'{SCORE_OUTPUTS}')
         data = self.data_preprocessor(data, False)
-        feats, maps = self._extract(data['inputs'])
+        inputs = data['inputs']
+        if isinstance(inputs, (list, tuple)):
+            inputs = torch.stack(inputs)
+        if input_transform is not None:
+            inputs = input_transform(inputs)
+        feats, maps = self._extract(inputs)
+        if feature_transform is not None:
+            feats = feature_transform(feats)
         result: dict = {}
         if 'pred_loss' in outputs:
             result['pred_loss'] = self.loss_prediction(maps)
@@ -149,13 +187,16 @@ class LearningLossModel(BaseModel):
             result['features'] = torch.cat([pool_features(m) for m in maps], dim=1)
         if 'target_loss' in outputs:
             result['target_loss'] = self.task_loss(feats, data['data_samples'])[1]
-        if 'head_outputs' in outputs or 'predictions' in outputs:
-            head_outputs = self.head_forward(feats)
-            if 'head_outputs' in outputs:
-                result['head_outputs'] = head_outputs
-            if 'predictions' in outputs:
-                result['predictions'] = self.predict_from_feats(
-                    data['inputs'], feats, data['data_samples'], head_outputs)
+        wanted = TASK_OUTPUTS.intersection(outputs)
+        if wanted:
+            result.update(self.task_outputs(inputs, feats, data['data_samples'], wanted))
+        if 'images' in outputs:
+            if not image_size:
+                raise ValueError("score output 'images' needs image_size (the side in pixels)")
+            result['images'] = F.interpolate(inputs.float(), size=(image_size, image_size),
+                                             mode='bilinear', align_corners=False)
+        if 'predictions' in outputs:
+            result['predictions'] = self.predict_from_feats(inputs, feats, data['data_samples'])
         return result
 
     def _extract(self, inputs: Tensor) -> tuple[tuple, list[Tensor]]:

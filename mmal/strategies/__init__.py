@@ -1,5 +1,5 @@
 """Active-learning strategies: one file each, one interface (BaseStrategy)."""
-from .base import BaseStrategy
+from .base import BaseStrategy, top_k
 from .core_set import CoreSetStrategy
 from .density_weighted import DensityWeightedStrategy
 from .entropy import EntropyStrategy
@@ -16,5 +16,5 @@ __all__ = [
     'BaseStrategy', 'CoreSetStrategy', 'DensityWeightedStrategy', 'EntropyStrategy',
     'LearningLossDiversityStrategy', 'LearningLossStrategy', 'LeastConfidenceStrategy',
     'MarginStrategy', 'OracleLossStrategy', 'RandomStrategy', 'UncertaintyStrategy',
-    'k_center_greedy', 'min_distances'
+    'k_center_greedy', 'min_distances', 'top_k'
 ]

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..registry import STRATEGIES
-from .base import BaseStrategy
+from .base import BaseStrategy, require
 from .k_center import DEFAULT_CHUNK_SIZE, k_center_greedy, min_distances
 
 
@@ -24,28 +24,18 @@ class CoreSetStrategy(BaseStrategy):
         chunk_size (int): Rows and columns of one block of distances.
     """
 
-    needs_features = True
-    needs_labeled_features = True
+    outputs = ('features',)
+    labeled_outputs = ('features',)
 
-    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+    def __init__(self, task: str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        super().__init__(task)
         self.chunk_size = int(chunk_size)
 
-    def scores_from(self, batch_scores, features: np.ndarray | None,
-                    labeled_features: np.ndarray | None) -> np.ndarray:
-        _require(self, features, labeled_features)
-        return min_distances(features, labeled_features, self.chunk_size).double().numpy()
-
-    def select(self, scores: np.ndarray, k: int, rng: np.random.Generator,
-               features: np.ndarray | None = None,
-               labeled_features: np.ndarray | None = None) -> np.ndarray:
-        _require(self, features, labeled_features)
-        if len(features) != len(scores):
-            raise ValueError(f'{len(scores)} scores but {len(features)} feature rows')
-        return k_center_greedy(features, k, rng, centers=labeled_features,
-                               chunk_size=self.chunk_size)
-
-
-def _require(strategy, features, labeled_features) -> None:
-    if features is None or labeled_features is None:
-        raise ValueError(f'{type(strategy).__name__} needs the candidates\' and the labeled '
-                         'set\'s pooled features (features=..., labeled_features=...)')
+    def select(self, candidate_outputs: dict, labeled_outputs: dict, k: int,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        require(self, candidate_outputs, 'features')
+        require(self, labeled_outputs, 'features', where='labeled-set')
+        features, centers = candidate_outputs['features'], labeled_outputs['features']
+        scores = min_distances(features, centers, self.chunk_size).double().numpy()
+        return k_center_greedy(features, k, rng, centers=centers,
+                               chunk_size=self.chunk_size), scores

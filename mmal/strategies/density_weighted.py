@@ -6,7 +6,7 @@ from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 
 from ..registry import STRATEGIES
-from .base import BaseStrategy
+from .base import BaseStrategy, require
 from .k_center import DEFAULT_CHUNK_SIZE
 from .uncertainty import UncertaintyStrategy
 
@@ -32,10 +32,8 @@ class DensityWeightedStrategy(BaseStrategy):
         chunk_size (int): Feature rows normalised at once.
     """
 
-    needs_features = True
-
-    def __init__(self, uncertainty: dict | None = None, beta: float = 1.0,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+    def __init__(self, task: str | None = None, uncertainty: dict | None = None,
+                 beta: float = 1.0, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         with DefaultScope.overwrite_default_scope('mmal'):
             inner = STRATEGIES.build(dict(uncertainty or dict(type='EntropyStrategy')))
         if not isinstance(inner, UncertaintyStrategy):
@@ -45,26 +43,23 @@ class DensityWeightedStrategy(BaseStrategy):
         if not isinstance(beta, (int, float)) or beta < 0:
             raise ValueError(f'DensityWeightedStrategy: beta={beta!r} must be a number >= 0')
         self.uncertainty = inner
-        self.beta = float(beta)
-        self.chunk_size = int(chunk_size)
-        self.score_outputs = inner.score_outputs
         self.tasks = inner.tasks
         self.task_reason = inner.task_reason
+        super().__init__(task)  # refuses a task the inner measure does not apply to
+        inner.task = task
+        self.beta = float(beta)
+        self.chunk_size = int(chunk_size)
 
-    def check_task(self, task: str) -> None:
-        super().check_task(task)
-        self.uncertainty.check_task(task)
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (*self.uncertainty.outputs, 'features')
 
-    def score_batch(self, outputs: dict) -> Tensor:
-        return self.uncertainty.score_batch(outputs)
-
-    def scores_from(self, batch_scores: np.ndarray | None, features: np.ndarray | None,
-                    labeled_features: np.ndarray | None) -> np.ndarray:
-        if batch_scores is None or features is None:
-            raise ValueError('DensityWeightedStrategy needs the uncertainty scores and the '
-                             'candidates\' pooled features')
-        density = mean_cosine_similarity(features, self.chunk_size).double().clamp(min=0.0)
-        return batch_scores * density.pow(self.beta).numpy()
+    def scores(self, candidate_outputs: dict, labeled_outputs: dict) -> np.ndarray:
+        require(self, candidate_outputs, 'features')
+        uncertainty = self.uncertainty.scores(candidate_outputs, labeled_outputs)
+        density = mean_cosine_similarity(candidate_outputs['features'],
+                                         self.chunk_size).double().clamp(min=0.0)
+        return uncertainty * density.pow(self.beta).numpy()
 
 
 def mean_cosine_similarity(features: np.ndarray | Tensor,

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 
 from ..registry import STRATEGIES
-from .uncertainty import UncertaintyStrategy
+from .uncertainty import UncertaintyStrategy, binary_entropy, sum_normalised
 
 
 @STRATEGIES.register_module()
@@ -16,18 +16,22 @@ class EntropyStrategy(UncertaintyStrategy):
     every box and joint in ``[0, 1]``, whatever the number of classes or
     the heatmap size; it does not change the ranking of a fixed model.
 
-    Detection: ``p`` is a box's posterior over the classes and background.
+    Detection: ``p`` is a box's posterior over the classes and background;
+    for sigmoid heads, the C binary entropies summed, over ``C log 2``.
     Pose: ``p`` is the joint's heatmap clipped at 0 and normalised to sum 1
     over its ``H*W`` pixels (a softmax would flatten a ``[0, 1]``-valued
     heatmap into near-uniform); an all-zero heatmap, a joint the model
     places nowhere, counts as uniform, the maximum.
 
     See :class:`~mmal.strategies.uncertainty.UncertaintyStrategy` for the
-    arguments, the boxes scored (before NMS) and images with no box.
+    arguments, the boxes scored and images with no box.
     """
 
     def box_uncertainty(self, probs: Tensor) -> Tensor:
         return normalised_entropy(probs)
+
+    def class_uncertainty(self, probs: Tensor) -> Tensor:
+        return sum_normalised(binary_entropy(probs), probs.shape[-1])
 
     def joint_uncertainty(self, heatmaps: Tensor) -> Tensor:
         mass = heatmaps.flatten(2).clamp(min=0.0)

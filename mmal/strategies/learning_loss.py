@@ -1,8 +1,8 @@
 """Learning Loss: label the samples whose predicted loss is highest."""
-import torch
+import numpy as np
 
 from ..registry import STRATEGIES
-from .base import BaseStrategy
+from .base import BaseStrategy, require
 
 
 @STRATEGIES.register_module()
@@ -13,7 +13,8 @@ class LearningLossStrategy(BaseStrategy):
     no labels.
     """
 
-    score_outputs = ('pred_loss',)
+    outputs = ('pred_loss',)
 
-    def score_batch(self, outputs: dict) -> torch.Tensor:
-        return outputs['pred_loss']
+    def scores(self, candidate_outputs: dict, labeled_outputs: dict) -> np.ndarray:
+        require(self, candidate_outputs, 'pred_loss')
+        return candidate_outputs['pred_loss']

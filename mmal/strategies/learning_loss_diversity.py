@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from ..registry import STRATEGIES
-from .base import BaseStrategy
+from .base import BaseStrategy, require, top_k
 from .k_center import DEFAULT_CHUNK_SIZE, k_center_greedy
 
 
@@ -24,30 +24,26 @@ class LearningLossDiversityStrategy(BaseStrategy):
         chunk_size (int): Rows and columns of one block of distances.
     """
 
-    score_outputs = ('pred_loss',)
-    needs_features = True
-    needs_labeled_features = True
+    outputs = ('pred_loss', 'features')
+    labeled_outputs = ('features',)
 
-    def __init__(self, m: float = 2.0, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+    def __init__(self, task: str | None = None, m: float = 2.0,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        super().__init__(task)
         if not isinstance(m, (int, float)) or isinstance(m, bool) or m < 1:
             raise ValueError(f'LearningLossDiversityStrategy: m={m!r} must be a number >= 1 '
                              '(the shortlist is the top m*K predicted losses)')
         self.m = float(m)
         self.chunk_size = int(chunk_size)
 
-    def score_batch(self, outputs: dict):
-        return outputs['pred_loss']
-
-    def select(self, scores: np.ndarray, k: int, rng: np.random.Generator,
-               features: np.ndarray | None = None,
-               labeled_features: np.ndarray | None = None) -> np.ndarray:
-        if features is None:
-            raise ValueError('LearningLossDiversityStrategy needs the candidates\' pooled '
-                             'features (features=...)')
-        if len(features) != len(scores):
-            raise ValueError(f'{len(scores)} scores but {len(features)} feature rows')
+    def select(self, candidate_outputs: dict, labeled_outputs: dict, k: int,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        require(self, candidate_outputs, 'pred_loss', 'features')
+        require(self, labeled_outputs, 'features', where='labeled-set')
+        scores = np.asarray(candidate_outputs['pred_loss'], dtype=np.float64)
+        features = candidate_outputs['features']
         shortlist_size = min(len(scores), max(k, math.ceil(self.m * k)))
-        shortlist = super().select(scores, shortlist_size, rng)
-        picks = k_center_greedy(features[shortlist], k, rng, centers=labeled_features,
-                                chunk_size=self.chunk_size)
-        return shortlist[picks]
+        shortlist = top_k(scores, shortlist_size, rng, user=type(self).__name__)
+        picks = k_center_greedy(features[shortlist], k, rng,
+                                centers=labeled_outputs['features'], chunk_size=self.chunk_size)
+        return shortlist[picks], scores

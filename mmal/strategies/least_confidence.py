@@ -1,4 +1,5 @@
 """Least confidence: label the samples whose best guess is least probable."""
+import torch
 from torch import Tensor
 
 from ..registry import STRATEGIES
@@ -9,16 +10,20 @@ from .uncertainty import UncertaintyStrategy
 class LeastConfidenceStrategy(UncertaintyStrategy):
     """Uncertainty ``1 - max p``, per box or joint, aggregated per sample.
 
-    Detection: ``max p`` over a box's posterior (classes and background).
+    Detection: ``max p`` over a box's posterior (classes and background);
+    for sigmoid heads, ``max(p_c, 1 - p_c)`` of the box's least sure class.
     Pose: ``max p`` is the joint's heatmap peak, mmpose's keypoint score,
     clipped to ``[0, 1]`` (regressed heatmaps may overshoot slightly).
 
     See :class:`~mmal.strategies.uncertainty.UncertaintyStrategy` for the
-    arguments, the boxes scored (before NMS) and images with no box.
+    arguments, the boxes scored and images with no box.
     """
 
     def box_uncertainty(self, probs: Tensor) -> Tensor:
         return 1.0 - probs.amax(dim=-1)
+
+    def class_uncertainty(self, probs: Tensor) -> Tensor:
+        return (1.0 - torch.maximum(probs, 1.0 - probs)).amax(dim=-1)
 
     def joint_uncertainty(self, heatmaps: Tensor) -> Tensor:
         return 1.0 - heatmaps.flatten(2).amax(dim=-1).clamp(0.0, 1.0)

@@ -12,13 +12,14 @@ class MarginStrategy(UncertaintyStrategy):
     The score is ``1 - (p1 - p2)`` so that, as for every strategy, higher
     scores are labeled first; it lies in ``[0, 1]``. Background is one of
     the classes, so a box torn between "object" and "background" has a
-    small margin too.
+    small margin too. Sigmoid heads: each class's margin between "yes" and
+    "no", ``|2 p_c - 1|``, the smallest over the box's classes.
 
     Detection only: a pose heatmap is a spatial map, not a posterior over
     alternatives whose top two could be compared.
 
     See :class:`~mmal.strategies.uncertainty.UncertaintyStrategy` for the
-    arguments, the boxes scored (before NMS) and images with no box.
+    arguments, the boxes scored and images with no box.
     """
 
     tasks = ('detection',)
@@ -29,3 +30,6 @@ class MarginStrategy(UncertaintyStrategy):
     def box_uncertainty(self, probs: Tensor) -> Tensor:
         top2 = probs.topk(2, dim=-1).values
         return 1.0 - (top2[..., 0] - top2[..., 1])
+
+    def class_uncertainty(self, probs: Tensor) -> Tensor:
+        return (1.0 - (2.0 * probs - 1.0).abs()).amax(dim=-1)

@@ -1,9 +1,9 @@
 """The oracle: label the candidates whose true loss is highest (a diagnostic)."""
-import torch
+import numpy as np
 
 from ..registry import STRATEGIES
 from ..utils import ConfigError
-from .base import BaseStrategy
+from .base import BaseStrategy, require
 
 
 @STRATEGIES.register_module()
@@ -23,10 +23,11 @@ class OracleLossStrategy(BaseStrategy):
             this strategy reads labels no real pool has.
     """
 
-    score_outputs = ('target_loss',)
+    outputs = ('target_loss',)
     needs_labels = True
 
-    def __init__(self, diagnostic: bool = False) -> None:
+    def __init__(self, task: str | None = None, diagnostic: bool = False) -> None:
+        super().__init__(task)
         if diagnostic is not True:
             raise ConfigError(
                 'OracleLossStrategy ranks candidates by their true loss, read from labels '
@@ -35,5 +36,6 @@ class OracleLossStrategy(BaseStrategy):
                 "strategy=dict(type='OracleLossStrategy', diagnostic=True) (tools/al_compare.py "
                 'does this for you)')
 
-    def score_batch(self, outputs: dict) -> torch.Tensor:
-        return outputs['target_loss']
+    def scores(self, candidate_outputs: dict, labeled_outputs: dict) -> np.ndarray:
+        require(self, candidate_outputs, 'target_loss')
+        return candidate_outputs['target_loss']

@@ -1,9 +1,9 @@
 """Random sampling: the baseline every strategy must beat."""
 import numpy as np
-import torch
 
 from ..registry import STRATEGIES
-from .base import BaseStrategy
+from ..scoring import NUM_SAMPLES
+from .base import BaseStrategy, top_k
 
 
 @STRATEGIES.register_module()
@@ -14,10 +14,7 @@ class RandomStrategy(BaseStrategy):
     model; it is the reference of the paper's comparison.
     """
 
-    def score_candidates(self, model, dataloader, num_candidates: int,
-                         rng: np.random.Generator, labeled_features=None
-                         ) -> tuple[np.ndarray, None]:
-        return rng.random(num_candidates), None
-
-    def score_batch(self, outputs: dict) -> torch.Tensor:
-        raise RuntimeError('RandomStrategy scores without a forward pass')
+    def select(self, candidate_outputs: dict, labeled_outputs: dict, k: int,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        scores = rng.random(candidate_outputs[NUM_SAMPLES])
+        return top_k(scores, k, rng, user='RandomStrategy'), scores

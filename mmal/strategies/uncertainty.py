@@ -1,4 +1,4 @@
-"""The uncertainty family's shared part: per-box / per-joint scores, aggregated per sample.
+"""The uncertainty family's shared part: per-box / per-joint measures, aggregated per sample.
 
 Not a strategy itself: :class:`LeastConfidenceStrategy`,
 :class:`MarginStrategy` and :class:`EntropyStrategy` each register one
@@ -6,166 +6,161 @@ measure on top of it.
 """
 import math
 from abc import ABCMeta, abstractmethod
-from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .base import BaseStrategy
+from ..scoring import POSTERIOR_KIND
+from .base import BaseStrategy, require
 
 AGGREGATIONS = ('max', 'mean', 'sum')
 
 
 class UncertaintyStrategy(BaseStrategy, metaclass=ABCMeta):
-    """Score = how unsure the model is, from its raw head outputs (one pass).
+    """Score = how unsure the model is, from its task-normalised outputs (one pass).
 
-    **Detection** (SSD-style softmax heads, background last, as mmdet's SSD
-    and ``score_step``'s ``head_outputs`` document). Scores are computed
-    **before NMS**, on the ``num_boxes`` anchors with the highest foreground
-    confidence (``max`` over the non-background classes), the same cut as
-    mmdet's ``nms_pre``, keeping those whose foreground confidence reaches
-    ``score_thr``. Why not after NMS: NMS keeps the locally most confident
-    box and the score threshold drops the unsure ones, so the detections
-    that survive are exactly the ones the model is sure about, and an
-    uncertain image often ends with no detection at all; the competing,
-    suppressed boxes are where the doubt lives. It is also cheaper (no NMS).
-    The price: overlapping anchors on one object all count, which inflates
-    ``'sum'`` for large objects. A box's uncertainty is measured on its full
-    posterior over the C classes and background, so "object or
-    background?" doubt counts as well as "which class?" doubt.
+    **Detection**: the model's candidate boxes (``posteriors``: per image,
+    before NMS, the most confident boxes with their class posteriors,
+    background last; see :mod:`mmal.models.detectors.candidates` and the
+    model's ``score_cfg``). A box's uncertainty is measured on its full
+    posterior, so "object or background?" doubt counts as well as "which
+    class?" doubt. How a posterior is read depends on the head:
 
-    **Images with no candidate box** (none of the top anchors reaches
-    ``score_thr``): a detector that sees nothing in an image either faces an
-    empty image or misses everything in it, and cannot tell which, so by
-    default (``empty_score='max'``) the image counts as one box with a
-    uniform posterior, the measure's maximum: such images are labeled
-    first. Give a number (e.g. ``0.0``) to label them last instead.
+    - softmax heads (SSD, the RoI head of Faster R-CNN): the measure of the
+      distribution over the C classes and background;
+    - sigmoid heads (RetinaNet, FCOS): each class is its own binary
+      decision ``(p_c, 1 - p_c)``, as the head is trained (one-vs-all, the
+      reading of Brust et al., *Active Learning for Deep Object
+      Detection*, VISAPP 2019); least confidence and margin take the box's
+      least sure decision (the maximum over classes), entropy the entropy
+      of the independent decisions together (the sum over classes of the
+      binary entropies, which is the joint entropy under the head's
+      independence assumption), divided by ``C log 2``. Every measure
+      stays in ``[0, 1]``.
 
-    **Pose** (heatmap heads, ``head_outputs`` ``(B, K, H, W)``; a list of
-    stages is read at its last): each subclass measures every joint's
-    heatmap, aggregated over the K joints. Joint visibility is unknown
-    without labels, so every joint counts.
+    **Images with no candidate box**: a detector that sees nothing in an
+    image either faces an empty image or misses everything in it, and
+    cannot tell which, so by default (``empty_score='max'``) the image
+    counts as one box with the measure's maximum (a uniform posterior, or
+    ``p_c = 0.5`` for sigmoid heads): such images are labeled first. Give
+    a number (e.g. ``0.0``) to label them last instead.
+
+    **Pose** (``heatmaps`` ``(K, H, W)`` per instance): each subclass
+    measures every joint's heatmap, aggregated over the K joints. Joint
+    visibility is unknown without labels, so every joint counts.
 
     Per box / joint, aggregated per sample by ``aggregation``: ``'max'``
     (the most uncertain box or joint), ``'mean'`` or ``'sum'`` (more
-    uncertain boxes make a more informative image), as compared by Brust et
-    al., *Active Learning for Deep Object Detection*, VISAPP 2019.
+    uncertain boxes make a more informative image), as compared by Brust
+    et al.
 
     Args:
+        task (str): ``'detection'`` or ``'pose'``.
         aggregation (str): ``'max'``, ``'mean'`` or ``'sum'``.
-        num_boxes (int): Detection: anchors per image scored, by foreground
-            confidence.
-        score_thr (float): Detection: minimum foreground confidence of a
-            candidate box.
         empty_score (float | str): Detection: the score of an image with no
-            candidate box; ``'max'`` is the measure's maximum, that of a
-            uniform posterior.
+            candidate box; ``'max'`` is the measure's maximum.
     """
 
-    score_outputs = ('head_outputs',)
     tasks = ('detection', 'pose')
 
-    def __init__(self, aggregation: str = 'max', num_boxes: int = 100,
-                 score_thr: float = 0.05, empty_score: float | str = 'max') -> None:
+    def __init__(self, task: str | None = None, aggregation: str = 'max',
+                 empty_score: float | str = 'max') -> None:
+        super().__init__(task)
         name = type(self).__name__
         if aggregation not in AGGREGATIONS:
             raise ValueError(f'{name}: aggregation={aggregation!r} must be one of '
                              f'{AGGREGATIONS}')
-        if not isinstance(num_boxes, int) or isinstance(num_boxes, bool) or num_boxes < 1:
-            raise ValueError(f'{name}: num_boxes={num_boxes!r} must be an integer >= 1')
-        if not 0.0 <= score_thr <= 1.0:
-            raise ValueError(f'{name}: score_thr={score_thr!r} must lie in [0, 1]')
         if empty_score != 'max' and not isinstance(empty_score, (int, float)):
             raise ValueError(f"{name}: empty_score={empty_score!r} must be 'max' or a number")
         self.aggregation = aggregation
-        self.num_boxes = num_boxes
-        self.score_thr = float(score_thr)
         self.empty_score = empty_score
-        self.task: str | None = None
 
-    def check_task(self, task: str) -> None:
-        """Refuse other tasks, and remember which measurement applies."""
-        super().check_task(task)
-        self.task = task
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        if self.task is None:
+            raise RuntimeError(f'{type(self).__name__}: build it with task=..., the outputs '
+                               'differ between detection and pose')
+        return ('posteriors',) if self.task == 'detection' else ('heatmaps',)
 
     # ------------------------------------------------------------- measures
     @abstractmethod
     def box_uncertainty(self, probs: Tensor) -> Tensor:
-        """Uncertainty of each posterior ``(..., C + 1)`` -> ``(...)``; higher = less sure."""
+        """Uncertainty of each softmax posterior ``(..., C + 1)`` -> ``(...)``."""
+
+    @abstractmethod
+    def class_uncertainty(self, probs: Tensor) -> Tensor:
+        """Uncertainty of each sigmoid box ``(..., C)`` (class probabilities) -> ``(...)``."""
 
     def joint_uncertainty(self, heatmaps: Tensor) -> Tensor:
         """Uncertainty of each joint's heatmap ``(B, K, H, W)`` -> ``(B, K)``."""
         raise NotImplementedError(f'{type(self).__name__} has no heatmap measure')
 
     # ------------------------------------------------------------- scoring
-    def score_batch(self, outputs: dict) -> Tensor:
+    def scores(self, candidate_outputs: dict, labeled_outputs: dict) -> np.ndarray:
+        require(self, candidate_outputs, *self.outputs)
         if self.task == 'detection':
-            return self.detection_scores(outputs['head_outputs'])
-        if self.task == 'pose':
-            return self.pose_scores(outputs['head_outputs'])
-        raise RuntimeError(f'{type(self).__name__}: call check_task(task) first, the '
-                           'measurement differs between detection and pose')
+            return self.detection_scores(candidate_outputs['posteriors'],
+                                         candidate_outputs.get(POSTERIOR_KIND, 'softmax'))
+        return self.pose_scores(candidate_outputs['heatmaps'])
 
-    def detection_scores(self, head_outputs: Sequence) -> Tensor:
-        """Per-image scores ``(B,)`` from SSD-style ``(cls_scores, bbox_preds)``."""
-        cls_scores, bbox_preds = head_outputs[0], head_outputs[1]
-        logits = flatten_class_logits(cls_scores, bbox_preds)  # (B, N, C + 1)
-        probs = logits.float().softmax(dim=-1)
-        # Background is the last class, as in mmdet's SSD.
-        foreground = probs[..., :-1].amax(dim=-1)
-        top_fg, index = foreground.topk(min(self.num_boxes, foreground.shape[1]), dim=1)
-        top = probs.gather(1, index.unsqueeze(-1).expand(-1, -1, probs.shape[-1]))
-        uncertainty = self.box_uncertainty(top)
-        valid = top_fg >= self.score_thr
-        if self.empty_score == 'max':
-            uniform = probs.new_full((probs.shape[-1],), 1.0 / probs.shape[-1])
-            empty = self.box_uncertainty(uniform)
+    def per_box(self, probs: Tensor, kind: str) -> Tensor:
+        """Each box's uncertainty, ``(N, C+1)`` posteriors -> ``(N,)``."""
+        if kind == 'softmax':
+            return self.box_uncertainty(probs)
+        if kind == 'sigmoid':
+            return self.class_uncertainty(probs[..., :-1])
+        raise ValueError(f"posterior_kind {kind!r}: 'softmax' or 'sigmoid'")
+
+    def detection_scores(self, posteriors: list, kind: str = 'softmax') -> np.ndarray:
+        """Per-image scores ``(N,)`` from each image's ``(N_i, C+1)`` posteriors."""
+        out = np.empty(len(posteriors), dtype=np.float64)
+        for i, probs in enumerate(posteriors):
+            probs = torch.as_tensor(np.asarray(probs, dtype=np.float32))
+            if probs.dim() != 2 or probs.shape[1] < 2:
+                raise ValueError(f'{type(self).__name__}: image {i} posteriors have shape '
+                                 f'{tuple(probs.shape)}, expected (boxes, classes + 1)')
+            if len(probs):
+                out[i] = float(aggregate(self.per_box(probs, kind), self.aggregation))
+            else:
+                out[i] = self.empty_value(probs.shape[1], kind)
+        return out
+
+    def empty_value(self, columns: int, kind: str) -> float:
+        """The score of an image with no candidate box."""
+        if self.empty_score != 'max':
+            return float(self.empty_score)
+        if kind == 'softmax':
+            uniform = torch.full((1, columns), 1.0 / columns)
         else:
-            empty = probs.new_tensor(float(self.empty_score))
-        return aggregate(uncertainty, valid, self.aggregation, empty)
+            uniform = torch.cat([torch.full((1, columns - 1), 0.5), torch.zeros(1, 1)], dim=1)
+        return float(self.per_box(uniform, kind)[0])
 
-    def pose_scores(self, heatmaps: Tensor | Sequence[Tensor]) -> Tensor:
-        """Per-instance scores ``(B,)`` from heatmaps ``(B, K, H, W)``."""
-        if isinstance(heatmaps, (list, tuple)):
-            heatmaps = heatmaps[-1]  # multi-stage heads: the final stage predicts
-        if not isinstance(heatmaps, Tensor) or heatmaps.dim() != 4:
-            raise ValueError(f'{type(self).__name__} expects pose heatmaps (B, K, H, W), got '
-                             f'{getattr(heatmaps, "shape", type(heatmaps).__name__)}')
-        uncertainty = self.joint_uncertainty(heatmaps.float())
-        valid = torch.ones_like(uncertainty, dtype=torch.bool)
-        return aggregate(uncertainty, valid, self.aggregation, uncertainty.new_tensor(0.))
-
-
-def flatten_class_logits(cls_scores: Sequence[Tensor], bbox_preds: Sequence[Tensor]) -> Tensor:
-    """Per-level ``(B, A*(C+1), H, W)`` class maps as ``(B, sum_l H*W*A, C+1)``.
-
-    The number of anchors per location, ``A``, is read from the box map
-    (``A*4`` channels): the class maps alone do not tell ``A`` from ``C+1``.
-    The layout (location-major, then anchor) is mmdet's.
-    """
-    if len(cls_scores) != len(bbox_preds) or not cls_scores:
-        raise ValueError('detection head_outputs must be (cls_scores, bbox_preds), one map '
-                         'per level each')
-    flat, classes = [], set()
-    for level, (cls, box) in enumerate(zip(cls_scores, bbox_preds)):
-        anchors = box.shape[1] // 4
-        if anchors == 0 or box.shape[1] % 4 or cls.shape[1] % anchors:
-            raise ValueError(f'level {level}: {cls.shape[1]} class channels and '
-                             f'{box.shape[1]} box channels are not A*(C+1) and A*4')
-        classes.add(cls.shape[1] // anchors)
-        flat.append(cls.permute(0, 2, 3, 1).reshape(cls.shape[0], -1, cls.shape[1] // anchors))
-    if len(classes) != 1:
-        raise ValueError(f'levels disagree on the number of classes: {sorted(classes)}')
-    return torch.cat(flat, dim=1)
+    def pose_scores(self, heatmaps) -> np.ndarray:
+        """Per-instance scores ``(N,)`` from heatmaps ``(N, K, H, W)``."""
+        heatmaps = torch.as_tensor(np.asarray(heatmaps, dtype=np.float32))
+        if heatmaps.dim() != 4:
+            raise ValueError(f'{type(self).__name__} expects pose heatmaps (N, K, H, W), got '
+                             f'{tuple(heatmaps.shape)}')
+        uncertainty = self.joint_uncertainty(heatmaps)
+        return np.asarray([float(aggregate(u, self.aggregation)) for u in uncertainty],
+                          dtype=np.float64)
 
 
-def aggregate(values: Tensor, valid: Tensor, how: str, empty: Tensor) -> Tensor:
-    """Reduce ``(B, N)`` values over the valid entries; ``empty`` where none is valid."""
-    count = valid.sum(dim=1)
+def aggregate(values: Tensor, how: str) -> Tensor:
+    """Reduce one sample's ``(N,)`` box or joint values to one number."""
     if how == 'max':
-        out = values.masked_fill(~valid, -math.inf).amax(dim=1)
-    else:
-        out = (values * valid).sum(dim=1)
-        if how == 'mean':
-            out = out / count.clamp(min=1)
-    return torch.where(count > 0, out, empty.to(out.dtype).expand_as(out))
+        return values.amax()
+    if how == 'sum':
+        return values.sum()
+    return values.sum() / len(values)
+
+
+def binary_entropy(p: Tensor) -> Tensor:
+    """Entropy of Bernoulli(p), in nats."""
+    return -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p))
+
+
+def sum_normalised(values: Tensor, columns: int) -> Tensor:
+    """Sum over the last dim divided by ``columns * log 2``: binary entropies into [0, 1]."""
+    return values.sum(dim=-1) / (columns * math.log(2))

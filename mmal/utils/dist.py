@@ -1,10 +1,11 @@
 """Process-group set-up that also works on CPU-only machines."""
 import os
 import subprocess
+from collections.abc import Callable
 
 import torch
 from mmengine.config import Config
-from mmengine.dist import init_dist
+from mmengine.dist import broadcast_object_list, get_rank, init_dist
 
 
 def setup_distributed(launcher: str, cfg: Config) -> None:
@@ -40,3 +41,34 @@ def _slurm_env_to_torch_env() -> None:
     os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
     os.environ['RANK'] = os.environ['SLURM_PROCID']
     os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+
+
+def broadcast_from_rank0(obj):
+    """Rank 0's ``obj`` on every rank (``obj`` itself when not distributed)."""
+    holder = [obj]
+    broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def on_rank0(fn: Callable, *catch: type[BaseException]):
+    """``fn()`` computed on rank 0 alone, its result (or one of ``catch``) on every rank.
+
+    The one way the experiment lets a single rank read or write shared
+    files: an error in ``catch`` raised on rank 0 is re-raised on every
+    rank instead of leaving the others waiting in the broadcast.
+    """
+    outcome = None
+    if get_rank() == 0:
+        try:
+            outcome = fn()
+        except catch as err:
+            outcome = _Raised(err)
+    outcome = broadcast_from_rank0(outcome)
+    if isinstance(outcome, _Raised):
+        raise outcome.error
+    return outcome
+
+
+class _Raised:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error

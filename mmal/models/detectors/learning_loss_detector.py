@@ -8,7 +8,8 @@ from mmdet.models.utils import unpack_gt_instances
 from mmdet.registry import MODELS
 from torch import Tensor
 
-from ..learning_loss import LearningLossModel
+from ..learning_loss import LearningLossModel, UnsupportedScoreOutputError
+from .candidates import check_score_cfg, dense_candidates
 
 
 @MODELS.register_module()
@@ -33,14 +34,23 @@ class LearningLossDetector(LearningLossModel):
     0.36 on the summed SSD target against 0.12 on the normalised one.
     ``'positives'`` keeps mmdet's normalisation.
 
+    Scoring outputs (``score_step``): the candidate boxes of
+    :mod:`~mmal.models.detectors.candidates`, with posteriors from a
+    softmax head (SSD) or a sigmoid head (RetinaNet, FCOS: per-class
+    probabilities, see ``posterior_kind``).
+
     Args:
         per_image_normalizer (str): ``'none'`` (summed) or ``'positives'``,
             for heads without ``loss_by_feat_per_image``.
+        score_cfg (dict, optional): ``num_boxes`` (candidate boxes per
+            image, default 100) and ``score_thr`` (their minimum foreground
+            confidence, default 0.05).
     """
 
     def __init__(self, detector: dict, taps: Sequence[str], loss_prediction: dict,
                  rank_loss: dict | None = None, rank_loss_weight: float = 1.0,
-                 init_cfg: dict | None = None, per_image_normalizer: str = 'none') -> None:
+                 init_cfg: dict | None = None, per_image_normalizer: str = 'none',
+                 score_cfg: dict | None = None) -> None:
         if per_image_normalizer not in ('none', 'positives'):
             raise ValueError(f'model.per_image_normalizer={per_image_normalizer!r}: choose '
                              "'none' (each image's summed loss) or 'positives'")
@@ -51,6 +61,7 @@ class LearningLossDetector(LearningLossModel):
                             'SingleStageDetector subclasses (SSD, RetinaNet, FCOS, ...)')
         super().__init__(built, taps, loss_prediction, rank_loss, rank_loss_weight, init_cfg)
         self.per_image_normalizer = per_image_normalizer
+        self.score_cfg = check_score_cfg(score_cfg)
 
     def task_loss(self, feats: tuple, data_samples: list) -> tuple[dict, Tensor]:
         head = self.task_model.bbox_head
@@ -69,40 +80,31 @@ class LearningLossDetector(LearningLossModel):
         return losses, per_image
 
     @property
-    def head_outputs_supported(self) -> bool:
-        """Whether ``head_outputs`` are softmax logits the uncertainty strategies can read."""
-        return not getattr(self.task_model.bbox_head, 'use_sigmoid_cls', False)
+    def posterior_kind(self) -> str:
+        """``'sigmoid'`` for heads with one independent score per class, else ``'softmax'``."""
+        return 'sigmoid' if getattr(self.task_model.bbox_head, 'use_sigmoid_cls', False) \
+            else 'softmax'
 
-    def head_forward(self, feats: tuple) -> tuple:
-        """The head's raw ``(cls_scores, bbox_preds, ...)``, for softmax heads only.
-
-        The uncertainty strategies read these as per-anchor softmax logits
-        with the background last, as mmdet's SSD has them. A sigmoid head
-        (RetinaNet, FCOS: one independent score per class, no background)
-        would be misread, its last class taken for background, so it is
-        refused until the scoring API returns task-normalised posteriors.
-        """
-        head = self.task_model.bbox_head
-        if not self.head_outputs_supported:
+    def task_outputs(self, inputs: Tensor, feats: tuple, data_samples: list,
+                     wanted: frozenset) -> dict:
+        unsupported = wanted - {'posteriors', 'boxes'}
+        if unsupported:
             raise UnsupportedScoreOutputError(
-                f'{type(head).__name__} classifies with sigmoids (no background class); the '
-                'uncertainty strategies (least confidence, margin, entropy, density-weighted) '
-                'read softmax logits with the background last, as SSD has them. Use '
-                'LearningLossStrategy, CoreSetStrategy or RandomStrategy with this detector')
-        return head(feats)
-
-    def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list,
-                           head_outputs: tuple | None = None) -> list:
+                f'{type(self.task_model).__name__} cannot give {sorted(unsupported)}: a '
+                'single-stage detector has no proposals, and heatmaps are for pose; use a '
+                'two-stage detector (LearningLossTwoStageDetector) for proposal-based strategies')
         head = self.task_model.bbox_head
-        if head_outputs is None:
-            head_outputs = head(feats)
+        posteriors, boxes = dense_candidates(
+            head, head(feats), [s.metainfo['img_shape'] for s in data_samples],
+            self.posterior_kind, self.score_cfg)
+        return {key: value for key, value in
+                (('posteriors', posteriors), ('boxes', boxes)) if key in wanted}
+
+    def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list) -> list:
+        head = self.task_model.bbox_head
         img_metas = [sample.metainfo for sample in data_samples]
-        results = head.predict_by_feat(*head_outputs, batch_img_metas=img_metas, rescale=True)
+        results = head.predict_by_feat(*head(feats), batch_img_metas=img_metas, rescale=True)
         return self.task_model.add_pred_to_datasample(data_samples, results)
-
-
-class UnsupportedScoreOutputError(ValueError):
-    """The model cannot produce a score output a strategy asked for."""
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ from mmpose.models.pose_estimators import TopdownPoseEstimator
 from mmpose.registry import MODELS
 from torch import Tensor, nn
 
-from ..learning_loss import LearningLossModel
+from ..learning_loss import LearningLossModel, UnsupportedScoreOutputError
 
 
 @MODELS.register_module()
@@ -71,12 +71,24 @@ class LearningLossPoseEstimator(LearningLossModel):
                 per_sample += values
         return losses, per_sample.detach()
 
-    def head_forward(self, feats: tuple):
-        """The head's raw outputs; for ``CPMHead``, one heatmap batch per stack."""
-        return self.task_model.head.forward(feats)
+    def task_outputs(self, inputs: Tensor, feats: tuple, data_samples: list,
+                     wanted: frozenset) -> dict:
+        """``'heatmaps'`` ``(B, K, H, W)``: the final stage's (``CPMHead`` has one per stack)."""
+        if wanted - {'heatmaps'}:
+            raise UnsupportedScoreOutputError(
+                f'a pose estimator gives heatmaps, not {sorted(wanted - {"heatmaps"})} '
+                '(detection outputs)')
+        heatmaps = self.task_model.head.forward(feats)
+        if isinstance(heatmaps, (list, tuple)):
+            heatmaps = heatmaps[-1]
+        if not isinstance(heatmaps, Tensor) or heatmaps.dim() != 4:
+            raise UnsupportedScoreOutputError(
+                f'{type(self.task_model.head).__name__} does not output heatmaps (B, K, H, W) '
+                f'(got {getattr(heatmaps, "shape", type(heatmaps).__name__)}); the heatmap '
+                'strategies need a heatmap head')
+        return dict(heatmaps=heatmaps.float())
 
-    def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list,
-                           head_outputs=None) -> list:
+    def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list) -> list:
         """mmpose's own predict (flip test included) on already extracted features.
 
         The backbone features are reused; the head runs again inside mmpose's

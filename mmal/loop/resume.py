@@ -1,0 +1,91 @@
+"""Opening an experiment's record: create it, or resume it only if nothing changed."""
+import hashlib
+import importlib.metadata as md
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from mmengine.config import Config
+
+from ..datasets import Pool
+from ..utils import ConfigError
+from .settings import ActiveLearningSettings
+from .state import ExperimentState, digest_ids
+
+#: Config keys that do not change what an experiment computes.
+NEUTRAL_KEYS = ('work_dir', 'launcher', 'resume', 'load_from', 'active_learning',
+                'experiment_name', 'env_cfg', 'log_level', 'visualizer', 'default_hooks')
+
+
+def open_state(work_dir: Path, cfg: Config, settings: ActiveLearningSettings, pool: Pool,
+               resume: bool, log: Callable[[str], None]) -> ExperimentState:
+    """The experiment's state in ``work_dir``: a new one, or the recorded one on resume.
+
+    Raises:
+        ConfigError: A record exists without ``resume``, or the recorded
+            experiment differs from this one (each difference named).
+    """
+    digests = config_digests(cfg)
+    existing = ExperimentState.load(work_dir)
+    if existing is not None and not resume:
+        raise ConfigError(f'{existing.path} exists: pass --resume to continue that '
+                          'experiment, or choose another --work-dir')
+    if existing is None:
+        if resume:
+            log(f'--resume: no experiment in {work_dir}, starting a new one')
+        state = ExperimentState.create(
+            work_dir, settings=settings.to_dict(), config_digests=digests,
+            versions=versions(), pool_ids=pool.ids)
+        state.save()
+        return state
+    problems = settings.differences(existing.data['settings'])
+    recorded = existing.data['config_digests']
+    problems += [f'config key `{key}` changed since the experiment started'
+                 for key in sorted(set(recorded) | set(digests))
+                 if recorded.get(key) != digests.get(key)]
+    recorded_pool = existing.data['pool']
+    if recorded_pool['size'] != len(pool):
+        problems.append(f'the pool has {len(pool)} samples, the state {recorded_pool["size"]}')
+    elif recorded_pool['ids_digest'] != digest_ids(pool.ids):
+        problems.append('the pool holds other samples than when the experiment started')
+    if problems:
+        raise ConfigError(f'cannot resume {existing.path}: the experiment differs:\n  - '
+                          + '\n  - '.join(problems)
+                          + '\nRestore those settings or start in another --work-dir')
+    log(f'resuming {existing.path}: {len(existing.cycles)} cycle(s) recorded')
+    return existing
+
+
+def config_digests(cfg: Config) -> dict[str, str]:
+    """A short digest per top-level config key that affects the results."""
+    out = {}
+    for key in sorted(cfg.keys()):
+        if key in NEUTRAL_KEYS:
+            continue
+        text = json.dumps(cfg._to_lazy_dict()[key] if hasattr(cfg, '_to_lazy_dict') else
+                          cfg[key], sort_keys=True, default=str)
+        out[key] = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return out
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of the packages that decide the numbers."""
+    out = {}
+    for name in ('mmal', 'torch', 'mmengine', 'mmcv', 'mmdet', 'mmpose'):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def check_writable(work_dir: Path) -> None:
+    """Refuse a work dir that cannot be written before any work, naming it."""
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=work_dir, prefix='.write_check.'):
+            pass
+    except OSError as err:
+        raise ConfigError(f'the work dir {work_dir} cannot be written ({err.strerror}); '
+                          'choose another --work-dir or fix its permissions') from err

@@ -1,0 +1,133 @@
+"""What a strategy asks of the scoring loop: passes over a set, and their views.
+
+A strategy never runs the model. It declares, per set (candidates,
+labeled), the passes it needs: which outputs of the model's scoring API
+(:data:`~mmal.models.learning_loss.SCORE_OUTPUTS`), on which view of the
+input (the image itself, a noisy or flipped copy), how many committee
+members (Monte-Carlo dropout). The scoring loop runs every declared pass on
+each batch it loads, so the data is read once whatever the strategy.
+"""
+from dataclasses import dataclass, field
+
+import torch
+from mmengine.registry import DefaultScope
+from torch import Tensor
+
+from ..registry import SCORE_TRANSFORMS
+
+
+@dataclass(frozen=True)
+class ScorePass:
+    """One pass of the model over a set.
+
+    Attributes:
+        outputs (tuple[str]): What ``score_step`` computes.
+        transform (dict, optional): Config of an input transform in
+            ``SCORE_TRANSFORMS`` (:class:`GaussianNoise`,
+            :class:`HorizontalFlip`): the view the pass sees. Boxes come
+            back in the original image's frame.
+        members (int): Forward passes whose outputs are stacked per sample
+            (a committee); > 1 needs ``dropout`` > 0, or the members agree.
+        dropout (float): Monte-Carlo dropout rate on the task head's input
+            features, kept active in test mode (Gal & Ghahramani, 2016).
+        image_size (int, optional): Side of ``'images'`` outputs.
+    """
+
+    outputs: tuple[str, ...]
+    transform: dict | None = None
+    members: int = 1
+    dropout: float = 0.0
+    image_size: int | None = None
+    seed: int = field(default=0, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.members, int) or self.members < 1:
+            raise ValueError(f'ScorePass: members={self.members!r} must be an integer >= 1')
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f'ScorePass: dropout={self.dropout!r} must lie in [0, 1)')
+        if self.members > 1 and self.dropout == 0.0:
+            raise ValueError('ScorePass: members > 1 with dropout=0 gives identical members; '
+                             'set dropout > 0')
+
+
+def build_transform(cfg: dict | None):
+    """The input transform of a pass (None: the image itself)."""
+    if cfg is None:
+        return None
+    with DefaultScope.overwrite_default_scope('mmal'):
+        return SCORE_TRANSFORMS.build(dict(cfg))
+
+
+@SCORE_TRANSFORMS.register_module()
+class GaussianNoise:
+    """Adds ``N(0, std^2)`` to the preprocessed (normalised) input, seeded.
+
+    Args:
+        std (float): Noise standard deviation, in units of the normalised
+            input (mmdet / mmpose preprocessors divide by the pixel std, so
+            ``std=0.1`` is about a tenth of the images' own spread).
+        seed (int): Seed of the noise; each batch gets its own stream.
+    """
+
+    def __init__(self, std: float, seed: int = 0) -> None:
+        if not isinstance(std, (int, float)) or std <= 0:
+            raise ValueError(f'GaussianNoise: std={std!r} must be a number > 0')
+        self.std = float(std)
+        self.seed = int(seed)
+        self.batch_seed = self.seed
+
+    def __call__(self, inputs: Tensor) -> Tensor:
+        generator = torch.Generator(device=inputs.device).manual_seed(self.batch_seed)
+        noise = torch.randn(inputs.shape, generator=generator, device=inputs.device)
+        return inputs + self.std * noise.to(inputs.dtype)
+
+    def invert(self, key: str, value):
+        """Outputs on the noisy input already are in the input's frame."""
+        return value
+
+
+@SCORE_TRANSFORMS.register_module()
+class HorizontalFlip:
+    """Mirrors the (padded) input batch left-right; boxes are mirrored back."""
+
+    def __init__(self) -> None:
+        self.width: int | None = None
+
+    def __call__(self, inputs: Tensor) -> Tensor:
+        self.width = inputs.shape[-1]
+        return inputs.flip(-1)
+
+    def invert(self, key: str, value):
+        """Map an output of the flipped input back to the input's frame."""
+        if key in ('boxes', 'proposals'):
+            width = self.width
+            return [torch.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], dim=1)
+                    for b in value]
+        if key in ('heatmaps',):
+            raise ValueError('HorizontalFlip cannot map heatmaps back: left and right joints '
+                             'swap; use GaussianNoise for pose')
+        return value
+
+
+class FeatureDropout:
+    """Monte-Carlo dropout on the task head's input features, from a seeded generator."""
+
+    def __init__(self, p: float, seed: int) -> None:
+        self.p = p
+        self.seed = seed
+
+    def __call__(self, feats):
+        generator = None
+
+        def drop(x):
+            nonlocal generator
+            if not isinstance(x, Tensor) or not x.is_floating_point():
+                return x
+            if generator is None:
+                generator = torch.Generator(device=x.device).manual_seed(self.seed)
+            keep = torch.rand(x.shape, generator=generator, device=x.device) >= self.p
+            return x * keep.to(x.dtype) / (1.0 - self.p)
+
+        if isinstance(feats, (list, tuple)):
+            return type(feats)(drop(f) for f in feats)
+        return drop(feats)

@@ -1,0 +1,201 @@
+"""The scoring pass as an mmengine loop: the Runner runs it like its test loop.
+
+So what applies to testing applies to scoring: hooks (logging, progress,
+EMA weights, anything a user registers), ``fp16`` autocast, the
+distributed sampler that shards the set over the ranks, and gathering in
+sample order with ``collect_results``, as ``BaseMetric.evaluate`` does.
+"""
+import numpy as np
+import torch
+from mmengine.dist import collect_results, get_rank
+from mmengine.model import is_model_wrapper
+from mmengine.registry import LOOPS
+from mmengine.runner import TestLoop
+from mmengine.runner.amp import autocast
+from mmengine.runner.base_loop import BaseLoop
+from torch import Tensor
+
+from .passes import FeatureDropout, ScorePass, build_transform
+
+#: Per-set keys beside the outputs: how many samples, and how to read posteriors.
+NUM_SAMPLES = 'num_samples'
+#: The pass whose outputs keep their names; another pass ``name`` gives ``'name/output'``.
+MAIN = 'main'
+POSTERIOR_KIND = 'posterior_kind'
+
+
+@LOOPS.register_module()
+class ScoreLoop(TestLoop):
+    """Runs ``passes`` of the model's ``score_step`` over the dataloader.
+
+    Built by the Runner from ``test_cfg = dict(type='ScoreLoop', passes=...)``
+    and run by ``runner.test()``, which returns the outputs instead of
+    metrics.
+
+    Args:
+        runner (Runner): The Runner.
+        dataloader (DataLoader | dict): The set to score, in a fixed order.
+        passes (dict): Name -> :class:`ScorePass` (or its dict). The
+            outputs of the pass named :data:`MAIN` keep their names; those
+            of a pass ``name`` are ``'name/output'``.
+        fp16 (bool): Autocast the forward passes, as ``TestLoop`` does.
+        evaluator: Ignored: the Runner hands its test evaluator to every
+            test loop, and scoring computes no metric.
+    """
+
+    def __init__(self, runner, dataloader, passes: dict, fp16: bool = False,
+                 evaluator=None) -> None:
+        BaseLoop.__init__(self, runner, dataloader)
+        self.passes = {name: p if isinstance(p, ScorePass) else ScorePass(**p)
+                       for name, p in passes.items()}
+        self.fp16 = fp16
+        if hasattr(self.dataloader.dataset, 'metainfo'):
+            self.runner.visualizer.dataset_meta = self.dataloader.dataset.metainfo
+        self._items: list[dict] = []
+
+    def run(self) -> dict:
+        """Score every sample; rank 0 returns the outputs (see :func:`stack_outputs`)."""
+        self.runner.call_hook('before_test')
+        self.runner.call_hook('before_test_epoch')
+        self.runner.model.eval()
+        self._items = []
+        for idx, data_batch in enumerate(self.dataloader):
+            self.run_iter(idx, data_batch)
+        num_samples = len(self.dataloader.dataset)
+        gathered = collect_results(self._items, num_samples, device='cpu')
+        self._items = []
+        model = self._model()
+        outputs = None if gathered is None else stack_outputs(
+            gathered, num_samples, getattr(model, 'posterior_kind', None))
+        self.runner.call_hook('after_test_epoch', metrics={})
+        self.runner.call_hook('after_test')
+        return outputs
+
+    @torch.no_grad()
+    def run_iter(self, idx: int, data_batch) -> None:
+        self.runner.call_hook('before_test_iter', batch_idx=idx, data_batch=data_batch)
+        with autocast(enabled=self.fp16):
+            batch = run_passes(self._model(), data_batch, self.passes,
+                               batch_seed=(idx, get_rank()))
+        self._items.extend(split_per_sample(batch))
+        self.runner.call_hook('after_test_iter', batch_idx=idx, data_batch=data_batch,
+                              outputs=None)
+
+    def _model(self):
+        model = self.runner.model
+        model = model.module if is_model_wrapper(model) else model
+        if not hasattr(model, 'score_step'):
+            raise TypeError(f'ScoreLoop needs a model with a scoring API (score_step), got '
+                            f'{type(model).__name__}; use a Learning Loss wrapper such as '
+                            'LearningLossDetector')
+        return model
+
+
+
+def run_passes(model, data_batch, passes: dict[str, ScorePass], batch_seed: tuple) -> dict:
+    """Every pass over one batch: ``{name/output: one value per sample}``."""
+    batch: dict = {}
+    for name, score_pass in passes.items():
+        prefix = '' if name == MAIN else f'{name}/'
+        out = run_pass(model, data_batch, score_pass, batch_seed=batch_seed)
+        batch.update({prefix + key: value for key, value in out.items()})
+    return batch
+
+
+@torch.no_grad()
+def score_batches(model, batches, passes: dict[str, ScorePass]) -> dict:
+    """What :class:`ScoreLoop` returns, in one process without a Runner (tests, benchmarks)."""
+    was_training = model.training
+    model.eval()
+    items: list[dict] = []
+    try:
+        for idx, data_batch in enumerate(batches):
+            items.extend(split_per_sample(run_passes(model, data_batch, passes, (idx, 0))))
+    finally:
+        model.train(was_training)
+    return stack_outputs(items, len(items), getattr(model, 'posterior_kind', None))
+
+
+def run_pass(model, data_batch, score_pass: ScorePass, batch_seed: tuple = (0, 0)) -> dict:
+    """One pass over one batch: ``{output: one value per sample}``.
+
+    A committee's value per sample is the list of its members' values.
+    """
+    transform = build_transform(score_pass.transform)
+    if transform is not None and hasattr(transform, 'batch_seed'):
+        transform.batch_seed = _seed(transform.seed, *batch_seed)
+    members = []
+    for member in range(score_pass.members):
+        dropout = None
+        if score_pass.dropout > 0:
+            dropout = FeatureDropout(score_pass.dropout,
+                                     _seed(score_pass.seed, member, *batch_seed))
+        out = model.score_step(data_batch, score_pass.outputs, input_transform=transform,
+                               feature_transform=dropout, image_size=score_pass.image_size)
+        if transform is not None:
+            out = {key: transform.invert(key, value) for key, value in out.items()}
+        members.append({key: _rows(value) for key, value in out.items()})
+    if score_pass.members == 1:
+        return members[0]
+    return {key: [list(sample) for sample in zip(*(m[key] for m in members))]
+            for key in members[0]}
+
+
+def _seed(*entropy: int) -> int:
+    return int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(1)[0])
+
+
+def split_per_sample(batch: dict) -> list[dict]:
+    """``{key: one value per sample}`` -> one ``{key: value}`` per sample."""
+    sizes = {key: len(rows) for key, rows in batch.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f'score outputs disagree on the batch size: {sizes}')
+    size = next(iter(sizes.values()), 0)
+    return [{key: rows[i] for key, rows in batch.items()} for i in range(size)]
+
+
+def _rows(value) -> list:
+    """A batched tensor or a per-sample list as a list of per-sample numpy values."""
+    return [_numpy(v) for v in value]
+
+
+def _numpy(value):
+    if isinstance(value, Tensor):
+        value = value.detach().cpu()
+        return value.float().numpy() if value.is_floating_point() else value.numpy()
+    if isinstance(value, (list, tuple)):
+        return [_numpy(v) for v in value]
+    return value
+
+
+def stack_outputs(items: list[dict], num_samples: int, posterior_kind: str | None) -> dict:
+    """Per-sample items as one entry per output, in sample order.
+
+    Scalars per sample become ``(N,)`` float64 arrays, equal-shaped arrays
+    one ``(N, ...)`` array (committees: ``(N, M, ...)``), and ragged
+    ones (a box list per image) stay a list of N arrays. The dict also
+    holds ``num_samples`` and, for detectors, ``posterior_kind``.
+    """
+    out: dict = {NUM_SAMPLES: num_samples}
+    if posterior_kind is not None:
+        out[POSTERIOR_KIND] = posterior_kind
+    for key in (items[0] if items else {}):
+        values = [item[key] for item in items]
+        out[key] = _stack(values)
+    return out
+
+
+def _stack(values: list):
+    first = values[0]
+    if isinstance(first, np.ndarray) and first.ndim == 0:
+        return np.asarray([float(v) for v in values], dtype=np.float64)
+    if isinstance(first, list) and all(isinstance(m, np.ndarray) for m in first):
+        shapes = {m.shape for v in values for m in v}
+        if len(shapes) == 1:
+            return np.stack([np.stack(v) for v in values])
+        return values
+    if isinstance(first, np.ndarray):
+        if len({v.shape for v in values}) == 1:
+            return np.stack(values)
+        return values
+    return values

@@ -1,0 +1,91 @@
+"""The scoring pass runs on mmengine's Runner as a registered test loop."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+from mmal.datasets import build_pool, leaf_configs, scoring_config
+from mmal.loop.runner import CycleRunner
+from mmal.scoring import HorizontalFlip, ScorePass, score_batches
+
+from .test_learning_loss_detector import batch, build
+
+
+@HOOKS.register_module(force=True)
+class CountScoringIters(Hook):
+    """A user's hook: sees every scoring iteration, as in testing."""
+
+    iters: list = []
+
+    def before_test_iter(self, runner, batch_idx, data_batch=None):
+        CountScoringIters.iters.append(batch_idx)
+
+
+def score_runner(cfg, tmp_path, positions, passes, fp16=False):
+    cfg = copy.deepcopy(cfg)
+    pool = build_pool(cfg.train_dataloader.dataset)
+    pipeline = leaf_configs(cfg.test_dataloader.dataset)[0]['pipeline']
+    cfg.test_dataloader = dict(
+        batch_size=3, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
+        dataset=scoring_config(cfg.train_dataloader.dataset, pool, positions, pipeline))
+    cfg.test_cfg = dict(type='ScoreLoop', fp16=fp16, passes=passes)
+    cfg.work_dir = str(tmp_path)
+    cfg.custom_hooks = [dict(type='CountScoringIters')]
+    return CycleRunner.from_cfg(cfg), pool
+
+
+def test_the_runner_runs_scoring_as_its_test_loop_with_hooks_in_sample_order(tiny_cfg, tmp_path):
+    positions = [0, 2, 3, 5, 7, 8, 11]
+    runner, pool = score_runner(tiny_cfg, tmp_path, positions, dict(
+        main=dict(outputs=('pred_loss', 'features', 'posteriors'))))
+    CountScoringIters.iters = []
+    out = runner.test()
+    assert CountScoringIters.iters == [0, 1, 2]          # 7 samples, batches of 3
+    assert out['num_samples'] == 7 and out['posterior_kind'] == 'softmax'
+    assert out['pred_loss'].shape == (7,) and out['pred_loss'].dtype == np.float64
+    assert out['features'].shape[0] == 7 and len(out['posteriors']) == 7
+    # the same numbers as one batch of the same samples in this order
+    model = runner.model
+    alone = score_batches(model, [batch_of(tiny_cfg, pool, positions)],
+                          dict(main=ScorePass(('pred_loss',))))
+    np.testing.assert_allclose(out['pred_loss'], alone['pred_loss'], rtol=1e-4, atol=1e-5)
+
+
+def batch_of(cfg, pool, positions):
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import DATASETS
+    pipeline = leaf_configs(cfg.test_dataloader.dataset)[0]['pipeline']
+    dataset = DATASETS.build(scoring_config(cfg.train_dataloader.dataset, pool, positions,
+                                            pipeline))
+    return pseudo_collate([dataset[i] for i in range(len(dataset))])
+
+
+def test_views_and_committees_are_passes_of_the_same_loop(tiny_cfg):
+    model = build(tiny_cfg).eval()
+    model.score_cfg = dict(num_boxes=10, score_thr=0.0)
+    data = batch(tiny_cfg, 2)
+    passes = dict(
+        main=ScorePass(('boxes', 'posteriors')),
+        flip=ScorePass(('boxes',), transform=dict(type='HorizontalFlip')),
+        mc=ScorePass(('posteriors',), members=3, dropout=0.3),
+    )
+    out = score_batches(model, [copy.deepcopy(data)], passes)
+    assert set(out) >= {'boxes', 'posteriors', 'flip/boxes', 'mc/posteriors'}
+    assert out['mc/posteriors'].shape == (2, 3, 10, 6)   # samples, members, boxes, C+1
+    members = out['mc/posteriors'][0]
+    assert not np.allclose(members[0], members[1])      # dropout: the members differ
+    again = score_batches(model, [copy.deepcopy(data)], dict(mc=passes['mc']))
+    np.testing.assert_array_equal(again['mc/posteriors'], out['mc/posteriors'])  # seeded
+    # flipped boxes come back in the image's frame: within it, and not mirrored
+    width = model.data_preprocessor(copy.deepcopy(data), False)['inputs'].shape[-1]
+    for boxes in out['flip/boxes']:
+        assert (boxes[:, 0] <= boxes[:, 2]).all() and (boxes[:, 2] <= width + 1e-3).all()
+    flip = HorizontalFlip()
+    flip(torch.zeros(1, 3, 8, 100))
+    back = flip.invert('boxes', [torch.tensor([[10.0, 1.0, 30.0, 5.0]])])[0]
+    torch.testing.assert_close(back, torch.tensor([[70.0, 1.0, 90.0, 5.0]]))
+    with pytest.raises(ValueError, match='members > 1 with dropout=0'):
+        ScorePass(('posteriors',), members=2)
