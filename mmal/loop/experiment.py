@@ -216,7 +216,8 @@ class ActiveLearningExperiment:
             return self._runner(c, entry, phase=phase, load_from=entry['checkpoint'],
                                 test_dataloader=test_dataloader, test_cfg=test_cfg)
         return CycleSelection(self.cfg, self.settings, self.pool, self.strategy, self.task,
-                              make_runner, lambda msg: self._log(f'cycle {c}: {msg}'))
+                              make_runner, lambda msg: self._log(f'cycle {c}: {msg}'),
+                              self._cycle_dir(c))
 
     # -------------------------------------------------------------- helpers
     def _runner(self, c: int, entry: dict, phase: str, resume: bool = False,

@@ -40,11 +40,14 @@ class CycleSelection:
         make_runner (callable): ``(phase, test_dataloader, test_cfg) ->
             Runner`` loading the cycle's checkpoint.
         log (callable): The experiment's logger.
+        work_dir (Path): The cycle's folder; a strategy's own training
+            checkpoints go to ``work_dir / 'strategy'``.
     """
 
     def __init__(self, cfg: Config, settings: ActiveLearningSettings, pool: Pool,
                  strategy: BaseStrategy, task: str, make_runner: Callable,
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], work_dir: Path) -> None:
+        self.work_dir = work_dir
         self.cfg = cfg
         self.settings = settings
         self.pool = pool
@@ -78,6 +81,7 @@ class CycleSelection:
                                            with_labels=strategy.needs_labels)
         if get_rank() != 0:
             return None, None
+        strategy.work_dir = self.work_dir / 'strategy'
         order, scores = strategy.select(candidate_outputs, labeled_outputs,
                                         self.settings.budget_per_cycle, rng)
         return np.asarray(order), np.asarray(scores, dtype=np.float64)

@@ -1,4 +1,11 @@
-"""Active-learning strategies: one file each, one interface (BaseStrategy)."""
+"""Active-learning strategies: one file each, one interface (BaseStrategy).
+
+Every module of this package is imported here, so a strategy registers
+itself in ``STRATEGIES`` by existing in a file of its own.
+"""
+import importlib
+import pkgutil
+
 from .base import BaseStrategy, top_k
 from .core_set import CoreSetStrategy
 from .density_weighted import DensityWeightedStrategy
@@ -11,6 +18,9 @@ from .margin import MarginStrategy
 from .oracle_loss import OracleLossStrategy
 from .random import RandomStrategy
 from .uncertainty import UncertaintyStrategy
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f'{__name__}.{_module.name}')
 
 __all__ = [
     'BaseStrategy', 'CoreSetStrategy', 'DensityWeightedStrategy', 'EntropyStrategy',

@@ -6,6 +6,8 @@ the outputs it needs, the scoring loop (:class:`~mmal.scoring.ScoreLoop`)
 computes them, and :meth:`BaseStrategy.select` turns them into an order.
 It never runs the model, trains the target model or touches state.
 """
+from pathlib import Path
+
 import numpy as np
 
 from ..scoring import MAIN, NUM_SAMPLES, ScorePass
@@ -34,6 +36,11 @@ class BaseStrategy:
     pass's outputs under ``'name/output'``, plus ``'num_samples'`` and,
     for detectors, ``'posterior_kind'`` (``'softmax'`` or ``'sigmoid'``).
 
+    A strategy that trains a model of its own (VAAL) does it inside
+    :meth:`select` and keeps its checkpoints in ``work_dir``, a folder of
+    the cycle the loop sets before calling it, so a killed run resumes
+    there.
+
     Args:
         task (str, optional): ``'detection'`` or ``'pose'``; given by the
             experiment at build time. A task the idea does not apply to is
@@ -48,6 +55,7 @@ class BaseStrategy:
 
     def __init__(self, task: str | None = None) -> None:
         self.task = task
+        self.work_dir: Path | None = None
         if task is not None:
             self.check_task(task)
 
