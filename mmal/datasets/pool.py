@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from mmengine.registry import DATASETS
 
+from ..utils.config_checks import is_leaf_dataset, walk_dataset_configs
+
 _ANNOTATION_LOADERS = ('LoadAnnotations',)
 #: mmdet / mmpose augmentations that draw random numbers but whose names do
 #: not start with ``Random``.
@@ -75,12 +77,8 @@ class Pool:
 
 
 def leaf_configs(dataset_cfg: dict) -> list[dict]:
-    """The leaf dataset configs under any wrappers, in concatenation order."""
-    if dataset_cfg.get('dataset') is not None:
-        return leaf_configs(dataset_cfg['dataset'])
-    if dataset_cfg.get('datasets') is not None:
-        return [leaf for sub in dataset_cfg['datasets'] for leaf in leaf_configs(sub)]
-    return [dataset_cfg]
+    """The leaf dataset configs under any wrappers, in concatenation order (not copies)."""
+    return [ds for _, ds in walk_dataset_configs(dataset_cfg) if is_leaf_dataset(ds)]
 
 
 def build_pool(dataset_cfg: dict) -> Pool:

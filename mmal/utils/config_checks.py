@@ -1,5 +1,6 @@
 """Checks that turn a bad config into one clear message before any work."""
 import os.path as osp
+from collections.abc import Iterator
 
 from mmengine.config import Config
 
@@ -23,14 +24,30 @@ def check_data_paths(cfg: Config, dataloaders: tuple[str, ...] = (
     for name in dataloaders:
         loader = cfg.get(name)
         if loader and loader.get('dataset') is not None:
-            _check_dataset(loader['dataset'], f'{name}.dataset')
+            for key, ds in walk_dataset_configs(loader['dataset'], f'{name}.dataset'):
+                _check_dataset(ds, key)
+
+
+def walk_dataset_configs(ds: dict, key: str = 'dataset') -> Iterator[tuple[str, dict]]:
+    """Every dataset config under ``ds``, wrappers and leaves, with its config key.
+
+    The one walker of dataset wrappers (``RepeatDataset``'s ``dataset``,
+    ``ConcatDataset``'s ``datasets``): children first, in concatenation
+    order, then the node itself. Leaves are the nodes without children.
+    """
+    if ds.get('dataset') is not None:
+        yield from walk_dataset_configs(ds['dataset'], f'{key}.dataset')
+    for i, sub in enumerate(ds.get('datasets') or []):
+        yield from walk_dataset_configs(sub, f'{key}.datasets[{i}]')
+    yield key, ds
+
+
+def is_leaf_dataset(ds: dict) -> bool:
+    """Whether a dataset config wraps no other."""
+    return ds.get('dataset') is None and ds.get('datasets') is None
 
 
 def _check_dataset(ds: dict, key: str) -> None:
-    if ds.get('dataset') is not None:
-        _check_dataset(ds['dataset'], f'{key}.dataset')
-    for i, sub in enumerate(ds.get('datasets') or []):
-        _check_dataset(sub, f'{key}.datasets[{i}]')
     root = ds.get('data_root')
     if root and not osp.isdir(root):
         raise ConfigError(
