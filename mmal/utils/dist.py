@@ -33,7 +33,12 @@ def setup_distributed(launcher: str, cfg: Config) -> None:
 
 
 def _slurm_env_to_torch_env() -> None:
-    """Translate SLURM's variables to the ``env://`` ones, as mmengine does."""
+    """Translate SLURM's variables to the ``env://`` ones, as mmengine does.
+
+    mmengine's ``_init_dist_slurm`` does this too, but also picks a GPU with
+    ``proc_id % torch.cuda.device_count()``, which divides by zero on CPU;
+    with GPUs ``init_dist('slurm')`` above is used instead.
+    """
     nodes = os.environ['SLURM_NODELIST']
     addr = subprocess.getoutput(f'scontrol show hostname {nodes} | head -n1')
     os.environ.setdefault('MASTER_ADDR', addr)
