@@ -1,0 +1,525 @@
+"""VAAL: label what a discriminator on a VAE's latent space finds least "labeled"."""
+import json
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from mmengine.logging import print_log
+from mmengine.model import BaseModel
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.runner import Runner, find_latest_checkpoint
+from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812
+from torch.utils.data import DataLoader, Dataset
+
+from ..registry import STRATEGIES
+from ..scoring import MAIN, ScorePass
+from .base import BaseStrategy, require, top_k
+
+#: The file in ``work_dir`` that records what a run trains on; a resume must match it.
+RUN_FILE = 'vaal_run.json'
+#: The feature maps the encoder stops at, and the decoder starts from, are 4 x 4.
+BOTTLENECK = 4
+#: Epochs when neither ``epochs`` nor ``iterations`` is given.
+DEFAULT_EPOCHS = 100
+
+
+@STRATEGIES.register_module()
+class VAALStrategy(BaseStrategy):
+    """Variational Adversarial Active Learning (Sinha, Ebrahimi & Darrell, ICCV 2019).
+
+    Task-agnostic: it looks at the images only, never at the task model. A
+    beta-VAE is trained on the labeled set and the candidates together, and
+    a discriminator on its latent means learns to tell labeled (1) from
+    unlabeled (0), while the VAE is also trained to make the discriminator
+    call everything labeled. Candidates are then labeled in the order of
+    ``1 - D(mu(x))``: those the discriminator finds least likely to be
+    labeled, i.e. least represented by what is labeled already.
+
+    The images are the network inputs as the scoring loop hands them over
+    (after the task's data preprocessor), resized to ``image_size`` squared
+    (``ScorePass(('images',), image_size=...)`` over both sets). They are
+    standardised per channel with the mean and std of both sets together,
+    because a preprocessor may leave them in pixel units. The unlabeled
+    images VAAL learns from are the scored candidates: the whole unlabeled
+    pool, or the random subset ``candidate_pool`` draws each cycle.
+
+    Objective, per iteration (the paper's Eq. 3-5, the official code's
+    schedule, github.com/sinhasam/vaal ``solver.py``): ``vae_steps`` VAE
+    updates, then ``discriminator_steps`` discriminator updates, each on a
+    fresh pair of batches of ``batch_size`` labeled and ``batch_size``
+    unlabeled images (the last discriminator batch pair is the last VAE
+    one, as there). With ``D`` the discriminator's probability of
+    "labeled" on a latent mean,
+
+    - VAE: ``L_trd(x_L) + L_trd(x_U) + adversarial_weight * (BCE(D(mu_L), 1)
+      + BCE(D(mu_U), 1))``, the transductive beta-VAE loss on both sets
+      plus the term that makes every image look labeled;
+    - ``L_trd(x) = mean_pixels (x - x_hat)^2 + beta * KL(q(z|x) || N(0, I)) / P``
+      averaged over the batch, ``P = 3 * image_size**2``: the negative
+      ELBO of a Gaussian decoder per input dimension. The official code
+      uses the same per-pixel mean squared error but adds the KL summed
+      over the batch, which makes its effective beta grow with the batch
+      size and pulls every latent mean to 0; per dimension, ``beta`` keeps
+      its meaning (1: the plain ELBO) and the reconstruction stays on the
+      scale of the adversarial term, as there;
+    - discriminator: ``BCE(D(mu_L), 1) + BCE(D(mu_U), 0)`` with the VAE
+      fixed.
+
+    Each BCE is a mean within its set, computed from D's logit (the same
+    value as on the sigmoid, without its saturation). Both sets of a step
+    go through the VAE as one batch, so that BatchNorm does not erase the
+    differences between them (see :class:`VAALModel`).
+
+    Both use Adam (lr 5e-4 in the official code). The length is
+    ``epochs`` passes over labeled + unlabeled images in batches of
+    ``batch_size`` (the official ``num_images * train_epochs //
+    batch_size`` iterations, rounded up), or ``iterations``.
+
+    The models follow the official ones, narrower so that a CPU trains
+    them: a conv encoder (stride-2 4x4 convs, BatchNorm, ReLU, doubling
+    ``channels`` down to 4 x 4 maps) with linear heads for the latent mean
+    and log-variance, a mirrored transposed-conv decoder, and a 3-layer MLP
+    discriminator of width ``discriminator_width`` (512 there) on the mean.
+
+    Training runs on an mmengine Runner (:class:`VAALModel` has its own
+    ``train_step`` with one optimizer per network in an OptimWrapperDict,
+    as mmengine's GAN examples) in ``work_dir`` (set by the loop; a
+    temporary folder otherwise), with checkpoints every
+    ``checkpoint_interval`` iterations: a killed run resumes from the
+    latest one and ends with the weights an uninterrupted run has. The
+    seed comes from the ``rng`` handed to :meth:`select`; the batches and
+    the VAE's sampling noise are functions of that seed and the iteration
+    (not of global random state), and the global random states are
+    restored afterwards. One process only: under a distributed launch the
+    loop calls :meth:`select` on rank 0 alone, where a Runner would wait
+    for the other ranks, so it refuses.
+
+    Args:
+        latent_dim (int): Size of the latent space (32 in the paper).
+        image_size (int): Side the images are resized to, a power of 2
+            >= 8 (CIFAR's 32 in the paper; 64 keeps more of a detection
+            image).
+        epochs (float, optional): Passes over labeled + unlabeled images;
+            100 (as in the official code) unless ``iterations`` is given.
+        iterations (int, optional): Training iterations instead of epochs.
+        batch_size (int): Labeled images per batch, and unlabeled ones
+            (128 in the official code; 64 here, for a CPU).
+        beta (float): Weight of the KL term (beta-VAE; 1 in the paper).
+        adversarial_weight (float): Weight of the VAE's adversarial term
+            (lambda_2, ``adversary_param`` = 1 in the paper).
+        vae_lr (float): Adam learning rate of the VAE (5e-4 as there).
+        discriminator_lr (float): Adam learning rate of the discriminator
+            (5e-4 as there).
+        vae_steps (int): VAE updates per iteration (2 in the official code).
+        discriminator_steps (int): Discriminator updates per iteration (1).
+        channels (int): Width of the encoder's first conv (128 there, 32
+            here, for a CPU).
+        discriminator_width (int): Hidden width of the discriminator.
+        checkpoint_interval (int): Iterations between checkpoints.
+        log_interval (int): Iterations between log lines.
+        custom_hooks (list, optional): Extra mmengine hooks for the Runner.
+    """
+
+    def __init__(self, task: str | None = None, latent_dim: int = 32, image_size: int = 32,
+                 epochs: float | None = None, iterations: int | None = None,
+                 batch_size: int = 64, beta: float = 1.0, adversarial_weight: float = 1.0,
+                 vae_lr: float = 5e-4, discriminator_lr: float = 5e-4, vae_steps: int = 2,
+                 discriminator_steps: int = 1, channels: int = 32,
+                 discriminator_width: int = 512, checkpoint_interval: int = 200,
+                 log_interval: int = 50, custom_hooks: list | None = None) -> None:
+        super().__init__(task)
+        self.latent_dim = _positive_int('latent_dim', latent_dim)
+        self.image_size = _positive_int('image_size', image_size)
+        if self.image_size < 2 * BOTTLENECK or self.image_size & (self.image_size - 1):
+            raise ValueError(f'VAALStrategy: image_size={image_size!r} must be a power of 2 '
+                             f'>= {2 * BOTTLENECK} (the encoder halves it down to '
+                             f'{BOTTLENECK} x {BOTTLENECK}); e.g. 32 or 64')
+        if epochs is not None and iterations is not None:
+            raise ValueError(f'VAALStrategy: give epochs={epochs!r} or '
+                             f'iterations={iterations!r}, not both')
+        if iterations is not None:
+            self.iterations = _positive_int('iterations', iterations)
+            self.epochs = None
+        else:
+            self.iterations = None
+            self.epochs = _number('epochs', DEFAULT_EPOCHS if epochs is None else epochs,
+                                  positive=True)
+        self.batch_size = _positive_int('batch_size', batch_size)
+        self.beta = _number('beta', beta)
+        self.adversarial_weight = _number('adversarial_weight', adversarial_weight)
+        self.vae_lr = _number('vae_lr', vae_lr, positive=True)
+        self.discriminator_lr = _number('discriminator_lr', discriminator_lr, positive=True)
+        self.vae_steps = _positive_int('vae_steps', vae_steps)
+        self.discriminator_steps = _positive_int('discriminator_steps', discriminator_steps)
+        self.channels = _positive_int('channels', channels)
+        self.discriminator_width = _positive_int('discriminator_width', discriminator_width)
+        self.checkpoint_interval = _positive_int('checkpoint_interval', checkpoint_interval)
+        self.log_interval = _positive_int('log_interval', log_interval)
+        if custom_hooks is not None and not isinstance(custom_hooks, (list, tuple)):
+            raise ValueError(f'VAALStrategy: custom_hooks={custom_hooks!r} must be a list of '
+                             'hook configs or hooks')
+        self.custom_hooks = list(custom_hooks or [])
+        #: Seconds the last select() spent training (None before).
+        self.train_time: float | None = None
+
+    # --------------------------------------------------------- declaration
+    def _images_pass(self) -> dict[str, ScorePass]:
+        return {MAIN: ScorePass(('images',), image_size=self.image_size)}
+
+    def candidate_passes(self) -> dict[str, ScorePass]:
+        return self._images_pass()
+
+    def labeled_passes(self) -> dict[str, ScorePass]:
+        return self._images_pass()
+
+    # ------------------------------------------------------------ selection
+    def select(self, candidate_outputs: dict, labeled_outputs: dict, k: int,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        require(self, candidate_outputs, 'images')
+        require(self, labeled_outputs, 'images', where='labeled-set')
+        unlabeled = self._images(candidate_outputs['images'], 'candidate')
+        labeled = self._images(labeled_outputs['images'], 'labeled-set')
+        seed = int(rng.integers(0, 2**31 - 1))
+        if self.work_dir is None:
+            with tempfile.TemporaryDirectory(prefix='vaal_') as tmp:
+                scores = self.train_and_score(labeled, unlabeled, seed, Path(tmp))
+        else:
+            scores = self.train_and_score(labeled, unlabeled, seed, Path(self.work_dir))
+        return top_k(scores, k, rng, user='VAALStrategy'), scores
+
+    def _images(self, images, where: str) -> np.ndarray:
+        if isinstance(images, list):
+            raise ValueError(f'VAALStrategy: the {where} images have different shapes; '
+                             f'the scoring pass must resize them (image_size)')
+        images = np.asarray(images, dtype=np.float32)
+        expected = (3, self.image_size, self.image_size)
+        if images.ndim != 4 or images.shape[1:] != expected or len(images) == 0:
+            raise ValueError(f'VAALStrategy: the {where} images have shape {images.shape}; '
+                             f'expected (N >= 1, {", ".join(map(str, expected))})')
+        return images
+
+    def train_and_score(self, labeled: np.ndarray, unlabeled: np.ndarray, seed: int,
+                        work_dir: Path) -> np.ndarray:
+        """Train VAE + discriminator on both sets in ``work_dir``; ``1 - D(mu)`` per candidate.
+
+        Resumes from the latest checkpoint in ``work_dir`` if there is one
+        (of a run on the same sets and settings: else it refuses).
+        """
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            raise RuntimeError('VAALStrategy trains on one process (the loop calls select on '
+                               'rank 0 only), and an mmengine Runner there would wait for the '
+                               'other ranks; run VAAL experiments without a launcher')
+        iterations = self.iterations or math.ceil(
+            self.epochs * (len(labeled) + len(unlabeled)) / self.batch_size)
+        run = dict(seed=seed, num_labeled=len(labeled), num_unlabeled=len(unlabeled),
+                   iterations=iterations, **self._settings())
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self._check_run(work_dir, run)
+        images = np.concatenate([labeled, unlabeled])
+        is_labeled = np.concatenate([np.ones(len(labeled)), np.zeros(len(unlabeled))])
+        states = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=_cuda_devices()):
+                torch.manual_seed(seed)  # the initial weights
+                model = VAALModel(self.latent_dim, self.image_size, self.channels,
+                                  self.discriminator_width, beta=self.beta,
+                                  adversarial_weight=self.adversarial_weight,
+                                  vae_steps=self.vae_steps,
+                                  discriminator_steps=self.discriminator_steps, seed=seed)
+                model.set_standardisation(torch.from_numpy(images))
+                runner = self._runner(model, images, is_labeled, seed, iterations, work_dir)
+                start = time.perf_counter()
+                runner.train()
+                self.train_time = time.perf_counter() - start
+                print_log(f'VAAL: {iterations} iterations on {len(labeled)} labeled and '
+                          f'{len(unlabeled)} unlabeled images in {self.train_time:.1f} s',
+                          logger='current')
+                model = runner.model
+                return 1.0 - model.labeled_probability(torch.from_numpy(unlabeled),
+                                                       self.batch_size)
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+
+    def _settings(self) -> dict:
+        return dict(latent_dim=self.latent_dim, image_size=self.image_size,
+                    batch_size=self.batch_size, beta=self.beta,
+                    adversarial_weight=self.adversarial_weight, vae_lr=self.vae_lr,
+                    discriminator_lr=self.discriminator_lr, vae_steps=self.vae_steps,
+                    discriminator_steps=self.discriminator_steps, channels=self.channels,
+                    discriminator_width=self.discriminator_width)
+
+    @staticmethod
+    def _check_run(work_dir: Path, run: dict) -> None:
+        path = work_dir / RUN_FILE
+        if find_latest_checkpoint(str(work_dir)) is not None and path.exists():
+            recorded = json.loads(path.read_text())
+            if recorded != run:
+                diff = {key: (recorded.get(key), run.get(key))
+                        for key in sorted(set(recorded) | set(run))
+                        if recorded.get(key) != run.get(key)}
+                raise ValueError(f'VAALStrategy: {work_dir} holds checkpoints of another VAAL '
+                                 f'run (recorded vs now: {diff}); delete the folder to train '
+                                 'anew')
+        path.write_text(json.dumps(run, indent=1))
+
+    def _runner(self, model: 'VAALModel', images: np.ndarray, is_labeled: np.ndarray,
+                seed: int, iterations: int, work_dir: Path) -> Runner:
+        checkpoint = find_latest_checkpoint(str(work_dir))  # the Runner logs the resume
+        resume = checkpoint is not None
+        chunks = self.vae_steps + self.discriminator_steps - 1
+        loader = DataLoader(
+            _ImageSet(images, is_labeled),
+            batch_sampler=BalancedBatchSampler(is_labeled, self.batch_size, chunks, seed),
+            num_workers=0)
+        # one optimizer per network: the VAE's step must not move D, nor D's the VAE
+        optimizers = OptimWrapperDict(
+            vae=OptimWrapper(torch.optim.Adam(model.vae.parameters(), lr=self.vae_lr)),
+            discriminator=OptimWrapper(torch.optim.Adam(model.discriminator.parameters(),
+                                                        lr=self.discriminator_lr)))
+        return Runner(
+            model=model, work_dir=str(work_dir), train_dataloader=loader,
+            train_cfg=dict(by_epoch=False, max_iters=iterations, val_interval=iterations + 1),
+            optim_wrapper=optimizers,
+            default_hooks=dict(
+                sampler_seed=None,  # the batch sampler is seeded; it has no epochs to set
+                logger=dict(type='LoggerHook', interval=self.log_interval),
+                checkpoint=dict(type='CheckpointHook', by_epoch=False, max_keep_ckpts=1,
+                                interval=self.checkpoint_interval,
+                                save_param_scheduler=False)),
+            log_processor=dict(by_epoch=False),
+            custom_hooks=list(self.custom_hooks), load_from=checkpoint, resume=resume,
+            randomness=dict(seed=seed), env_cfg=dict(cudnn_benchmark=False),
+            experiment_name=f'vaal_{time.time_ns()}')
+
+
+class VAALModel(BaseModel):
+    """The beta-VAE and the discriminator on its latent mean, trained as a pair.
+
+    ``train_step`` does one VAAL iteration (see :class:`VAALStrategy`) on a
+    batch of ``vae_steps + discriminator_steps - 1`` chunks, each
+    ``batch_size`` labeled then ``batch_size`` unlabeled images, with the
+    optimizers ``optim_wrapper['vae']`` and ``['discriminator']``.
+
+    The labeled and the unlabeled images of a step go through the VAE as
+    one batch. The official code runs two, one per set, and its BatchNorm
+    then standardises each set with its own statistics, erasing exactly
+    the differences between the sets (a brighter unlabeled set looks like
+    the labeled one) that the discriminator is there to find, and that it
+    later sees in eval mode, with the running statistics.
+
+    The sampling noise of step ``t`` is drawn from a generator seeded with
+    ``(seed, t)``; ``t`` is a buffer, so a resumed run draws what the
+    uninterrupted one would.
+    """
+
+    def __init__(self, latent_dim: int, image_size: int, channels: int,
+                 discriminator_width: int, beta: float = 1.0, adversarial_weight: float = 1.0,
+                 vae_steps: int = 2, discriminator_steps: int = 1, seed: int = 0) -> None:
+        super().__init__()
+        self.vae = VAE(latent_dim, image_size, channels)
+        self.discriminator = nn.Sequential(
+            nn.Linear(latent_dim, discriminator_width), nn.ReLU(inplace=True),
+            nn.Linear(discriminator_width, discriminator_width), nn.ReLU(inplace=True),
+            nn.Linear(discriminator_width, 1))
+        self.beta = beta
+        self.adversarial_weight = adversarial_weight
+        self.vae_steps = vae_steps
+        self.discriminator_steps = discriminator_steps
+        self.seed = seed
+        self.register_buffer('step', torch.zeros((), dtype=torch.long))
+        self.register_buffer('mean', torch.zeros(1, 3, 1, 1))
+        self.register_buffer('std', torch.ones(1, 3, 1, 1))
+
+    def set_standardisation(self, images: Tensor) -> None:
+        """Per-channel mean and std of ``images`` (N, 3, S, S), used on every input."""
+        self.mean.copy_(images.double().mean(dim=(0, 2, 3)).view(1, 3, 1, 1).float())
+        std = images.double().std(dim=(0, 2, 3)).view(1, 3, 1, 1).float()
+        self.std.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+
+    def standardise(self, images: Tensor) -> Tensor:
+        return (images - self.mean) / self.std
+
+    def forward(self, inputs: Tensor, data_samples=None, mode: str = 'tensor') -> Tensor:
+        """The discriminator's logit of "labeled" on the latent mean of ``inputs``."""
+        mu, _ = self.vae.encode(self.standardise(inputs))
+        return self.discriminator(mu).squeeze(1)
+
+    @torch.no_grad()
+    def labeled_probability(self, images: Tensor, batch_size: int) -> np.ndarray:
+        """``D(mu(x))`` per image in eval mode, float64."""
+        self.eval()
+        device = self.mean.device
+        logits = [self(images[i:i + batch_size].to(device)).double().cpu()
+                  for i in range(0, len(images), batch_size)]
+        return torch.sigmoid(torch.cat(logits)).numpy()
+
+    def train_step(self, data: dict, optim_wrapper) -> dict:
+        data = self.data_preprocessor(data, True)
+        images, is_labeled = self.standardise(data['images']), data['labels'] > 0.5
+        chunks = self.vae_steps + self.discriminator_steps - 1
+        pairs = [(x[m], x[~m]) for x, m in zip(images.chunk(chunks), is_labeled.chunk(chunks))]
+        log: dict = {}
+        self.discriminator.requires_grad_(False)  # the VAE step must not leave grads in D
+        for s in range(self.vae_steps):
+            with optim_wrapper['vae'].optim_context(self.vae):
+                losses = self.vae_losses(*pairs[s], noise_id=s)
+            optim_wrapper['vae'].update_params(sum(losses.values()))
+        log.update({k: v.detach() for k, v in losses.items()})
+        self.discriminator.requires_grad_(True)
+        for s in range(self.discriminator_steps):
+            x_l, x_u = pairs[self.vae_steps - 1 + s]
+            with optim_wrapper['discriminator'].optim_context(self.discriminator):
+                with torch.no_grad():
+                    mu_l, mu_u = self.encode_mean(x_l, x_u)
+                logit_l, logit_u = self.discriminator(mu_l), self.discriminator(mu_u)
+                loss = (F.binary_cross_entropy_with_logits(logit_l, torch.ones_like(logit_l))
+                        + F.binary_cross_entropy_with_logits(logit_u, torch.zeros_like(logit_u)))
+            optim_wrapper['discriminator'].update_params(loss)
+        log['loss_discriminator'] = loss.detach()
+        log['d_labeled'] = torch.sigmoid(logit_l).mean().detach()
+        log['d_unlabeled'] = torch.sigmoid(logit_u).mean().detach()
+        self.step += 1
+        return log
+
+    def vae_losses(self, x_l: Tensor, x_u: Tensor, noise_id: int = 0) -> dict:
+        """The VAE's loss terms on a labeled and an unlabeled batch (each term summed over both)."""
+        generator = torch.Generator(device=x_l.device).manual_seed(
+            int(np.random.SeedSequence([self.seed, int(self.step), noise_id])
+                .generate_state(1)[0]))
+        x = torch.cat([x_l, x_u])
+        mu, logvar = self.vae.encode(x)
+        noise = torch.randn(mu.shape, generator=generator, device=mu.device)
+        x_hat = self.vae.decode(mu + noise * (0.5 * logvar).exp())
+        # KL(N(mu, sigma^2) || N(0, 1)) per image, per input dimension
+        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1) / x[0].numel()
+        logit = self.discriminator(mu)
+        adv = F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit), reduction='none')
+        per_image = dict(loss_recon=(x_hat - x).pow(2).flatten(1).mean(1),
+                         loss_kl=self.beta * kl,
+                         loss_adversarial=self.adversarial_weight * adv.squeeze(1))
+        # mean within each set, summed over the two, as the paper's two expectations
+        n = len(x_l)
+        return {key: value[:n].mean() + value[n:].mean() for key, value in per_image.items()}
+
+    def encode_mean(self, x_l: Tensor, x_u: Tensor) -> tuple[Tensor, Tensor]:
+        """Latent means of both batches from one forward pass (see ``train_step``)."""
+        mu = self.vae.encode(torch.cat([x_l, x_u]))[0]
+        return mu[:len(x_l)], mu[len(x_l):]
+
+
+class VAE(nn.Module):
+    """Conv encoder to a diagonal Gaussian latent, transposed-conv decoder back.
+
+    The encoder halves the side with stride-2 4x4 convs (BatchNorm, ReLU),
+    doubling the width from ``channels``, until 4 x 4 maps; linear heads
+    give the latent mean and log-variance. The decoder maps a latent to 4 x
+    4 maps and doubles the side back with transposed convs, then a 1x1 conv
+    gives 3 channels (unbounded: the inputs are standardised, not in
+    [0, 1]).
+    """
+
+    def __init__(self, latent_dim: int, image_size: int, channels: int) -> None:
+        super().__init__()
+        depth = int(math.log2(image_size // BOTTLENECK))
+        widths = [channels * 2**i for i in range(depth)]
+        layers, width_in = [], 3
+        for width in widths:
+            layers += [nn.Conv2d(width_in, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width),
+                       nn.ReLU(inplace=True)]
+            width_in = width
+        self.encoder = nn.Sequential(*layers, nn.Flatten())
+        flat = widths[-1] * BOTTLENECK * BOTTLENECK
+        self.fc_mu = nn.Linear(flat, latent_dim)
+        self.fc_logvar = nn.Linear(flat, latent_dim)
+        self.fc_decode = nn.Linear(latent_dim, flat)
+        self.top = (widths[-1], BOTTLENECK, BOTTLENECK)
+        layers, width_in = [], widths[-1]
+        for width in [*widths[-2::-1], widths[0]]:
+            layers += [nn.ConvTranspose2d(width_in, width, 4, 2, 1, bias=False),
+                       nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            width_in = width
+        self.decoder = nn.Sequential(*layers, nn.Conv2d(width_in, 3, 1))
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.encoder(x)
+        return self.fc_mu(h), self.fc_logvar(h)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(self.fc_decode(z).view(-1, *self.top))
+
+
+class _ImageSet(Dataset):
+    """The images in memory, each with its label: 1 labeled, 0 unlabeled."""
+
+    metainfo = dict(classes=('unlabeled', 'labeled'))
+
+    def __init__(self, images: np.ndarray, is_labeled: np.ndarray) -> None:
+        self.images = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        self.labels = torch.from_numpy(np.asarray(is_labeled, dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        return dict(images=self.images[index], labels=self.labels[index])
+
+
+class BalancedBatchSampler:
+    """Endless batches of ``chunks`` x (``batch_size`` labeled, ``batch_size`` unlabeled).
+
+    Each set is walked through in a fresh seeded permutation per pass, as
+    the official code cycles a shuffled loader per set; a set smaller than
+    a batch repeats within it. Batch ``i`` is the same for a given seed
+    whatever happened before, so mmengine's resume, which skips the
+    batches already trained on, continues the same stream.
+    """
+
+    def __init__(self, is_labeled: np.ndarray, batch_size: int, chunks: int, seed: int) -> None:
+        self.groups = [np.flatnonzero(is_labeled), np.flatnonzero(~np.asarray(is_labeled, bool))]
+        if not all(len(g) for g in self.groups):
+            raise ValueError('VAAL needs at least one labeled and one unlabeled image')
+        self.batch_size = batch_size
+        self.chunks = chunks
+        self.seed = seed
+
+    def __len__(self) -> int:
+        # batches per pass over the larger set (the Runner only reports it)
+        return max(1, math.ceil(max(map(len, self.groups)) / self.batch_size))
+
+    def __iter__(self):
+        streams = [self._stream(g, i) for i, g in enumerate(self.groups)]
+        while True:
+            batch = []
+            for _ in range(self.chunks):
+                for stream in streams:
+                    batch += [int(next(stream)) for _ in range(self.batch_size)]
+            yield batch
+
+    def _stream(self, group: np.ndarray, which: int):
+        for epoch in range(2**62):
+            yield from np.random.default_rng([self.seed, which, epoch]).permutation(group)
+
+
+def _cuda_devices() -> list:
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+def _positive_int(key: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f'VAALStrategy: {key}={value!r} must be an integer >= 1')
+    return int(value)
+
+
+def _number(key: str, value, positive: bool = False) -> float:
+    bound = '> 0' if positive else '>= 0'
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
+            or not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f'VAALStrategy: {key}={value!r} must be a finite number {bound}')
+    return float(value)
