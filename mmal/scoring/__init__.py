@@ -10,7 +10,9 @@ from .score_loop import (
                          score_batches,
                          stack_outputs,
 )
+from .snapshots import SnapshotWeights, find_snapshots
 
 __all__ = ['FeatureDropout', 'GaussianNoise', 'HorizontalFlip', 'MAIN', 'NUM_SAMPLES',
            'POSTERIOR_KIND', 'ScoreLoop', 'ScorePass', 'build_transform', 'run_pass',
-           'run_passes', 'score_batches', 'stack_outputs']
+           'run_passes', 'score_batches', 'stack_outputs', 'SnapshotWeights',
+           'find_snapshots']

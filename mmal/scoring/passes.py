@@ -31,6 +31,12 @@ class ScorePass:
         dropout (float): Monte-Carlo dropout rate on the task head's input
             features, kept active in test mode (Gal & Ghahramani, 2016).
         image_size (int, optional): Side of ``'images'`` outputs.
+        snapshots (int): 0, or S >= 2: the committee is the last S
+            checkpoints of the training the scored model comes from
+            (snapshot ensembles; see :mod:`mmal.scoring.snapshots`),
+            member m having the m-th oldest's weights; ``members`` is then
+            S (left at 1, it is set to S). With ``dropout`` > 0 each
+            snapshot also drops features.
     """
 
     outputs: tuple[str, ...]
@@ -38,6 +44,7 @@ class ScorePass:
     members: int = 1
     dropout: float = 0.0
     image_size: int | None = None
+    snapshots: int = 0
     seed: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
@@ -45,9 +52,20 @@ class ScorePass:
             raise ValueError(f'ScorePass: members={self.members!r} must be an integer >= 1')
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f'ScorePass: dropout={self.dropout!r} must lie in [0, 1)')
-        if self.members > 1 and self.dropout == 0.0:
+        if (not isinstance(self.snapshots, int) or isinstance(self.snapshots, bool)
+                or self.snapshots < 0 or self.snapshots == 1):
+            raise ValueError(f'ScorePass: snapshots={self.snapshots!r} must be 0 (no snapshot '
+                             'committee) or an integer >= 2 (the last checkpoints)')
+        if self.snapshots:
+            if self.members == 1:
+                object.__setattr__(self, 'members', self.snapshots)
+            elif self.members != self.snapshots:
+                raise ValueError(f'ScorePass: members={self.members} with '
+                                 f'snapshots={self.snapshots}: a snapshot committee has one '
+                                 'member per snapshot; leave members at 1 or equal')
+        elif self.members > 1 and self.dropout == 0.0:
             raise ValueError('ScorePass: members > 1 with dropout=0 gives identical members; '
-                             'set dropout > 0')
+                             'set dropout > 0 or snapshots')
 
 
 def build_transform(cfg: dict | None):

@@ -5,6 +5,8 @@ EMA weights, anything a user registers), ``fp16`` autocast, the
 distributed sampler that shards the set over the ranks, and gathering in
 sample order with ``collect_results``, as ``BaseMetric.evaluate`` does.
 """
+from pathlib import Path
+
 import numpy as np
 import torch
 from mmengine.dist import collect_results, get_rank
@@ -16,6 +18,7 @@ from mmengine.runner.base_loop import BaseLoop
 from torch import Tensor
 
 from .passes import FeatureDropout, ScorePass, build_transform
+from .snapshots import SnapshotWeights, find_snapshots
 
 #: Per-set keys beside the outputs: how many samples, and how to read posteriors.
 NUM_SAMPLES = 'num_samples'
@@ -41,6 +44,12 @@ class ScoreLoop(TestLoop):
         fp16 (bool): Autocast the forward passes, as ``TestLoop`` does.
         evaluator: Ignored: the Runner hands its test evaluator to every
             test loop, and scoring computes no metric.
+
+    A pass with ``snapshots`` = S takes its members from the last S
+    training checkpoints in the folder of the checkpoint the Runner loaded
+    (``load_from``: the cycle's work dir, or the shared initial cycle's
+    folder), else in the Runner's ``work_dir``; the model's own weights
+    are back in place after scoring.
     """
 
     def __init__(self, runner, dataloader, passes: dict, fp16: bool = False,
@@ -52,6 +61,7 @@ class ScoreLoop(TestLoop):
         if hasattr(self.dataloader.dataset, 'metainfo'):
             self.runner.visualizer.dataset_meta = self.dataloader.dataset.metainfo
         self._items: list[dict] = []
+        self._snapshots: SnapshotWeights | None = None
 
     def run(self) -> dict:
         """Score every sample; rank 0 returns the outputs (see :func:`stack_outputs`)."""
@@ -59,8 +69,14 @@ class ScoreLoop(TestLoop):
         self.runner.call_hook('before_test_epoch')
         self.runner.model.eval()
         self._items = []
-        for idx, data_batch in enumerate(self.dataloader):
-            self.run_iter(idx, data_batch)
+        self._snapshots = self._snapshot_weights()
+        try:
+            for idx, data_batch in enumerate(self.dataloader):
+                self.run_iter(idx, data_batch)
+        finally:
+            if self._snapshots is not None:
+                self._snapshots.restore()
+            self._snapshots = None
         num_samples = len(self.dataloader.dataset)
         gathered = collect_results(self._items, num_samples, device='cpu')
         self._items = []
@@ -76,7 +92,7 @@ class ScoreLoop(TestLoop):
         self.runner.call_hook('before_test_iter', batch_idx=idx, data_batch=data_batch)
         with autocast(enabled=self.fp16):
             batch = run_passes(self._model(), data_batch, self.passes,
-                               batch_seed=(idx, get_rank()))
+                               batch_seed=(idx, get_rank()), snapshots=self._snapshots)
         self._items.extend(split_per_sample(batch))
         self.runner.call_hook('after_test_iter', batch_idx=idx, data_batch=data_batch,
                               outputs=None)
@@ -90,51 +106,92 @@ class ScoreLoop(TestLoop):
                             'LearningLossDetector')
         return model
 
+    def _snapshot_weights(self) -> SnapshotWeights | None:
+        count = max((p.snapshots for p in self.passes.values()), default=0)
+        if not count:
+            return None
+        loaded = getattr(self.runner, '_load_from', None)
+        folder = Path(loaded).parent if loaded else Path(self.runner.work_dir)
+        return SnapshotWeights(self._model(), find_snapshots(folder, count, upto=loaded))
 
 
-def run_passes(model, data_batch, passes: dict[str, ScorePass], batch_seed: tuple) -> dict:
+def run_passes(model, data_batch, passes: dict[str, ScorePass], batch_seed: tuple,
+               snapshots: SnapshotWeights | None = None) -> dict:
     """Every pass over one batch: ``{name/output: one value per sample}``."""
     batch: dict = {}
     for name, score_pass in passes.items():
         prefix = '' if name == MAIN else f'{name}/'
-        out = run_pass(model, data_batch, score_pass, batch_seed=batch_seed)
+        out = run_pass(model, data_batch, score_pass, batch_seed=batch_seed,
+                       snapshots=snapshots)
         batch.update({prefix + key: value for key, value in out.items()})
     return batch
 
 
 @torch.no_grad()
-def score_batches(model, batches, passes: dict[str, ScorePass]) -> dict:
-    """What :class:`ScoreLoop` returns, in one process without a Runner (tests, benchmarks)."""
+def score_batches(model, batches, passes: dict[str, ScorePass], snapshots=None) -> dict:
+    """What :class:`ScoreLoop` returns, in one process without a Runner (tests, benchmarks).
+
+    ``snapshots``: for passes with ``snapshots``, a folder of training
+    checkpoints (the last ones are taken) or the checkpoint paths, oldest
+    first.
+    """
     was_training = model.training
     model.eval()
     items: list[dict] = []
+    weights = None
+    count = max((p.snapshots for p in passes.values()), default=0)
+    if count:
+        if snapshots is None:
+            raise ValueError('score_batches: a pass asks for snapshots; give snapshots= '
+                             '(a checkpoint folder or paths)')
+        paths = (find_snapshots(snapshots, count) if isinstance(snapshots, (str, Path))
+                 else list(snapshots)[-count:])
+        weights = SnapshotWeights(model, paths)
     try:
         for idx, data_batch in enumerate(batches):
-            items.extend(split_per_sample(run_passes(model, data_batch, passes, (idx, 0))))
+            items.extend(split_per_sample(run_passes(model, data_batch, passes, (idx, 0),
+                                                     snapshots=weights)))
     finally:
+        if weights is not None:
+            weights.restore()
         model.train(was_training)
     return stack_outputs(items, len(items), getattr(model, 'posterior_kind', None))
 
 
-def run_pass(model, data_batch, score_pass: ScorePass, batch_seed: tuple = (0, 0)) -> dict:
+def run_pass(model, data_batch, score_pass: ScorePass, batch_seed: tuple = (0, 0),
+             snapshots: SnapshotWeights | None = None) -> dict:
     """One pass over one batch: ``{output: one value per sample}``.
 
-    A committee's value per sample is the list of its members' values.
+    A committee's value per sample is the list of its members' values. A
+    snapshot pass swaps each member's weights in from ``snapshots`` and
+    puts the model's own back before returning, so the other passes over
+    the batch see the scored model.
     """
+    if score_pass.snapshots and (snapshots is None or len(snapshots) < score_pass.snapshots):
+        have = 0 if snapshots is None else len(snapshots)
+        raise ValueError(f'a pass with snapshots={score_pass.snapshots} got {have} loaded '
+                         'snapshots')
     transform = build_transform(score_pass.transform)
     if transform is not None and hasattr(transform, 'batch_seed'):
         transform.batch_seed = _seed(transform.seed, *batch_seed)
     members = []
-    for member in range(score_pass.members):
-        dropout = None
-        if score_pass.dropout > 0:
-            dropout = FeatureDropout(score_pass.dropout,
-                                     _seed(score_pass.seed, member, *batch_seed))
-        out = model.score_step(data_batch, score_pass.outputs, input_transform=transform,
-                               feature_transform=dropout, image_size=score_pass.image_size)
-        if transform is not None:
-            out = {key: transform.invert(key, value) for key, value in out.items()}
-        members.append({key: _rows(value) for key, value in out.items()})
+    try:
+        for member in range(score_pass.members):
+            if score_pass.snapshots:
+                snapshots.load(member, score_pass.snapshots)
+            dropout = None
+            if score_pass.dropout > 0:
+                dropout = FeatureDropout(score_pass.dropout,
+                                         _seed(score_pass.seed, member, *batch_seed))
+            out = model.score_step(data_batch, score_pass.outputs, input_transform=transform,
+                                   feature_transform=dropout,
+                                   image_size=score_pass.image_size)
+            if transform is not None:
+                out = {key: transform.invert(key, value) for key, value in out.items()}
+            members.append({key: _rows(value) for key, value in out.items()})
+    finally:
+        if score_pass.snapshots:
+            snapshots.restore()
     if score_pass.members == 1:
         return members[0]
     return {key: [list(sample) for sample in zip(*(m[key] for m in members))]
