@@ -364,3 +364,24 @@ def test_pose_committee_runs_a_real_cycle(pose_cfg, tmp_path):
     c1, scores = check_cycle(cfg, tmp_path, STRATEGIES_PER_TASK['pose'][0])
     assert 'PCK' in c1['metrics']
     assert len(set(scores.values())) > 1
+
+
+def test_a_snapshot_committee_is_refused_before_training_when_too_few_checkpoints_are_kept():
+    from mmengine.config import Config
+
+    from mmal.utils import ConfigError
+    strategy = STRATEGIES.build(dict(type='QueryByCommitteeStrategy', committee='snapshots',
+                                     members=3), default_args=dict(task='detection'))
+    cfg = Config(dict(default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1,
+                                                         max_keep_ckpts=1)),
+                      train_cfg=dict(max_epochs=10)))
+    with pytest.raises(ConfigError, match=r'max_keep_ckpts=1; set default_hooks.checkpoint'):
+        strategy.check_config(cfg)
+    cfg.default_hooks.checkpoint.max_keep_ckpts = 3
+    cfg.default_hooks.checkpoint.interval = 5
+    with pytest.raises(ConfigError, match=r'training saves 2 .*interval=5'):
+        strategy.check_config(cfg)
+    cfg.default_hooks.checkpoint.interval = 2
+    strategy.check_config(cfg)  # 5 checkpoints saved, 3 kept
+    STRATEGIES.build(dict(type='QueryByCommitteeStrategy'),
+                     default_args=dict(task='detection')).check_config(Config(dict()))

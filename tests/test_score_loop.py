@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
+from mmengine.registry import HOOKS, init_default_scope
 
 from mmal.datasets import build_pool, leaf_configs, scoring_config
 from mmal.loop.runner import CycleRunner
@@ -26,6 +26,7 @@ class CountScoringIters(Hook):
 
 def score_runner(cfg, tmp_path, positions, passes, fp16=False):
     cfg = copy.deepcopy(cfg)
+    init_default_scope(cfg.default_scope)  # other tests may leave mmpose's scope active
     pool = build_pool(cfg.train_dataloader.dataset)
     pipeline = leaf_configs(cfg.test_dataloader.dataset)[0]['pipeline']
     cfg.test_dataloader = dict(

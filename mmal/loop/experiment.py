@@ -66,6 +66,7 @@ class ActiveLearningExperiment:
         with DefaultScope.overwrite_default_scope('mmal'):
             self.strategy = STRATEGIES.build(copy.deepcopy(self.settings.strategy),
                                              default_args=dict(task=self.task))
+        self.strategy.check_config(cfg)
         self.strategy_name = self.settings.strategy['type']
         for key in ('train_dataloader', 'test_dataloader', 'test_evaluator', 'test_cfg'):
             # `test_cfg = dict()` is mmengine's (and mmpose's) spelling of the default loop.

@@ -68,6 +68,14 @@ class BaseStrategy:
             raise ValueError(f'{type(self).__name__} does not apply to {task}, only to '
                              f'{", ".join(self.tasks)}{reason}')
 
+    def check_config(self, cfg) -> None:
+        """Refuse, before any training, an experiment config the strategy cannot work with.
+
+        The experiment calls this once it is built; by default every config
+        is fine. Raise :class:`~mmal.utils.ConfigError` naming the key and
+        the fix.
+        """
+
     # --------------------------------------------------------- declaration
     def candidate_passes(self) -> dict[str, ScorePass]:
         """The passes over the candidates (``MAIN`` is the one whose outputs keep their names)."""

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..registry import STRATEGIES
 from ..scoring import MAIN, POSTERIOR_KIND, ScorePass
+from ..utils import ConfigError
 from .base import BaseStrategy, require
 from .uncertainty import AGGREGATIONS
 
@@ -147,6 +148,32 @@ class QueryByCommitteeStrategy(BaseStrategy):
         self.iou_threshold = float(iou_threshold)
         self.vote_cell = vote_cell
         self.empty_score = float(empty_score)
+
+    def check_config(self, cfg) -> None:
+        """A snapshot committee needs the cycle's training to keep ``members`` checkpoints."""
+        if self.committee != 'snapshots':
+            return
+        hook = (cfg.get('default_hooks') or {}).get('checkpoint') or {}
+        keep = hook.get('max_keep_ckpts', -1)
+        interval = hook.get('interval', 1)
+        fix = (f"default_hooks.checkpoint = dict(type='CheckpointHook', interval=1, "
+               f'max_keep_ckpts={self.members})')
+        if not hook:
+            raise ConfigError(f'{type(self).__name__}: committee=\'snapshots\' needs the '
+                              f'last {self.members} training checkpoints, and the config '
+                              f'has no default_hooks.checkpoint; set {fix}')
+        if 0 <= keep < self.members:
+            raise ConfigError(f'{type(self).__name__}: committee=\'snapshots\' needs the '
+                              f'last {self.members} checkpoints of each cycle, but '
+                              f'default_hooks.checkpoint.max_keep_ckpts={keep}; set {fix}')
+        train_cfg = cfg.get('train_cfg') or {}
+        length = train_cfg.get('max_epochs') or train_cfg.get('max_iters')
+        if length and interval and length // interval < self.members:
+            raise ConfigError(f'{type(self).__name__}: committee=\'snapshots\' needs '
+                              f'{self.members} checkpoints, but training saves '
+                              f'{length // interval} (train_cfg length {length}, '
+                              f'default_hooks.checkpoint.interval={interval}); lower the '
+                              'interval or the members')
 
     @property
     def outputs(self) -> tuple[str, ...]:
