@@ -19,9 +19,9 @@ from .taps import FeatureTaps
 
 #: What :meth:`LearningLossModel.score_step` can return.
 SCORE_OUTPUTS = ('pred_loss', 'features', 'target_loss', 'posteriors', 'boxes', 'proposals',
-                 'heatmaps', 'images', 'predictions')
+                 'heatmaps', 'images', 'predictions', 'grad_embedding')
 #: The task-normalised outputs a task wrapper computes (:meth:`task_outputs`).
-TASK_OUTPUTS = frozenset({'posteriors', 'boxes', 'proposals', 'heatmaps'})
+TASK_OUTPUTS = frozenset({'posteriors', 'boxes', 'proposals', 'heatmaps', 'grad_embedding'})
 
 
 class UnsupportedScoreOutputError(ValueError):
@@ -65,6 +65,10 @@ class LearningLossModel(BaseModel):
         self.taps = FeatureTaps(task_model, taps, cfg_key='model.taps')
         self.detach_features = False
         self._register_load_state_dict_pre_hook(_accept_task_model_checkpoints)
+
+    #: Whether :meth:`task_outputs` computes ``'grad_embedding'``; a wrapper
+    #: that does sets it, the others refuse it in :meth:`score_step`.
+    gives_grad_embedding = False
 
     # ------------------------------------------------------------ task part
     @abstractmethod
@@ -158,7 +162,13 @@ class LearningLossModel(BaseModel):
                 - ``'images'``: the network input resized to
                   ``image_size`` squared, ``(B, 3, S, S)``;
                 - ``'predictions'``: the task model's post-processed data
-                  samples.
+                  samples;
+                - ``'grad_embedding'``: ``(B, E)``, the gradient of the
+                  sample's loss under the model's own most likely labels
+                  (BADGE's pseudo-labels) with respect to the last layer's
+                  weights, flattened; closed form, computed in this
+                  forward without autograd. What the loss and the layer
+                  are is the task wrapper's (see its ``task_outputs``).
             input_transform (callable, optional): Applied to the
                 preprocessed input batch before the network (noise,
                 flips: the views some strategies compare).
@@ -171,6 +181,12 @@ class LearningLossModel(BaseModel):
         if unknown:
             raise ValueError(f'unknown score outputs {sorted(unknown)}; choose from '
                              f'{SCORE_OUTPUTS}')
+        if 'grad_embedding' in outputs and not self.gives_grad_embedding:
+            # refused before the forward, which would be wasted
+            raise UnsupportedScoreOutputError(
+                f"{type(self).__name__} does not compute 'grad_embedding' (the last layer's "
+                'gradient under pseudo-labels, for EGL and BADGE); the single-stage detector '
+                'and pose wrappers do')
         data = self.data_preprocessor(data, False)
         inputs = data['inputs']
         if isinstance(inputs, (list, tuple)):

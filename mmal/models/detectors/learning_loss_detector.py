@@ -9,7 +9,13 @@ from mmdet.registry import MODELS
 from torch import Tensor
 
 from ..learning_loss import LearningLossModel, UnsupportedScoreOutputError
-from .candidates import check_score_cfg, dense_candidates
+from .candidates import (
+    ModuleCalls,
+    check_score_cfg,
+    dense_candidates,
+    dense_gradient_embeddings,
+    final_cls_convs,
+)
 
 
 @MODELS.register_module()
@@ -37,7 +43,8 @@ class LearningLossDetector(LearningLossModel):
     Scoring outputs (``score_step``): the candidate boxes of
     :mod:`~mmal.models.detectors.candidates`, with posteriors from a
     softmax head (SSD) or a sigmoid head (RetinaNet, FCOS: per-class
-    probabilities, see ``posterior_kind``).
+    probabilities, see ``posterior_kind``), and their last-layer gradient
+    embedding under argmax pseudo-labels (``grad_embedding``).
 
     Args:
         per_image_normalizer (str): ``'none'`` (summed) or ``'positives'``,
@@ -46,6 +53,8 @@ class LearningLossDetector(LearningLossModel):
             image, default 100) and ``score_thr`` (their minimum foreground
             confidence, default 0.05).
     """
+
+    gives_grad_embedding = True
 
     def __init__(self, detector: dict, taps: Sequence[str], loss_prediction: dict,
                  rank_loss: dict | None = None, rank_loss_weight: float = 1.0,
@@ -87,18 +96,35 @@ class LearningLossDetector(LearningLossModel):
 
     def task_outputs(self, inputs: Tensor, feats: tuple, data_samples: list,
                      wanted: frozenset) -> dict:
-        unsupported = wanted - {'posteriors', 'boxes'}
+        """``'posteriors'``, ``'boxes'`` and ``'grad_embedding'`` of the candidate boxes.
+
+        ``'grad_embedding'`` ``(B, E)``: see
+        :func:`~mmal.models.detectors.candidates.dense_gradient_embeddings`;
+        the same head pass gives the candidates and, through a forward hook
+        on the class-logit conv(s), the features under each of them.
+        """
+        unsupported = wanted - {'posteriors', 'boxes', 'grad_embedding'}
         if unsupported:
             raise UnsupportedScoreOutputError(
                 f'{type(self.task_model).__name__} cannot give {sorted(unsupported)}: a '
                 'single-stage detector has no proposals, and heatmaps are for pose; use a '
                 'two-stage detector (LearningLossTwoStageDetector) for proposal-based strategies')
         head = self.task_model.bbox_head
-        posteriors, boxes = dense_candidates(
-            head, head(feats), [s.metainfo['img_shape'] for s in data_samples],
-            self.posterior_kind, self.score_cfg)
+        img_shapes = [s.metainfo['img_shape'] for s in data_samples]
+        if 'grad_embedding' not in wanted:
+            posteriors, boxes = dense_candidates(head, head(feats), img_shapes,
+                                                 self.posterior_kind, self.score_cfg)
+            return {key: value for key, value in
+                    (('posteriors', posteriors), ('boxes', boxes)) if key in wanted}
+        with ModuleCalls(final_cls_convs(head)) as calls:
+            outs = head(feats)
+        posteriors, boxes, rows = dense_candidates(head, outs, img_shapes, self.posterior_kind,
+                                                   self.score_cfg, return_rows=True)
+        embedding = dense_gradient_embeddings(head, outs[0], calls, posteriors, rows,
+                                              self.posterior_kind)
         return {key: value for key, value in
-                (('posteriors', posteriors), ('boxes', boxes)) if key in wanted}
+                (('posteriors', posteriors), ('boxes', boxes), ('grad_embedding', embedding))
+                if key in wanted}
 
     def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list) -> list:
         head = self.task_model.bbox_head

@@ -7,6 +7,7 @@ from mmpose.models.pose_estimators import TopdownPoseEstimator
 from mmpose.registry import MODELS
 from torch import Tensor, nn
 
+from ..last_layer import ModuleCalls, center_tap
 from ..learning_loss import LearningLossModel, UnsupportedScoreOutputError
 
 
@@ -32,6 +33,8 @@ class LearningLossPoseEstimator(LearningLossModel):
     count), summed over the stacks, and for the usual mean-reduced losses
     the per-sample losses average back to the batch loss.
     """
+
+    gives_grad_embedding = True
 
     def __init__(self, estimator: dict, taps: Sequence[str], loss_prediction: dict,
                  rank_loss: dict | None = None, rank_loss_weight: float = 1.0,
@@ -73,20 +76,41 @@ class LearningLossPoseEstimator(LearningLossModel):
 
     def task_outputs(self, inputs: Tensor, feats: tuple, data_samples: list,
                      wanted: frozenset) -> dict:
-        """``'heatmaps'`` ``(B, K, H, W)``: the final stage's (``CPMHead`` has one per stack)."""
-        if wanted - {'heatmaps'}:
+        """``'heatmaps'`` ``(B, K, H, W)``: the final stage's (``CPMHead`` has one per stack).
+
+        ``'grad_embedding'`` ``(B, K * D)``: see
+        :func:`heatmap_gradient_embedding`; the input of the final stage's
+        last conv is read with a forward hook in the same head pass.
+        """
+        if wanted - {'heatmaps', 'grad_embedding'}:
             raise UnsupportedScoreOutputError(
-                f'a pose estimator gives heatmaps, not {sorted(wanted - {"heatmaps"})} '
-                '(detection outputs)')
-        heatmaps = self.task_model.head.forward(feats)
+                f'a pose estimator gives heatmaps, not '
+                f'{sorted(wanted - {"heatmaps", "grad_embedding"})} (detection outputs)')
+        head = self.task_model.head
+        if 'grad_embedding' in wanted:
+            final = _final_heatmap_conv(head)
+            with ModuleCalls([final]) as calls:
+                heatmaps = head.forward(feats)
+        else:
+            heatmaps = head.forward(feats)
         if isinstance(heatmaps, (list, tuple)):
             heatmaps = heatmaps[-1]
         if not isinstance(heatmaps, Tensor) or heatmaps.dim() != 4:
             raise UnsupportedScoreOutputError(
-                f'{type(self.task_model.head).__name__} does not output heatmaps (B, K, H, W) '
+                f'{type(head).__name__} does not output heatmaps (B, K, H, W) '
                 f'(got {getattr(heatmaps, "shape", type(heatmaps).__name__)}); the heatmap '
                 'strategies need a heatmap head')
-        return dict(heatmaps=heatmaps.float())
+        result = dict(heatmaps=heatmaps.float())
+        if 'grad_embedding' in wanted:
+            found = [x for _, x, out in calls.records if out is heatmaps]
+            if len(found) != 1:
+                raise UnsupportedScoreOutputError(
+                    f'{type(head).__name__}: the heatmaps are not the direct output of its '
+                    "last conv, so that conv's gradient cannot be read from its input")
+            sigma, unbiased = _codec_gaussian(head)
+            result['grad_embedding'] = heatmap_gradient_embedding(
+                heatmaps, found[0], sigma, unbiased).flatten(1)
+        return {key: value for key, value in result.items() if key in wanted}
 
     def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list) -> list:
         """mmpose's own predict (flip test included) on already extracted features.
@@ -185,3 +209,78 @@ def _slice(value, b: int, batch_size: int):
     if isinstance(value, dict):
         return {k: _slice(v, b, batch_size) for k, v in value.items()}
     return value
+
+
+def _final_heatmap_conv(head: nn.Module) -> nn.Module:
+    """The conv that outputs the (final stage's) heatmaps."""
+    if hasattr(head, 'multi_final_layers'):      # CPMHead: one per stage
+        final = head.multi_final_layers[-1]
+    else:                                        # HeatmapHead and its subclasses
+        final = getattr(head, 'final_layer', None)
+    if not isinstance(final, nn.Conv2d):
+        raise UnsupportedScoreOutputError(
+            f'{type(head).__name__}: its final layer is '
+            f'{type(final).__name__ if final is not None else "missing"}, not a conv that '
+            "outputs the heatmaps ('final_layer' / 'multi_final_layers'); the gradient "
+            'embedding is that conv\'s gradient')
+    center_tap(final, type(head).__name__)
+    return final
+
+
+def _codec_gaussian(head: nn.Module) -> tuple[float, bool]:
+    """``sigma`` and ``unbiased`` of the head's heatmap codec (MSRAHeatmap, UDPHeatmap)."""
+    decoder = getattr(head, 'decoder', None)
+    sigma = getattr(decoder, 'sigma', None)
+    if not isinstance(sigma, (int, float)) or sigma <= 0:
+        raise UnsupportedScoreOutputError(
+            f'{type(head).__name__}: the head\'s decoder '
+            f'({type(decoder).__name__ if decoder is not None else "none"}) has no Gaussian '
+            "sigma; the pseudo-label heatmaps are drawn as the codec draws its targets, so "
+            "give the head a Gaussian heatmap codec (head.decoder, e.g. MSRAHeatmap)")
+    return float(sigma), bool(getattr(decoder, 'unbiased', False))
+
+
+def pseudo_label_heatmaps(heatmaps: Tensor, sigma: float, unbiased: bool = False) -> Tensor:
+    """A Gaussian target at each joint's most likely pixel, ``(B, K, H, W)``.
+
+    The target mmpose's ``MSRAHeatmap`` would encode for a keypoint at the
+    heatmap's argmax: ``exp(-d^2 / (2 sigma^2))``, 1 at the peak; cut to
+    the ``2 * 3 sigma + 1`` square around it unless ``unbiased`` (DARK's
+    encoding, which leaves the whole map).
+    """
+    batch, joints, height, width = heatmaps.shape
+    peak = heatmaps.flatten(2).argmax(dim=-1)                       # (B, K)
+    py, px = (peak // width).float(), (peak % width).float()
+    ys = torch.arange(height, device=heatmaps.device, dtype=torch.float32)
+    xs = torch.arange(width, device=heatmaps.device, dtype=torch.float32)
+    dy = ys.view(1, 1, height, 1) - py[..., None, None]
+    dx = xs.view(1, 1, 1, width) - px[..., None, None]
+    target = torch.exp(-(dx ** 2 + dy ** 2) / (2 * sigma ** 2))
+    if not unbiased:
+        radius = 3 * sigma
+        target = target * ((dx.abs() <= radius) & (dy.abs() <= radius)).float()
+    return target
+
+
+def heatmap_gradient_embedding(heatmaps: Tensor, features: Tensor, sigma: float,
+                               unbiased: bool = False) -> Tensor:
+    """The final conv's gradient under pseudo-label heatmaps, ``(B, K, D)``.
+
+    BADGE's hypothetical label for a heatmap regressor (Ash et al., ICLR
+    2020, take the model's most likely label): each joint's target is the
+    codec's Gaussian at the joint's heatmap argmax
+    (:func:`pseudo_label_heatmaps`). The loss is mmpose's heatmap MSE
+    without its constant factor, ``1/2 sum_{k,pixels} (pred - target)^2``
+    over all K joints (visibility is unknown without labels); its gradient
+    with respect to the weights of the conv that outputs the heatmaps
+    (1x1; a larger kernel's center tap) is, for joint ``k``,
+    ``sum_pixels (pred - target)[k, pixel] * h[:, pixel]``, with ``h`` the
+    conv's input ``(B, D, H, W)``. mmpose's ``KeypointMSELoss`` averages
+    over the ``K*H*W`` elements, a factor common to every sample, which
+    changes neither a ranking nor k-means++ seeding. ``D`` is the head's
+    input width: 64 for the small hourglass, so ``K * D = 1024``.
+    """
+    target = pseudo_label_heatmaps(heatmaps.float(), sigma, unbiased)
+    residual = (heatmaps.float() - target).flatten(2)               # (B, K, HW)
+    with torch.autocast(heatmaps.device.type, enabled=False):    # fp16 scoring: sum in float32
+        return torch.einsum('bkp,bdp->bkd', residual, features.float().flatten(2))
