@@ -121,9 +121,10 @@ class HorizontalFlip:
             width = self.width
             return [torch.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], dim=1)
                     for b in value]
-        if key in ('heatmaps',):
-            raise ValueError('HorizontalFlip cannot map heatmaps back: left and right joints '
-                             'swap; use GaussianNoise for pose')
+        if key in ('heatmaps', 'grad_embedding'):
+            raise ValueError(f'HorizontalFlip cannot map {key} back: left and right joints '
+                             'swap, and a gradient embedding has rows per joint or class '
+                             'location; use GaussianNoise for such views')
         return value
 
 
