@@ -17,8 +17,8 @@ from mmal.registry import STRATEGIES
 from mmal.scoring import ScorePass, SnapshotWeights, find_snapshots, score_batches
 from mmal.strategies.query_by_committee import match_boxes
 
+from .cycles import one_epoch_two_cycles, run_and_check_selection
 from .test_learning_loss_detector import batch, build
-from .test_strategies_cycle import one_epoch_two_cycles, run_and_check_selection
 
 MEASURES = ('vote_entropy', 'kl_to_mean')
 

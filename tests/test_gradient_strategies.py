@@ -1,7 +1,6 @@
 """Gradient embeddings of the last layer (EGL, BADGE): the closed form against autograd,
 the strategies on hand-built embeddings, and one real cycle each."""
 import copy
-import json
 import math
 
 import numpy as np
@@ -316,17 +315,11 @@ def test_the_scoring_loop_hands_strategies_an_n_by_e_matrix(tiny_cfg):
 
 # ------------------------------------------------------------------ real cycles (slow)
 def run_cycle(cfg, tmp_path, strategy):
-    from mmal.loop import ActiveLearningExperiment
 
-    from .test_strategies_cycle import one_epoch_two_cycles
+    from .cycles import one_epoch_two_cycles, run_and_check_selection
     cfg = one_epoch_two_cycles(copy.deepcopy(cfg))
     cfg.active_learning.strategy = strategy
-    ActiveLearningExperiment(cfg, str(tmp_path)).run()
-    data = json.loads((tmp_path / 'al_state.json').read_text())
-    assert data['status'] == 'finished'
-    c0, c1 = data['cycles']
-    picked = [p['id'] for p in c0['selected']]
-    assert len(set(picked)) == 8 and not set(picked) & set(c0['labeled'])
+    c0, c1, picked = run_and_check_selection(cfg, tmp_path)
     assert c1['labeled'] == c0['labeled'] + picked
     scores = [p['score'] for p in c0['selected']]
     assert all(math.isfinite(s) and s >= 0 for s in scores)

@@ -4,7 +4,6 @@ Two cycles, so that the selection of cycle 0 is trained on in cycle 1.
 """
 import copy
 import csv
-import json
 import math
 from pathlib import Path
 
@@ -12,6 +11,8 @@ import pytest
 from mmengine.config import Config
 
 from mmal.loop import ActiveLearningExperiment
+
+from .cycles import one_epoch_two_cycles, run_and_check_selection
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,31 +26,6 @@ DETECTION_STRATEGIES = [
     dict(type='DensityWeightedStrategy', uncertainty=dict(type='EntropyStrategy'), beta=1.0),
     dict(type='LearningLossDiversityStrategy', m=2),
 ]
-
-
-def one_epoch_two_cycles(cfg):
-    """Shrink a small config to 1 epoch per cycle, 2 cycles of 8 samples."""
-    cfg.train_dataloader.batch_size = 4
-    cfg.train_cfg.max_epochs = 1
-    cfg.train_cfg.val_interval = 100
-    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
-    cfg.custom_hooks = []
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1, max_keep_ckpts=1)
-    cfg.active_learning = dict(initial_size=8, budget_per_cycle=8, num_cycles=2,
-                               candidate_pool=24, score_batch_size=8, score_num_workers=0,
-                               seed=0)
-    return cfg
-
-
-def run_and_check_selection(cfg, tmp_path):
-    """Run the experiment; the K picks are distinct and were unlabeled."""
-    ActiveLearningExperiment(cfg, str(tmp_path)).run()
-    data = json.loads((tmp_path / 'al_state.json').read_text())
-    assert data['status'] == 'finished'
-    c0, c1 = data['cycles']
-    picked = [p['id'] for p in c0['selected']]
-    assert len(set(picked)) == 8 and not set(picked) & set(c0['labeled'])
-    return c0, c1, picked
 
 
 @pytest.fixture

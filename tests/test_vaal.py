@@ -12,10 +12,11 @@ import pytest
 import torch
 from mmengine.hooks import Hook
 
-from mmal.loop import ActiveLearningExperiment
 from mmal.registry import STRATEGIES
 from mmal.scoring import MAIN, ScorePass
 from mmal.strategies.vaal import RUN_FILE, BalancedBatchSampler
+
+from .cycles import one_epoch_two_cycles, run_and_check_selection
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -227,20 +228,6 @@ def test_batches_hold_both_sets_in_equal_parts_and_repeat_for_a_seed():
 
 
 # ------------------------------------------------------------------ real cycles
-def one_epoch_two_cycles(cfg):
-    """Shrink a small config to 1 epoch per cycle, 2 cycles of 8 samples."""
-    cfg.train_dataloader.batch_size = 4
-    cfg.train_cfg.max_epochs = 1
-    cfg.train_cfg.val_interval = 100
-    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
-    cfg.custom_hooks = []
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1, max_keep_ckpts=1)
-    cfg.active_learning = dict(initial_size=8, budget_per_cycle=8, num_cycles=2,
-                               candidate_pool=24, score_batch_size=8, score_num_workers=0,
-                               seed=0)
-    return cfg
-
-
 #: 8 labeled + 24 candidates, batches of 8 + 8: 20 epochs are 80 iterations.
 CYCLE_VAAL = dict(type='VAALStrategy', image_size=32, latent_dim=16, channels=16,
                   discriminator_width=128, batch_size=8, epochs=20, checkpoint_interval=40,
@@ -249,12 +236,7 @@ CYCLE_VAAL = dict(type='VAALStrategy', image_size=32, latent_dim=16, channels=16
 
 def run_vaal_cycle(cfg, tmp_path):
     cfg.active_learning.strategy = dict(CYCLE_VAAL)
-    ActiveLearningExperiment(cfg, str(tmp_path)).run()
-    data = json.loads((tmp_path / 'al_state.json').read_text())
-    assert data['status'] == 'finished'
-    c0, c1 = data['cycles']
-    picked = [p['id'] for p in c0['selected']]
-    assert len(set(picked)) == 8 and not set(picked) & set(c0['labeled'])
+    c0, c1, picked = run_and_check_selection(cfg, tmp_path)
     assert c1['labeled'] == c0['labeled'] + picked and c0['num_candidates'] == 24
     with open(tmp_path / 'cycle_00' / 'al_scores.csv') as f:
         scores = {r['id']: float(r['score']) for r in csv.DictReader(f)}

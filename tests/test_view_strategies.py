@@ -361,7 +361,7 @@ def test_bad_multi_peak_settings_name_the_key(kw, match):
 
 # ------------------------------------------------------------------- real cycles
 def _cycle(cfg, tmp_path, strategy):
-    from .test_strategies_cycle import one_epoch_two_cycles, run_and_check_selection
+    from .cycles import one_epoch_two_cycles, run_and_check_selection
     cfg = one_epoch_two_cycles(copy.deepcopy(cfg))
     cfg.active_learning.strategy = strategy
     c0, c1, picked = run_and_check_selection(cfg, tmp_path)
