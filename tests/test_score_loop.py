@@ -90,3 +90,16 @@ def test_views_and_committees_are_passes_of_the_same_loop(tiny_cfg):
     torch.testing.assert_close(back, torch.tensor([[70.0, 1.0, 90.0, 5.0]]))
     with pytest.raises(ValueError, match='members > 1 with dropout=0'):
         ScorePass(('posteriors',), members=2)
+
+
+def test_a_strategy_asking_for_outputs_the_model_cannot_give_is_refused_before_training(
+        tiny_cfg, tmp_path):
+    from mmal.loop import ActiveLearningExperiment
+    from mmal.utils import ConfigError
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.active_learning = dict(initial_size=8, budget_per_cycle=8, num_cycles=2, seed=0,
+                               strategy=dict(type='LocalizationTightnessStrategy'))
+    with pytest.raises(ConfigError, match=r"needs the score outputs \['proposals'\], which "
+                                          r"model.type='LearningLossDetector' does not give"):
+        ActiveLearningExperiment(cfg, str(tmp_path / 'run'))
+    assert not (tmp_path / 'run' / 'cycle_00').exists()

@@ -18,7 +18,7 @@ import numpy as np
 from mmengine.config import Config
 from mmengine.dist import get_rank, master_only
 from mmengine.logging import MMLogger, print_log
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import MODELS, DefaultScope, init_default_scope
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from ..datasets import Pool, build_pool, subset_config
@@ -67,6 +67,7 @@ class ActiveLearningExperiment:
             self.strategy = STRATEGIES.build(copy.deepcopy(self.settings.strategy),
                                              default_args=dict(task=self.task))
         self.strategy.check_config(cfg)
+        _check_model_outputs(cfg, self.strategy)
         self.strategy_name = self.settings.strategy['type']
         for key in ('train_dataloader', 'test_dataloader', 'test_evaluator', 'test_cfg'):
             # `test_cfg = dict()` is mmengine's (and mmpose's) spelling of the default loop.
@@ -276,3 +277,23 @@ class ActiveLearningExperiment:
 
     def _log(self, msg: str) -> None:
         print_log(msg, logger=self.logger)
+
+
+def _check_model_outputs(cfg: Config, strategy) -> None:
+    """Refuse, before any training, a strategy asking for outputs the model cannot give."""
+    model_type = (cfg.get('model') or {}).get('type')
+    if not isinstance(model_type, str):
+        return
+    with MODELS.switch_scope_and_registry(cfg.get('default_scope')) as registry:
+        model_cls = registry.get(model_type)
+    if model_cls is None or not hasattr(model_cls, 'unsupported_outputs'):
+        return
+    wanted = {out for passes in (strategy.candidate_passes(), strategy.labeled_passes())
+              for p in passes.values() for out in p.outputs}
+    missing = model_cls.unsupported_outputs(wanted)
+    if missing:
+        raise ConfigError(
+            f'{type(strategy).__name__} needs the score outputs {missing}, which '
+            f'model.type={model_type!r} does not give (it gives '
+            f'{sorted(model_cls.task_output_names)}); choose a strategy that applies to this '
+            'model (README, Strategies) or another model')

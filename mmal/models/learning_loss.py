@@ -69,6 +69,13 @@ class LearningLossModel(BaseModel):
     #: Whether :meth:`task_outputs` computes ``'grad_embedding'``; a wrapper
     #: that does sets it, the others refuse it in :meth:`score_step`.
     gives_grad_embedding = False
+    #: The task-normalised outputs the wrapper gives (a subset of TASK_OUTPUTS).
+    task_output_names: frozenset = frozenset()
+
+    @classmethod
+    def unsupported_outputs(cls, outputs) -> list[str]:
+        """Which of ``outputs`` this wrapper cannot give, known before it is built."""
+        return sorted(TASK_OUTPUTS.intersection(outputs) - cls.task_output_names)
 
     # ------------------------------------------------------------ task part
     @abstractmethod

@@ -55,6 +55,7 @@ class LearningLossDetector(LearningLossModel):
     """
 
     gives_grad_embedding = True
+    task_output_names = frozenset({'posteriors', 'boxes', 'grad_embedding'})
 
     def __init__(self, detector: dict, taps: Sequence[str], loss_prediction: dict,
                  rank_loss: dict | None = None, rank_loss_weight: float = 1.0,

@@ -35,6 +35,7 @@ class LearningLossPoseEstimator(LearningLossModel):
     """
 
     gives_grad_embedding = True
+    task_output_names = frozenset({'heatmaps', 'grad_embedding'})
 
     def __init__(self, estimator: dict, taps: Sequence[str], loss_prediction: dict,
                  rank_loss: dict | None = None, rank_loss_weight: float = 1.0,
