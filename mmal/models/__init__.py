@@ -1,5 +1,5 @@
 """The Learning Loss method: module, ranking loss, taps and task wrappers."""
-from .detectors import LearningLossDetector
+from .detectors import LearningLossDetector, LearningLossTwoStageDetector
 from .heads import PerImageLossSSDHead
 from .learning_loss import LearningLossModel
 from .loss_prediction import LossPredictionModule
@@ -9,6 +9,6 @@ from .taps import FeatureTaps
 
 __all__ = [
     'CompactHourglassNet', 'FeatureTaps', 'LearningLossDetector', 'LearningLossModel',
-    'LearningLossPoseEstimator', 'LossPredictionLoss', 'LossPredictionModule',
-    'PerImageLossSSDHead', 'ranking_accuracy'
+    'LearningLossPoseEstimator', 'LearningLossTwoStageDetector', 'LossPredictionLoss',
+    'LossPredictionModule', 'PerImageLossSSDHead', 'ranking_accuracy'
 ]

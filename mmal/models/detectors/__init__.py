@@ -1,3 +1,4 @@
 from .learning_loss_detector import LearningLossDetector
+from .learning_loss_two_stage_detector import LearningLossTwoStageDetector
 
-__all__ = ['LearningLossDetector']
+__all__ = ['LearningLossDetector', 'LearningLossTwoStageDetector']

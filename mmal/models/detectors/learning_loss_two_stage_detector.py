@@ -1,0 +1,331 @@
+"""Learning Loss on any two-stage mmdet detector (Faster R-CNN and kin)."""
+import contextlib
+import copy
+import inspect
+from collections.abc import Iterator, Sequence
+
+import torch
+from mmdet.models.detectors import TwoStageDetector
+from mmdet.models.roi_heads.bbox_heads import BBoxHead
+from mmdet.models.utils import unpack_gt_instances
+from mmdet.registry import MODELS
+from mmdet.structures.bbox import get_box_tensor
+from torch import Tensor, nn
+
+from ..learning_loss import LearningLossModel
+from .learning_loss_detector import (
+    UnsupportedScoreOutputError,
+    _summed_losses,
+    per_image_losses_by_slicing,
+)
+
+#: What :meth:`LearningLossTwoStageDetector.task_outputs` can return.
+TASK_OUTPUTS = frozenset({'posteriors', 'boxes', 'proposals'})
+DEFAULT_SCORE_CFG = dict(num_boxes=100, score_thr=0.05)
+
+
+@MODELS.register_module()
+class LearningLossTwoStageDetector(LearningLossModel):
+    """Adds a loss-prediction module to a two-stage detector (RPN + RoI head).
+
+    Args:
+        detector (dict): Config of any mmdet :class:`TwoStageDetector`
+            (Faster R-CNN, Cascade R-CNN, ...) without a mask branch, left as
+            mmdet defines it.
+        taps, loss_prediction, rank_loss, rank_loss_weight, init_cfg: See
+            :class:`~mmal.models.LearningLossModel`.
+        score_cfg (dict, optional): Which RoIs :meth:`task_outputs` returns:
+            the ``num_boxes`` (default 100) with the highest foreground
+            confidence per image, among those with at least ``score_thr``
+            (default 0.05).
+
+    **Per-image target loss.** An image's target loss is its *summed*
+    objective, as :class:`LearningLossDetector` has it by default
+    (``per_image_normalizer='none'``): its RPN loss plus its RoI-head loss,
+    each loss term summed over the image's elements instead of divided by
+    the batch's ``avg_factor``. The batch loss dict is mmdet's own: mmdet's
+    :meth:`TwoStageDetector.loss` runs on the features already extracted.
+
+    Both stages *sample* randomly (the RPN's anchors, the RoI head's
+    proposals with ``RandomSampler``), so recomputing an image's loss
+    alone would draw other anchors and RoIs than the batch loss did, and the
+    module would be trained against a noisier target than the one the
+    detector optimises. Instead, while mmdet computes the batch loss, the
+    inputs of the heads' loss functions are recorded: per level the RPN's
+    ``loss_by_feat_single`` arguments (predictions and the sampled targets,
+    all batch-first), and the box head's ``loss_and_target`` arguments (the
+    batch's RoIs, their predictions and the sampling results). Each image's
+    loss is then those same inputs restricted to the image (batch index
+    ``i``, or the RoIs whose first column is ``i`` with ``sampling_results
+    [i]``), computed with the loss modules summing
+    (:func:`~mmal.models.detectors.learning_loss_detector._summed_losses`).
+    Nothing is drawn again, so the random state is untouched and the batch
+    loss is bit-for-bit what plain mmdet computes for the same seed, and the
+    per-image losses add up to the batch's summed objective. Only an RPN
+    head whose loss does not go through ``loss_by_feat_single`` falls back
+    to recomputing each image as a batch of one
+    (:func:`per_image_losses_by_slicing`), which redraws its anchor sample if
+    it has a random sampler. With Cascade R-CNN each stage's box loss is
+    weighted by ``stage_loss_weights`` as in mmdet.
+
+    **Scoring outputs** (:meth:`task_outputs`): the RoI head's softmax class
+    posteriors with the background last (mmdet's ``BBoxHead`` convention),
+    the refined box of each RoI for its top foreground class and the RPN
+    proposal it came from, all in network-input pixels.
+    """
+
+    posterior_kind = 'softmax'
+    #: The task outputs :meth:`task_outputs` gives.
+    task_output_names = TASK_OUTPUTS
+    #: ``head_outputs`` (:meth:`head_forward`) are the RPN's objectness and
+    #: deltas, not class logits: readers of softmax head outputs must not use them.
+    head_outputs_supported = False
+
+    def __init__(self, detector: dict, taps: Sequence[str], loss_prediction: dict,
+                 rank_loss: dict | None = None, rank_loss_weight: float = 1.0,
+                 init_cfg: dict | None = None, score_cfg: dict | None = None) -> None:
+        score_cfg = _checked_score_cfg(score_cfg)
+        built = MODELS.build(detector)
+        if not isinstance(built, TwoStageDetector):
+            raise TypeError(f'model.detector.type={detector.get("type")!r} is not a '
+                            'two-stage detector; LearningLossTwoStageDetector wraps '
+                            'TwoStageDetector subclasses (FasterRCNN, CascadeRCNN, ...). '
+                            'For a single-stage detector (SSD, RetinaNet, FCOS, ...) set '
+                            "model.type='LearningLossDetector'")
+        if not built.with_roi_head:
+            raise TypeError(f'model.detector.type={detector.get("type")!r} has no roi_head; '
+                            'LearningLossTwoStageDetector needs one')
+        if built.roi_head.with_mask:
+            raise TypeError(f'model.detector.type={detector.get("type")!r} has a mask branch '
+                            '(roi_head.mask_head); the per-image target covers the RPN and the '
+                            'box branch only, so its mask loss would be left out. Remove the '
+                            'mask head or wrap a box-only detector')
+        super().__init__(built, taps, loss_prediction, rank_loss, rank_loss_weight, init_cfg)
+        self.score_cfg = score_cfg
+
+    # ------------------------------------------------------------ target losses
+    def task_loss(self, feats: tuple, data_samples: list) -> tuple[dict, Tensor]:
+        detector = self.task_model
+        rpn_head = detector.rpn_head if detector.with_rpn else None
+        with contextlib.ExitStack() as stack:
+            rpn_calls = stack.enter_context(_recording(rpn_head, 'loss_by_feat_single'))
+            roi_calls = [stack.enter_context(_recording(head, 'loss_and_target'))
+                         for head in self._bbox_heads()]
+            stack.enter_context(_given_feats(detector, feats))
+            losses = detector.loss(None, data_samples)
+        rpn = self._rpn_per_image(feats, data_samples, rpn_calls)
+        roi = self._roi_per_image(len(data_samples), roi_calls, feats[0].device)
+        return losses, (rpn + roi).detach()
+
+    def _bbox_heads(self) -> list[nn.Module]:
+        heads = self.task_model.roi_head.bbox_head
+        return list(heads) if isinstance(heads, nn.ModuleList) else [heads]
+
+    @torch.no_grad()
+    def _rpn_per_image(self, feats: tuple, data_samples: list, calls: list) -> Tensor:
+        """Each image's summed RPN loss, from the batch's recorded targets."""
+        num_imgs = len(data_samples)
+        per_image = feats[0].new_zeros(num_imgs)
+        if not self.task_model.with_rpn:
+            return per_image
+        head = self.task_model.rpn_head
+        batch_first = all(a.shape[0] == num_imgs for args, _ in calls
+                          for a in args if isinstance(a, Tensor))
+        if not calls or not batch_first:
+            rpn_samples = copy.deepcopy(data_samples)  # as TwoStageDetector.loss has them
+            for sample in rpn_samples:
+                sample.gt_instances.labels = torch.zeros_like(sample.gt_instances.labels)
+            gts, ignore, metas = unpack_gt_instances(rpn_samples)
+            with _summed_losses(head):
+                return per_image_losses_by_slicing(head, head(feats), gts, metas, ignore)
+        with _summed_losses(head):
+            for args, kwargs in calls:  # one call per feature level
+                for i in range(num_imgs):
+                    one = [a[i:i + 1] if isinstance(a, Tensor) else a for a in args]
+                    per_image[i] += _total(head.loss_by_feat_single(*one, **kwargs))
+        return per_image
+
+    @torch.no_grad()
+    def _roi_per_image(self, num_imgs: int, calls: list[list], device) -> Tensor:
+        """Each image's summed box-head loss, on the RoIs the batch sampled."""
+        per_image = torch.zeros(num_imgs, device=device)
+        weights = getattr(self.task_model.roi_head, 'stage_loss_weights', None)
+        for stage, (head, head_calls) in enumerate(zip(self._bbox_heads(), calls)):
+            weight = 1.0 if weights is None else float(weights[stage])
+            signature = inspect.signature(head.loss_and_target)
+            for args, kwargs in head_calls:
+                inputs = signature.bind(*args, **kwargs).arguments
+                rois = inputs['rois']
+                with _summed_losses(head):
+                    for i in range(num_imgs):
+                        rows = rois[:, 0] == i
+                        one = dict(inputs, rois=rois[rows],
+                                   sampling_results=[inputs['sampling_results'][i]])
+                        for key in ('cls_score', 'bbox_pred'):
+                            if isinstance(inputs.get(key), Tensor):
+                                one[key] = inputs[key][rows]
+                        terms = head.loss_and_target(**one)['loss_bbox']
+                        per_image[i] += weight * _total(
+                            [v for k, v in terms.items() if 'loss' in k])
+        return per_image
+
+    # ------------------------------------------------------------ scoring outputs
+    def task_outputs(self, inputs: Tensor, feats: tuple, data_samples: list,
+                     wanted: frozenset) -> dict:
+        """Per-RoI outputs for the scoring strategies, in network-input pixels.
+
+        Args:
+            inputs (Tensor): The preprocessed batch (unused: the RoI head
+                works on ``feats``).
+            feats (tuple): The output of ``task_model.extract_feat``.
+            data_samples (list): The batch's data samples (no labels needed).
+            wanted (frozenset): Any of ``'posteriors'``, ``'boxes'`` and
+                ``'proposals'``.
+
+        Returns:
+            dict: For each wanted key a list with one tensor per image, the
+            rows being the RoIs chosen by ``score_cfg`` (highest foreground
+            confidence first): ``posteriors`` ``(N_i, C + 1)`` softmax class
+            probabilities, background last; ``boxes`` ``(N_i, 4)`` xyxy,
+            each RoI refined for its top foreground class; ``proposals``
+            ``(N_i, 4)`` xyxy, the RPN proposal each row was refined from.
+        """
+        unsupported = set(wanted) - TASK_OUTPUTS
+        if unsupported:
+            raise UnsupportedScoreOutputError(
+                f'{type(self.task_model).__name__} cannot give {sorted(unsupported)}; a '
+                f'two-stage detector gives {sorted(TASK_OUTPUTS)}')
+        if not wanted:
+            return {}
+        roi_head = self.task_model.roi_head
+        bbox_head = roi_head.bbox_head
+        if not isinstance(bbox_head, BBoxHead):
+            raise UnsupportedScoreOutputError(
+                f'{type(roi_head).__name__} has {type(bbox_head).__name__} as bbox_head; '
+                'task outputs need a single BBoxHead (a StandardRoIHead)')
+        metas = [sample.metainfo for sample in data_samples]
+        rpn_results = self._rpn_results(feats, data_samples)
+        proposals = [get_box_tensor(res.bboxes) for res in rpn_results]
+        # rcnn_test_cfg=None: mmdet's raw per-RoI scores and per-class boxes, no NMS
+        raw = roi_head.predict_bbox(feats, metas, rpn_results, rcnn_test_cfg=None,
+                                    rescale=False)
+        num_classes = bbox_head.num_classes
+        result: dict = {key: [] for key in wanted}
+        for res, props in zip(raw, proposals):
+            scores = res.scores
+            fg, label = scores[:, :num_classes].max(dim=1)
+            order = fg.argsort(descending=True)[:self.score_cfg['num_boxes']]
+            keep = order[fg[order] >= self.score_cfg['score_thr']]
+            if 'posteriors' in wanted:
+                result['posteriors'].append(scores[keep])
+            if 'boxes' in wanted:
+                boxes = get_box_tensor(res.bboxes).reshape(len(scores), -1, 4)
+                cls = label[keep] if boxes.shape[1] > 1 else torch.zeros_like(keep)
+                result['boxes'].append(boxes[keep, cls])
+            if 'proposals' in wanted:
+                result['proposals'].append(props[keep])
+        return result
+
+    # ------------------------------------------------------------ predictions
+    def head_forward(self, feats: tuple) -> tuple:
+        """The RPN head's raw ``(cls_scores, bbox_preds)``."""
+        if not self.task_model.with_rpn:
+            raise UnsupportedScoreOutputError(
+                f'{type(self.task_model).__name__} has no rpn_head (proposals come with '
+                'the data), so it has no head outputs')
+        return self.task_model.rpn_head(feats)
+
+    def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list,
+                           head_outputs: tuple | None = None) -> list:
+        """mmdet's post-processed predictions, rescaled to the original image.
+
+        ``head_outputs``, the RPN's raw outputs from :meth:`head_forward`,
+        spare the RPN a second pass when given.
+        """
+        detector = self.task_model
+        rpn_results = self._rpn_results(feats, data_samples, head_outputs)
+        results = detector.roi_head.predict(feats, rpn_results, data_samples, rescale=True)
+        return detector.add_pred_to_datasample(data_samples, results)
+
+    def _rpn_results(self, feats: tuple, data_samples: list,
+                     head_outputs: tuple | None = None) -> list:
+        """Proposals in network-input pixels, as ``TwoStageDetector.predict`` gets them."""
+        if data_samples[0].get('proposals', None) is not None:
+            return [sample.proposals for sample in data_samples]
+        head = self.task_model.rpn_head
+        if head_outputs is None:
+            return head.predict(feats, data_samples, rescale=False)
+        metas = [sample.metainfo for sample in data_samples]
+        return head.predict_by_feat(*head_outputs, batch_img_metas=metas, rescale=False)
+
+
+def _checked_score_cfg(score_cfg: dict | None) -> dict:
+    cfg = dict(DEFAULT_SCORE_CFG)
+    if score_cfg is None:
+        return cfg
+    if not isinstance(score_cfg, dict):
+        raise TypeError(f'model.score_cfg={score_cfg!r} must be a dict with keys '
+                        f'{sorted(DEFAULT_SCORE_CFG)}')
+    unknown = set(score_cfg) - set(cfg)
+    if unknown:
+        raise ValueError(f'model.score_cfg has unknown keys {sorted(unknown)}; the keys are '
+                         f'{sorted(DEFAULT_SCORE_CFG)}')
+    cfg.update(score_cfg)
+    num_boxes, score_thr = cfg['num_boxes'], cfg['score_thr']
+    if isinstance(num_boxes, bool) or not isinstance(num_boxes, int) or num_boxes < 1:
+        raise ValueError(f'model.score_cfg.num_boxes={num_boxes!r} must be an integer >= 1 '
+                         '(RoIs kept per image)')
+    if (isinstance(score_thr, bool) or not isinstance(score_thr, (int, float))
+            or not 0 <= score_thr <= 1):
+        raise ValueError(f'model.score_cfg.score_thr={score_thr!r} must be a number in '
+                         '[0, 1] (the least foreground confidence of a kept RoI)')
+    cfg['score_thr'] = float(score_thr)
+    return cfg
+
+
+def _total(terms) -> Tensor:
+    """The sum of a loss function's outputs (tensors, possibly nested in lists)."""
+    flat = [t for v in terms for t in (v if isinstance(v, (list, tuple)) else [v])]
+    return torch.stack([t.sum() for t in flat]).sum() if flat else torch.zeros(())
+
+
+@contextlib.contextmanager
+def _recording(module: nn.Module | None, name: str) -> Iterator[list]:
+    """Record the ``(args, kwargs)`` of every call of ``module.<name>`` in the block.
+
+    The method still runs as before; only an instance attribute shadows it
+    while the block runs.
+    """
+    calls: list = []
+    if module is None:
+        yield calls
+        return
+    method = getattr(module, name)
+
+    def record(*args, **kwargs):
+        calls.append((args, kwargs))
+        return method(*args, **kwargs)
+
+    shadowed = vars(module).get(name)
+    setattr(module, name, record)
+    try:
+        yield calls
+    finally:
+        if shadowed is None:
+            delattr(module, name)
+        else:
+            setattr(module, name, shadowed)
+
+
+@contextlib.contextmanager
+def _given_feats(detector: nn.Module, feats: tuple) -> Iterator[None]:
+    """Let ``detector.extract_feat`` return ``feats`` in the block.
+
+    So mmdet's own ``loss`` runs on features the wrapper already extracted
+    (and tapped), without a second backbone pass.
+    """
+    detector.extract_feat = lambda _inputs: feats
+    try:
+        yield
+    finally:
+        del detector.extract_feat
