@@ -383,7 +383,6 @@ FRCNN_CONFIG = REPO / 'configs/learning_loss/faster-rcnn-tiny_ll_synthetic-voc.p
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FRCNN_CONFIG.exists(), reason=f'no two-stage config {FRCNN_CONFIG.name}')
 def test_tightness_runs_a_real_two_stage_cycle(voc_root, tmp_path):
     cfg = Config.fromfile(str(FRCNN_CONFIG))
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):

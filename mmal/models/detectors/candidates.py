@@ -22,6 +22,8 @@ DEFAULT_SCORE_CFG = dict(num_boxes=100, score_thr=0.05)
 def check_score_cfg(score_cfg: dict | None) -> dict:
     """``score_cfg`` with defaults filled in; a clear error for a wrong key or value."""
     cfg = dict(DEFAULT_SCORE_CFG)
+    if score_cfg is not None and not isinstance(score_cfg, dict):
+        raise TypeError(f'model.score_cfg={score_cfg!r} must be a dict with keys {sorted(cfg)}')
     unknown = set(score_cfg or {}) - set(cfg)
     if unknown:
         raise ValueError(f'model.score_cfg: unknown keys {sorted(unknown)}; it takes '
@@ -31,7 +33,8 @@ def check_score_cfg(score_cfg: dict | None) -> dict:
     if not isinstance(num_boxes, int) or isinstance(num_boxes, bool) or num_boxes < 1:
         raise ValueError(f'model.score_cfg.num_boxes={num_boxes!r} must be an integer >= 1')
     if not isinstance(score_thr, (int, float)) or not 0.0 <= score_thr <= 1.0:
-        raise ValueError(f'model.score_cfg.score_thr={score_thr!r} must lie in [0, 1]')
+        raise ValueError(f'model.score_cfg.score_thr={score_thr!r} must lie in [0, 1] (the '
+                         'least foreground confidence of a kept box)')
     cfg['score_thr'] = float(score_thr)
     return cfg
 

@@ -13,6 +13,7 @@ from mmdet.structures.bbox import get_box_tensor
 from torch import Tensor, nn
 
 from ..learning_loss import LearningLossModel
+from .candidates import check_score_cfg
 from .learning_loss_detector import (
     UnsupportedScoreOutputError,
     _summed_losses,
@@ -21,7 +22,6 @@ from .learning_loss_detector import (
 
 #: What :meth:`LearningLossTwoStageDetector.task_outputs` can return.
 TASK_OUTPUTS = frozenset({'posteriors', 'boxes', 'proposals'})
-DEFAULT_SCORE_CFG = dict(num_boxes=100, score_thr=0.05)
 
 
 @MODELS.register_module()
@@ -77,14 +77,11 @@ class LearningLossTwoStageDetector(LearningLossModel):
     posterior_kind = 'softmax'
     #: The task outputs :meth:`task_outputs` gives.
     task_output_names = TASK_OUTPUTS
-    #: ``head_outputs`` (:meth:`head_forward`) are the RPN's objectness and
-    #: deltas, not class logits: readers of softmax head outputs must not use them.
-    head_outputs_supported = False
 
     def __init__(self, detector: dict, taps: Sequence[str], loss_prediction: dict,
                  rank_loss: dict | None = None, rank_loss_weight: float = 1.0,
                  init_cfg: dict | None = None, score_cfg: dict | None = None) -> None:
-        score_cfg = _checked_score_cfg(score_cfg)
+        score_cfg = check_score_cfg(score_cfg)
         built = MODELS.build(detector)
         if not isinstance(built, TwoStageDetector):
             raise TypeError(f'model.detector.type={detector.get("type")!r} is not a '
@@ -227,60 +224,18 @@ class LearningLossTwoStageDetector(LearningLossModel):
         return result
 
     # ------------------------------------------------------------ predictions
-    def head_forward(self, feats: tuple) -> tuple:
-        """The RPN head's raw ``(cls_scores, bbox_preds)``."""
-        if not self.task_model.with_rpn:
-            raise UnsupportedScoreOutputError(
-                f'{type(self.task_model).__name__} has no rpn_head (proposals come with '
-                'the data), so it has no head outputs')
-        return self.task_model.rpn_head(feats)
-
-    def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list,
-                           head_outputs: tuple | None = None) -> list:
-        """mmdet's post-processed predictions, rescaled to the original image.
-
-        ``head_outputs``, the RPN's raw outputs from :meth:`head_forward`,
-        spare the RPN a second pass when given.
-        """
+    def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list) -> list:
+        """mmdet's post-processed predictions, rescaled to the original image."""
         detector = self.task_model
-        rpn_results = self._rpn_results(feats, data_samples, head_outputs)
+        rpn_results = self._rpn_results(feats, data_samples)
         results = detector.roi_head.predict(feats, rpn_results, data_samples, rescale=True)
         return detector.add_pred_to_datasample(data_samples, results)
 
-    def _rpn_results(self, feats: tuple, data_samples: list,
-                     head_outputs: tuple | None = None) -> list:
+    def _rpn_results(self, feats: tuple, data_samples: list) -> list:
         """Proposals in network-input pixels, as ``TwoStageDetector.predict`` gets them."""
         if data_samples[0].get('proposals', None) is not None:
             return [sample.proposals for sample in data_samples]
-        head = self.task_model.rpn_head
-        if head_outputs is None:
-            return head.predict(feats, data_samples, rescale=False)
-        metas = [sample.metainfo for sample in data_samples]
-        return head.predict_by_feat(*head_outputs, batch_img_metas=metas, rescale=False)
-
-
-def _checked_score_cfg(score_cfg: dict | None) -> dict:
-    cfg = dict(DEFAULT_SCORE_CFG)
-    if score_cfg is None:
-        return cfg
-    if not isinstance(score_cfg, dict):
-        raise TypeError(f'model.score_cfg={score_cfg!r} must be a dict with keys '
-                        f'{sorted(DEFAULT_SCORE_CFG)}')
-    unknown = set(score_cfg) - set(cfg)
-    if unknown:
-        raise ValueError(f'model.score_cfg has unknown keys {sorted(unknown)}; the keys are '
-                         f'{sorted(DEFAULT_SCORE_CFG)}')
-    cfg.update(score_cfg)
-    num_boxes, score_thr = cfg['num_boxes'], cfg['score_thr']
-    if isinstance(num_boxes, bool) or not isinstance(num_boxes, int) or num_boxes < 1:
-        raise ValueError(f'model.score_cfg.num_boxes={num_boxes!r} must be an integer >= 1 '
-                         '(RoIs kept per image)')
-    if (isinstance(score_thr, bool) or not isinstance(score_thr, (int, float))
-            or not 0 <= score_thr <= 1):
-        raise ValueError(f'model.score_cfg.score_thr={score_thr!r} must be a number in '
-                         '[0, 1] (the least foreground confidence of a kept RoI)')
-    cfg['score_thr'] = float(score_thr)
-    return cfg
+        return self.task_model.rpn_head.predict(feats, data_samples, rescale=False)
 
 
 def _total(terms) -> Tensor:

@@ -1,0 +1,63 @@
+"""Every strategy that applies to a two-stage detector runs a real cycle on the small Faster R-CNN.
+
+The uncertainty family reads the RoI head's softmax posteriors; the view
+and committee strategies match its refined boxes; tightness (in
+test_view_strategies.py) compares them with their proposals. The
+gradient strategies are refused before any training, naming the output.
+"""
+import copy
+import math
+
+import pytest
+from mmengine.config import Config
+
+from mmal.loop import ActiveLearningExperiment
+from mmal.utils import ConfigError
+
+from .conftest import REPO
+from .cycles import one_epoch_two_cycles, run_and_check_selection
+
+CONFIG = REPO / 'configs/learning_loss/faster-rcnn-tiny_ll_synthetic-voc.py'
+STRATEGIES = [
+    dict(type='LearningLossStrategy'),
+    dict(type='LeastConfidenceStrategy'),
+    dict(type='MarginStrategy', aggregation='sum'),
+    dict(type='EntropyStrategy', aggregation='mean'),
+    dict(type='CoreSetStrategy'),
+    dict(type='DensityWeightedStrategy'),
+    dict(type='LearningLossDiversityStrategy'),
+    dict(type='QueryByCommitteeStrategy', members=3),
+    dict(type='LocalizationStabilityStrategy', stds=(0.3,)),
+    dict(type='CALDStrategy'),
+    dict(type='VAALStrategy', image_size=32, latent_dim=8, channels=8, batch_size=8, epochs=2),
+]
+
+
+@pytest.fixture
+def two_stage_cfg(voc_root):
+    cfg = Config.fromfile(str(CONFIG))
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[name].dataset.data_root = str(voc_root) + '/'
+        cfg[name].num_workers = 0
+        cfg[name].persistent_workers = False
+    return one_epoch_two_cycles(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('strategy', STRATEGIES, ids=lambda s: s['type'])
+def test_strategy_runs_a_real_two_stage_cycle(two_stage_cfg, tmp_path, strategy):
+    cfg = copy.deepcopy(two_stage_cfg)
+    cfg.active_learning.strategy = strategy
+    c0, c1, picked = run_and_check_selection(cfg, tmp_path)
+    assert c1['labeled'] == c0['labeled'] + picked
+    assert all(math.isfinite(p['score']) for p in c0['selected'])
+    assert 'pascal_voc/mAP' in c1['metrics']
+
+
+@pytest.mark.parametrize('name', ['ExpectedGradientLengthStrategy', 'BadgeStrategy'])
+def test_gradient_strategies_are_refused_on_two_stage_detectors_before_training(
+        two_stage_cfg, tmp_path, name):
+    cfg = copy.deepcopy(two_stage_cfg)
+    cfg.active_learning.strategy = dict(type=name)
+    with pytest.raises(ConfigError, match=r"\['grad_embedding'\].*LearningLossTwoStageDetector"):
+        ActiveLearningExperiment(cfg, str(tmp_path))
