@@ -87,8 +87,7 @@ class ActiveLearningExperiment:
         self.state: ExperimentState = on_rank0(
             lambda: open_state(self.work_dir, cfg, self.settings, self.pool, resume, self._log),
             ConfigError)
-        if get_rank() != 0:
-            self.state.save = lambda: None  # rank 0 alone writes the record
+        self.state.save = master_only(self.state.save)  # rank 0 alone writes the record
 
     # ------------------------------------------------------------------ run
     def run(self) -> ExperimentState:
@@ -158,23 +157,20 @@ class ActiveLearningExperiment:
         shared = SharedInitialCycle(self.shared_initial_dir, key=dict(
             config_digests=config_digests(self.cfg), seed=self.settings.seed,
             initial_ids=digest_ids(entry['labeled'])))
-        rank0 = get_rank() == 0
-        with shared.locked() if rank0 else contextlib.nullcontext():
+        write = master_only(shared.write)
+        with shared.locked() if get_rank() == 0 else contextlib.nullcontext():
             record = on_rank0(shared.read, ConfigError)
             entry['shared_from'] = str(shared.folder)
             if 'checkpoint' not in record:
                 self._log(f'cycle 0: training the shared initial model in {shared.folder}')
-                if rank0:
-                    shared.write()  # the key first: a killed training is not another's
+                write()  # the key first: a killed training is not another's
                 record.update(self._train(0, entry, cycle_dir=shared.cycle_dir))
-                if rank0:
-                    shared.write(**record)
+                write(**record)
             if 'metrics' not in record:
                 self.state.mark(0, 'trained', checkpoint=record['checkpoint'],
                                 timings=record['timings'])
                 record.update(self._evaluate(0, entry, cycle_dir=shared.cycle_dir))
-                if rank0:
-                    shared.write(**record)
+                write(**record)
                 return
         self.state.mark(0, 'evaluated', checkpoint=record['checkpoint'],
                         metrics=record['metrics'], timings=record['timings'])
@@ -191,12 +187,10 @@ class ActiveLearningExperiment:
                   f'unlabeled samples with {self.strategy_name}')
         start = time.perf_counter()
         order, scores = selection.select(candidates, labeled, rng)
-        picked = None
-        if get_rank() == 0:
-            picked = [dict(id=self.pool.ids[candidates[i]], score=float(scores[i]))
-                      for i in order]
-            write_scores(self._cycle_dir(c), [self.pool.ids[p] for p in candidates], scores)
-        picked = broadcast_from_rank0(picked)
+        picked = broadcast_from_rank0(None if order is None else [
+            dict(id=self.pool.ids[candidates[i]], score=float(scores[i])) for i in order])
+        master_only(write_scores)(self._cycle_dir(c), [self.pool.ids[p] for p in candidates],
+                                  scores)
         timings = dict(entry['timings'], score_s=elapsed(start))
         self._log(f'cycle {c}: selected {len(picked)} samples (top score '
                   f'{picked[0]["score"]:.4f}, K-th {picked[-1]["score"]:.4f})')
