@@ -24,6 +24,11 @@ from mmal.datasets import (
 from mmal.datasets.mpii_format import MPII_HEADBOX_KEYS, MPII_MAT_JOINT_NAMES, MPII_RECORD_KEYS
 from mmal.hooks import LossPredictionStopGradientHook
 from mmal.models import CompactHourglassNet, LearningLossPoseEstimator
+from mmal.models.pose.learning_loss_pose_estimator import (
+    _batched_sample_values,
+    _looped_sample_values,
+    _LossCalls,
+)
 from mmal.utils import ConfigError, check_data_paths
 
 from .conftest import REPO, use_mpii_root
@@ -103,6 +108,93 @@ def test_weighted_out_joints_do_not_contribute(pose_cfg):
     assert weighted_out[0] < before[0]
     assert garbage_target[0].item() == pytest.approx(weighted_out[0].item(), rel=1e-6)
     torch.testing.assert_close(garbage_target[1:], before[1:])
+
+
+class BranchyMSELoss(torch.nn.Module):
+    """A heatmap MSE with a Python branch on a tensor's value: vmap cannot run it."""
+
+    def forward(self, output, target, target_weights):
+        if bool((target_weights > 0).any()):
+            return ((output - target) ** 2 * target_weights[:, :, None, None]).mean()
+        return output.new_zeros(())
+
+
+MODELS.register_module(name='BranchyMSELoss', module=BranchyMSELoss, force=True)
+
+
+@pytest.mark.parametrize('loss,with_mask', [
+    (dict(type='KeypointMSELoss', use_target_weight=True), False),
+    (dict(type='KeypointMSELoss', use_target_weight=False), False),
+    (dict(type='KeypointMSELoss', use_target_weight=True, skip_empty_channel=True), True),
+    (dict(type='KeypointOHKMMSELoss', use_target_weight=True, topk=4), False),
+])
+def test_batched_per_sample_values_are_the_loops(loss, with_mask):
+    init_default_scope('mmpose')
+    module = MODELS.build(loss)
+    torch.manual_seed(0)
+    output, target = torch.randn(5, 16, 8, 8), torch.rand(5, 16, 8, 8)
+    target[1, 3] = 0  # an empty channel
+    weights = (torch.rand(5, 16) > 0.3).float()
+    kwargs = {}
+    if with_mask:  # shared by all samples (first dimension 1): not vmapped over
+        kwargs['mask'] = (torch.rand(1, 1, 8, 8) > 0.2).float()
+    batched = _batched_sample_values(module, (output, target, weights), kwargs, 5)
+    looped = _looped_sample_values(module, (output, target, weights), kwargs, 5)
+    assert batched.shape == (5,)
+    torch.testing.assert_close(batched, looped, rtol=1e-6, atol=1e-9)
+
+
+def _count_calls(module):
+    calls = []
+    module.register_forward_pre_hook(lambda *_: calls.append(1))  # failed calls too
+    return calls
+
+
+def test_task_loss_batches_the_multi_stack_mse_calls(pose_cfg):
+    """CPMHead, KeypointMSELoss with target weights: one batched call per stack."""
+    from mmpose.models.losses import KeypointMSELoss
+    model = build(pose_cfg)
+    model.eval()
+    data = model.data_preprocessor(batch(pose_cfg, 5), True)
+    with torch.no_grad():
+        feats, _ = model._extract(data['inputs'])
+        head = model.task_model.head
+        with _LossCalls(model._loss_modules) as recorded:
+            head.loss(feats, data['data_samples'], train_cfg=model.task_model.train_cfg)
+        assert len(recorded.records) == 2  # one per stack
+        looped = sum(_looped_sample_values(m, a, kw, 5) for m, a, kw, _ in recorded.records)
+        _, first = model.task_loss(feats, data['data_samples'])
+        assert model._batched_loss_types == {KeypointMSELoss: True}
+        calls = _count_calls(head.loss_module)
+        _, batched = model.task_loss(feats, data['data_samples'])
+    # head.loss's own two calls, then one batched call per stack (not one per sample)
+    assert len(calls) == 2 + 2
+    torch.testing.assert_close(batched, looped, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(first, looped, rtol=1e-6, atol=1e-9)
+
+
+def test_task_loss_falls_back_to_the_loop_for_a_loss_vmap_cannot_run(pose_cfg):
+    cfg = copy.deepcopy(pose_cfg)
+    cfg.model.estimator.head.loss = dict(type='BranchyMSELoss')
+    model = build(cfg)
+    model.eval()
+    data = model.data_preprocessor(batch(cfg, 4), True)
+    calls = _count_calls(model.task_model.head.loss_module)
+    with torch.no_grad():
+        feats, _ = model._extract(data['inputs'])
+        _, first = model.task_loss(feats, data['data_samples'])
+        # head.loss's two calls, one vmap attempt that fails, then the loop for both stacks
+        assert len(calls) == 2 + 1 + 2 * 4
+        assert model._batched_loss_types == {BranchyMSELoss: False}
+        calls.clear()
+        _, second = model.task_loss(feats, data['data_samples'])
+    assert len(calls) == 2 + 2 * 4  # remembered: no second attempt
+    heatmaps = model.task_model.head.forward(feats)
+    gt = torch.stack([s.gt_fields.heatmaps for s in data['data_samples']])
+    w = torch.cat([s.gt_instance_labels.keypoint_weights for s in data['data_samples']])
+    by_hand = sum(((h - gt) ** 2 * w[:, :, None, None]).flatten(1).mean(1) for h in heatmaps)
+    torch.testing.assert_close(first, by_hand, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(second, first)
 
 
 def test_missing_joints_get_zero_weight_from_mmposes_pipeline(pose_cfg, mpii_root):

@@ -32,6 +32,18 @@ class LearningLossPoseEstimator(LearningLossModel):
     of that sample alone (joints weighted out by ``keypoint_weights`` do not
     count), summed over the stacks, and for the usual mean-reduced losses
     the per-sample losses average back to the batch loss.
+
+    Each recorded call is evaluated for all samples at once: the loss module
+    runs under :func:`torch.func.vmap` over the batch dimension of its
+    batch-first tensor arguments, each sample seen as a batch of one, which
+    gives the per-sample loop's values in one call (mmpose's
+    ``KeypointMSELoss`` with or without target weights or
+    ``skip_empty_channel``, ``KeypointOHKMMSELoss``, ``AdaptiveWingLoss``).
+    A loss module that vmap cannot run (a Python branch on a tensor's value,
+    ``.item()``, random ops) falls back to calling the module once per
+    sample. Which way a loss module type takes is decided on its first call,
+    where the batched values are also checked against the loop's, and kept
+    for the model's life.
     """
 
     gives_grad_embedding = True
@@ -55,6 +67,8 @@ class LearningLossPoseEstimator(LearningLossModel):
         super().__init__(built, taps, loss_prediction, rank_loss, rank_loss_weight, init_cfg)
         self._loss_modules = loss_modules
         self._checked_reduction = False
+        # loss module type -> whether vmap gives its per-sample values
+        self._batched_loss_types: dict[type, bool] = {}
 
     # ------------------------------------------------------------ task part
     def task_loss(self, feats: tuple, data_samples: list) -> tuple[dict, Tensor]:
@@ -64,16 +78,39 @@ class LearningLossPoseEstimator(LearningLossModel):
         if not calls.records:
             raise RuntimeError(f'{type(estimator.head).__name__}.loss did not call its '
                                'loss_module, so there is no per-sample loss to read')
-        per_sample = torch.zeros(len(data_samples), device=calls.records[0][3].device)
+        batch_size = len(data_samples)
+        per_sample = torch.zeros(batch_size, device=calls.records[0][3].device)
         with torch.no_grad():
             for module, args, kwargs, batch_value in calls.records:
-                values = torch.stack([
-                    module(*_slice(args, b, len(data_samples)),
-                           **_slice(kwargs, b, len(data_samples))).sum()
-                    for b in range(len(data_samples))])
+                values = self._per_sample_values(module, args, kwargs, batch_size)
                 self._check_reduction(module, values, batch_value)
                 per_sample += values
         return losses, per_sample.detach()
+
+    def _per_sample_values(self, module: nn.Module, args: tuple, kwargs: dict,
+                           batch_size: int) -> Tensor:
+        """``(B,)``: the loss module's value for each sample's slice of ``args``/``kwargs``.
+
+        Batched (:func:`_batched_sample_values`) for the loss module types
+        where that works, else one call per sample
+        (:func:`_looped_sample_values`). A type's first call runs both and
+        keeps the batched way only if it ran and gave the loop's values; a
+        later failure of the batched way also switches the type to the loop.
+        """
+        kind = type(module)
+        if self._batched_loss_types.get(kind, True):
+            try:
+                values = _batched_sample_values(module, args, kwargs, batch_size)
+            except Exception:
+                values = None
+            if kind in self._batched_loss_types and values is not None:
+                return values
+            looped = _looped_sample_values(module, args, kwargs, batch_size)
+            self._batched_loss_types[kind] = (
+                values is not None and values.shape == looped.shape
+                and torch.allclose(values, looped, rtol=1e-5, atol=1e-8, equal_nan=True))
+            return looped
+        return _looped_sample_values(module, args, kwargs, batch_size)
 
     def task_outputs(self, inputs: Tensor, feats: tuple, data_samples: list,
                      wanted: frozenset) -> dict:
@@ -201,15 +238,56 @@ def _detach(value):
     return value
 
 
+def _map_batch_first(value, batch_size: int, fn):
+    """``value`` with ``fn`` applied to every batch-first tensor in it.
+
+    A tensor is batch-first when its first dimension is ``batch_size``;
+    lists, tuples and dicts are walked, anything else is kept.
+    """
+    if isinstance(value, Tensor):
+        return fn(value) if value.dim() > 0 and value.shape[0] == batch_size else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map_batch_first(v, batch_size, fn) for v in value)
+    if isinstance(value, dict):
+        return {k: _map_batch_first(v, batch_size, fn) for k, v in value.items()}
+    return value
+
+
 def _slice(value, b: int, batch_size: int):
     """Sample ``b`` of every batch-first tensor in ``value``, as a batch of one."""
-    if isinstance(value, Tensor):
-        return value[b:b + 1] if value.dim() > 0 and value.shape[0] == batch_size else value
-    if isinstance(value, (list, tuple)):
-        return type(value)(_slice(v, b, batch_size) for v in value)
-    if isinstance(value, dict):
-        return {k: _slice(v, b, batch_size) for k, v in value.items()}
-    return value
+    return _map_batch_first(value, batch_size, lambda t: t[b:b + 1])
+
+
+def _looped_sample_values(module: nn.Module, args: tuple, kwargs: dict,
+                          batch_size: int) -> Tensor:
+    """``(B,)``: ``module`` called on each sample's slice, one call per sample."""
+    return torch.stack([module(*_slice(args, b, batch_size),
+                               **_slice(kwargs, b, batch_size)).sum()
+                        for b in range(batch_size)])
+
+
+def _batched_sample_values(module: nn.Module, args: tuple, kwargs: dict,
+                           batch_size: int) -> Tensor:
+    """``(B,)``: :func:`_looped_sample_values` in one call, with :func:`torch.func.vmap`.
+
+    vmap runs over dimension 0 of the batch-first tensors (those
+    :func:`_slice` slices; every other argument is shared by all samples),
+    and gives the module each sample's tensors with a batch dimension of
+    one, as the loop does. Raises what vmap raises for a module it cannot
+    run.
+    """
+    batched: list[Tensor] = []
+    _map_batch_first((args, kwargs), batch_size, batched.append)
+    if not batched:  # nothing per sample: every sample gets the same value
+        return module(*args, **kwargs).sum().expand(batch_size).clone()
+
+    def one_sample(*tensors: Tensor) -> Tensor:
+        sample = iter(tensors)
+        sample_args, sample_kwargs = _map_batch_first(
+            (args, kwargs), batch_size, lambda _: next(sample).unsqueeze(0))
+        return module(*sample_args, **sample_kwargs).sum()
+
+    return torch.func.vmap(one_sample)(*batched)
 
 
 def _final_heatmap_conv(head: nn.Module) -> nn.Module:
