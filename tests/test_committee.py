@@ -6,7 +6,6 @@ the model's weights back.
 """
 import copy
 import csv
-import json
 import math
 
 import numpy as np
@@ -353,9 +352,11 @@ def test_snapshot_committee_without_enough_checkpoints_names_the_setting(tiny_cf
     cfg = one_epoch_two_cycles(copy.deepcopy(tiny_cfg))   # keeps one checkpoint
     cfg.active_learning.strategy = dict(type='QueryByCommitteeStrategy',
                                         committee='snapshots', members=2)
-    with pytest.raises(ValueError, match='default_hooks.checkpoint.*max_keep_ckpts=2'):
-        ActiveLearningExperiment(cfg, str(tmp_path)).run()
-    assert json.loads((tmp_path / 'al_state.json').read_text())['cycles'][0]['checkpoint']
+    # refused when the experiment is built, before cycle 0 trains
+    with pytest.raises(ValueError, match=r'max_keep_ckpts=1; set default_hooks.checkpoint = '
+                                         r".*max_keep_ckpts=2"):
+        ActiveLearningExperiment(cfg, str(tmp_path))
+    assert not (tmp_path / 'cycle_00').exists()
 
 
 @pytest.mark.slow
