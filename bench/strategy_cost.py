@@ -33,7 +33,8 @@ OPTIONS = {
 }
 
 
-def strategies_for(task: str, only: list[str] | None) -> dict:
+def strategies_for(task: str, only: list[str] | None, model=None) -> dict:
+    """Every registered strategy that applies to the task and whose outputs the model gives."""
     from mmal.registry import STRATEGIES
     out = {}
     for name in sorted(STRATEGIES.module_dict):
@@ -45,6 +46,13 @@ def strategies_for(task: str, only: list[str] | None) -> dict:
                                              default_args=dict(task=task))
         except (ValueError, TypeError) as err:  # the task does not apply
             print(f'skip {name}: {err}')
+            continue
+        wanted = {o for passes in (out[name].candidate_passes(), out[name].labeled_passes())
+                  for p in passes.values() for o in p.outputs}
+        missing = type(model).unsupported_outputs(wanted) if model is not None else []
+        if missing:
+            print(f'skip {name}: {type(model).__name__} does not give {missing}')
+            del out[name]
     return out
 
 
@@ -91,7 +99,7 @@ def main() -> None:
     task = TASKS[Config.fromfile(str(REPO / config)).get('default_scope', 'mmdet')]
     batches = task_batches(config, bs, (num_candidates + num_labeled) // bs, train=False)
     candidates, labeled = batches[:num_candidates // bs], batches[num_candidates // bs:]
-    strategies = strategies_for(task, args.only)
+    strategies = strategies_for(task, args.only, model)
     strategies.setdefault('LearningLossStrategy', strategies_for(
         task, ['LearningLossStrategy'])['LearningLossStrategy'])
     k = max(1, num_candidates // 8)
