@@ -82,8 +82,8 @@ def test_pairwise_ranking_accuracy_perfect_reversed_random_and_ties():
 
 def test_parse_strategy_names_options_and_refusals():
     assert parse_strategy('RandomStrategy') == ('RandomStrategy', dict(type='RandomStrategy'))
-    assert parse_strategy('entropy_sum=EntropyStrategy:aggregation=sum,num_boxes=50') == (
-        'entropy_sum', dict(type='EntropyStrategy', aggregation='sum', num_boxes=50))
+    assert parse_strategy('entropy_sum=EntropyStrategy:aggregation=sum,empty_score=0') == (
+        'entropy_sum', dict(type='EntropyStrategy', aggregation='sum', empty_score=0))
     assert parse_strategy('EntropyStrategy:empty_score=0.0')[1]['empty_score'] == 0.0
     # the oracle is a diagnostic; a comparison is a benchmark and asks for it
     assert parse_strategy('OracleLossStrategy')[1] == dict(type='OracleLossStrategy',
