@@ -24,9 +24,9 @@ from mmengine.runner import Runner, find_latest_checkpoint
 from ..datasets import Pool, build_pool, subset_config
 from ..registry import STRATEGIES
 from ..utils import ConfigError, check_data_paths
-from ..utils.dist import broadcast_from_rank0, on_rank0
+from ..utils.dist import broadcast_from_rank0, differences_from_rank0, on_rank0
 from . import reporting
-from .resume import check_writable, config_digests, open_state
+from .resume import check_writable, config_digests, open_state, versions
 from .runner import CycleRunner
 from .selection import CycleSelection, elapsed, write_scores
 from .settings import ActiveLearningSettings
@@ -78,6 +78,7 @@ class ActiveLearningExperiment:
         self.pool: Pool = build_pool(cfg.train_dataloader.dataset)
         self.settings.check_plan(len(self.pool))
         self.position = {sample_id: i for i, sample_id in enumerate(self.pool.ids)}
+        _check_same_experiment_on_every_rank(cfg, self.settings, self.pool)
         check_writable(self.work_dir)
         self.logger = MMLogger.get_instance(
             f'mmal_{self.work_dir.name}_{time.time_ns()}', logger_name='mmal',
@@ -291,3 +292,24 @@ def _check_model_outputs(cfg: Config, strategy) -> None:
             f'model.type={model_type!r} does not give (it gives '
             f'{sorted(model_cls.task_output_names)}); choose a strategy that applies to this '
             'model (README, Strategies) or another model')
+
+
+def _check_same_experiment_on_every_rank(cfg: Config, settings: ActiveLearningSettings,
+                                         pool: Pool) -> None:
+    """Refuse, on every rank, ranks that would run different experiments (no-op alone).
+
+    Ranks that read other data, another config or other code would score
+    different samples or models and silently mix them in one selection.
+    """
+    digest = {'pool (the data under train_dataloader.dataset.data_root)': digest_ids(pool.ids)}
+    digest.update((f'config key `{k}`', v) for k, v in config_digests(cfg).items())
+    digest.update((f'active_learning.{k}', v) for k, v in settings.to_dict().items())
+    digest.update((f'{name} version', v) for name, v in versions().items())
+    differences = differences_from_rank0(digest)
+    if differences:
+        raise ConfigError(
+            'the ranks do not run the same experiment: '
+            + '; '.join(f'rank {rank} differs from rank 0 in: {", ".join(keys)}'
+                        for rank, keys in differences.items())
+            + '. Every node needs the same data, the same config and the same code '
+            '(mmal and its packages at the same versions)')

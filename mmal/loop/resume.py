@@ -13,9 +13,12 @@ from ..utils import ConfigError
 from .settings import ActiveLearningSettings
 from .state import ExperimentState, digest_ids
 
-#: Config keys that do not change what an experiment computes.
+#: Config keys that do not change what an experiment computes. ``model_wrapper_cfg``
+#: is how the model is wrapped for DDP; a CPU process group sets it (``setup_distributed``),
+#: and a run on 1 process must match the same run on N (resume, shared cycle 0).
 NEUTRAL_KEYS = ('work_dir', 'launcher', 'resume', 'load_from', 'active_learning',
-                'experiment_name', 'env_cfg', 'log_level', 'visualizer', 'default_hooks')
+                'experiment_name', 'env_cfg', 'log_level', 'visualizer', 'default_hooks',
+                'model_wrapper_cfg')
 
 
 def open_state(work_dir: Path, cfg: Config, settings: ActiveLearningSettings, pool: Pool,
@@ -40,7 +43,8 @@ def open_state(work_dir: Path, cfg: Config, settings: ActiveLearningSettings, po
         state.save()
         return state
     problems = settings.differences(existing.data['settings'])
-    recorded = existing.data['config_digests']
+    recorded = {k: v for k, v in existing.data['config_digests'].items()
+                if k not in NEUTRAL_KEYS}  # recorded before a key was counted neutral
     problems += [f'config key `{key}` changed since the experiment started'
                  for key in sorted(set(recorded) | set(digests))
                  if recorded.get(key) != digests.get(key)]

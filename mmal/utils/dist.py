@@ -5,7 +5,13 @@ from collections.abc import Callable
 
 import torch
 from mmengine.config import Config
-from mmengine.dist import broadcast_object_list, get_rank, init_dist
+from mmengine.dist import (
+    all_gather_object,
+    broadcast_object_list,
+    get_rank,
+    get_world_size,
+    init_dist,
+)
 
 
 def setup_distributed(launcher: str, cfg: Config) -> None:
@@ -72,6 +78,30 @@ def on_rank0(fn: Callable, *catch: type[BaseException]):
     if isinstance(outcome, _Raised):
         raise outcome.error
     return outcome
+
+
+def differences_from_rank0(digest: dict) -> dict[int, list[str]]:
+    """Every rank's ``digest`` compared with rank 0's: ``{rank: [differing keys]}``.
+
+    Each rank passes a small picklable dict describing what it is about to
+    run (digests, settings, versions). All of them are gathered with
+    ``all_gather_object``, so every rank gets the same answer and can raise
+    the same error, instead of one rank failing while the others wait in a
+    later collective. Keys are listed in rank 0's order, then keys rank 0
+    lacks. ``{}`` when every rank agrees, and when not distributed.
+    """
+    if get_world_size() == 1:
+        return {}
+    gathered = all_gather_object(digest)
+    reference = gathered[0]
+    missing = object()
+    out = {}
+    for rank, theirs in enumerate(gathered[1:], start=1):
+        keys = list(reference) + [k for k in theirs if k not in reference]
+        differ = [k for k in keys if reference.get(k, missing) != theirs.get(k, missing)]
+        if differ:
+            out[rank] = differ
+    return out
 
 
 class _Raised:

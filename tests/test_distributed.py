@@ -1,0 +1,119 @@
+"""Distributed runs on CPU (torchrun, gloo): ranks that disagree are refused,
+and the scores do not depend on the number of processes; a run on 1 process
+and the same run on N count as one experiment."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import REPO
+
+TORCHRUN = Path(sys.executable).with_name('torchrun')
+CONFIG = REPO / 'configs/active_learning/ll_ssd-tiny_synthetic-voc.py'
+
+needs_torchrun = pytest.mark.skipif(not TORCHRUN.exists(), reason='torchrun not installed')
+
+
+def test_the_ddp_wrapper_is_not_part_of_the_experiment(tmp_path):
+    """A CPU process group adds `model_wrapper_cfg`; the digests (resume, shared cycle 0)
+    ignore it, also in a record that counted it."""
+    from mmengine.config import Config
+
+    from mmal.datasets import Pool
+    from mmal.loop.resume import config_digests, open_state
+    from mmal.loop.settings import ActiveLearningSettings
+    from mmal.utils.dist import differences_from_rank0
+
+    cfg = Config(dict(model=dict(type='M'), train_cfg=dict(max_epochs=1)))
+    alone = config_digests(cfg)
+    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+    assert config_digests(cfg) == alone
+    settings = ActiveLearningSettings.from_config(dict(initial_size=2, budget_per_cycle=2,
+                                                       num_cycles=2))
+    pool = Pool(ids=[f's{i}' for i in range(6)], leaf_sizes=[6])
+    state = open_state(tmp_path, cfg, settings, pool, False, print)
+    state.data['config_digests']['model_wrapper_cfg'] = 'recorded-by-an-older-version'
+    state.save()
+    assert open_state(tmp_path, cfg, settings, pool, True, print).path == state.path
+    assert differences_from_rank0({'anything': 1}) == {}  # not distributed: nothing to compare
+
+
+def _options(voc_root: Path) -> list[str]:
+    opts = ['active_learning.initial_size=8', 'active_learning.budget_per_cycle=8',
+            'active_learning.num_cycles=2', 'active_learning.candidate_pool=21',
+            'active_learning.score_batch_size=4', 'active_learning.score_num_workers=0',
+            'train_cfg.max_epochs=1']
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        opts += [f'{name}.dataset.data_root={voc_root}/', f'{name}.num_workers=0',
+                 f'{name}.persistent_workers=False', f'{name}.batch_size=4']
+    return opts
+
+
+def _run(args: list[str], cwd: Path, nproc: int, port: int, timeout: int
+         ) -> subprocess.CompletedProcess:
+    launch = ([str(TORCHRUN), '--nproc_per_node', str(nproc), '--master_port', str(port)]
+              if nproc > 1 else [sys.executable])
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO))
+    return subprocess.run(launch + args + (['--launcher', 'pytorch'] if nproc > 1 else []),
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+@needs_torchrun
+def test_a_rank_with_another_config_is_refused_on_every_rank(voc_root, tmp_path):
+    """Rank 1 reads another `model`: both ranks stop before any work, naming rank 1 and the key."""
+    config = tmp_path / 'rank_dependent.py'
+    config.write_text(f"_base_ = '{CONFIG}'\nimport os\n"
+                      "model = dict(rank_loss_weight=1.0 + int(os.environ.get('RANK', '0')))\n")
+    result = _run([str(REPO / 'tools/al_train.py'), str(config), '--work-dir',
+                   str(tmp_path / 'wd'), '--cfg-options', *_options(voc_root)],
+                  tmp_path, nproc=2, port=29615, timeout=300)
+    assert result.returncode != 0
+    # al_train.py's answer to a ConfigError, from each of the two ranks
+    assert result.stderr.count('error: the ranks do not run the same experiment') == 2, \
+        result.stderr[-4000:]
+    assert 'rank 1 differs from rank 0 in: config key `model`.' in result.stderr
+    assert 'same config' in result.stderr
+    assert not (tmp_path / 'wd' / 'al_state.json').exists()
+
+
+def _scores(run: Path) -> tuple[list[str], np.ndarray]:
+    with open(run / 'cycle_00' / 'al_scores.csv') as f:
+        rows = list(csv.DictReader(f))
+    return [r['id'] for r in rows], np.array([float(r['score']) for r in rows])
+
+
+@pytest.mark.slow
+@needs_torchrun
+def test_scores_on_one_and_on_two_processes_agree(voc_root, tmp_path):
+    """The same cycle-0 checkpoint scored by 1 and by 2 ranks: same scores, same picks.
+
+    21 candidates in batches of 4: the ranks' batches differ from the single
+    process's, and the distributed sampler pads 21 to 22 (the duplicate must
+    be dropped when the shards are gathered). CoreSet also scores the labeled set.
+    """
+    strategies = ['LearningLossStrategy', 'CoreSetStrategy']
+    one, two = tmp_path / 'one', tmp_path / 'two'
+    args = [str(REPO / 'tools/al_compare.py'), str(CONFIG), '--strategies', *strategies,
+            '--seeds', '0', '--no-report', '--cfg-options', *_options(voc_root)]
+    result = _run([*args, '--work-dir', str(one)], tmp_path, nproc=1, port=0, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    # The two-process comparison shares the first one's cycle 0 (its `_shared` folder).
+    two.mkdir()
+    (two / '_shared').symlink_to(one / '_shared')
+    result = _run([*args, '--work-dir', str(two)], tmp_path, nproc=2, port=29617, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    for name in strategies:
+        runs = [folder / name / 'seed0' for folder in (one, two)]
+        states = [json.loads((run / 'al_state.json').read_text()) for run in runs]
+        assert states[0]['cycles'][0]['checkpoint'] == states[1]['cycles'][0]['checkpoint']
+        (ids1, scores1), (ids2, scores2) = map(_scores, runs)
+        assert len(ids1) == 21 and ids1 == ids2, name
+        np.testing.assert_allclose(scores2, scores1, rtol=1e-4, atol=1e-6, err_msg=name)
+        picked = [[p['id'] for p in s['cycles'][0]['selected']] for s in states]
+        assert picked[0] == picked[1], name
