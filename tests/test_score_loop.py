@@ -103,3 +103,22 @@ def test_a_strategy_asking_for_outputs_the_model_cannot_give_is_refused_before_t
                                           r"model.type='LearningLossDetector' does not give"):
         ActiveLearningExperiment(cfg, str(tmp_path / 'run'))
     assert not (tmp_path / 'run' / 'cycle_00').exists()
+
+
+def test_a_samples_noise_and_dropout_do_not_depend_on_its_batch(tiny_cfg):
+    """Seeds come from the sample, not the batch: 1 or N processes perturb it alike."""
+    model = build(tiny_cfg).eval()
+    model.score_cfg = dict(num_boxes=10, score_thr=0.0)
+    data = batch(tiny_cfg, 3)
+    passes = dict(noise=ScorePass(('posteriors',), transform=dict(type='GaussianNoise', std=0.5)),
+                  mc=ScorePass(('posteriors',), members=2, dropout=0.3))
+    together = score_batches(model, [copy.deepcopy(data)], passes)
+    last_alone = dict(inputs=data['inputs'][2:], data_samples=data['data_samples'][2:])
+    alone = score_batches(model, [copy.deepcopy(last_alone)], passes)
+    np.testing.assert_allclose(alone['noise/posteriors'][0], together['noise/posteriors'][2],
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(alone['mc/posteriors'][0], together['mc/posteriors'][2],
+                               rtol=1e-4, atol=1e-6)
+    # and the perturbation is real: it changes the outputs
+    clean = score_batches(model, [copy.deepcopy(data)], dict(main=ScorePass(('posteriors',))))
+    assert not np.allclose(clean['posteriors'][2], together['noise/posteriors'][2])

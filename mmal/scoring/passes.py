@@ -84,7 +84,11 @@ class GaussianNoise:
         std (float): Noise standard deviation, in units of the normalised
             input (mmdet / mmpose preprocessors divide by the pixel std, so
             ``std=0.1`` is about a tenth of the images' own spread).
-        seed (int): Seed of the noise; each batch gets its own stream.
+        seed (int): Seed of the noise. Each sample draws its own stream from
+            ``(seed, the sample's id)`` (``sample_seeds``, set by the scoring
+            loop per batch), so a sample gets the same noise whatever batch
+            or rank scores it. Padding added to batch the inputs stays
+            noise-free when the sample's ``img_shape`` is known.
     """
 
     def __init__(self, std: float, seed: int = 0) -> None:
@@ -92,11 +96,18 @@ class GaussianNoise:
             raise ValueError(f'GaussianNoise: std={std!r} must be a number > 0')
         self.std = float(std)
         self.seed = int(seed)
-        self.batch_seed = self.seed
+        self.sample_seeds: list[int] | None = None
+        self.sample_shapes: list[tuple | None] | None = None
 
     def __call__(self, inputs: Tensor) -> Tensor:
-        generator = torch.Generator(device=inputs.device).manual_seed(self.batch_seed)
-        noise = torch.randn(inputs.shape, generator=generator, device=inputs.device)
+        seeds = self.sample_seeds or [self.seed + i for i in range(len(inputs))]
+        shapes = self.sample_shapes or [None] * len(inputs)
+        noise = torch.zeros_like(inputs, dtype=torch.float32)
+        for i, (seed, shape) in enumerate(zip(seeds, shapes)):
+            h, w = shape[:2] if shape else inputs.shape[-2:]
+            generator = torch.Generator(device=inputs.device).manual_seed(seed)
+            noise[i, :, :h, :w] = torch.randn((inputs.shape[1], h, w), generator=generator,
+                                              device=inputs.device)
         return inputs + self.std * noise.to(inputs.dtype)
 
     def invert(self, key: str, value):
@@ -129,22 +140,30 @@ class HorizontalFlip:
 
 
 class FeatureDropout:
-    """Monte-Carlo dropout on the task head's input features, from a seeded generator."""
+    """Monte-Carlo dropout on the task head's input features, one seeded stream per sample.
 
-    def __init__(self, p: float, seed: int) -> None:
+    Args:
+        p (float): Dropout rate.
+        seeds (list[int]): One seed per sample of the batch, so a sample's
+            masks do not depend on its batch or rank.
+    """
+
+    def __init__(self, p: float, seeds: list[int]) -> None:
         self.p = p
-        self.seed = seed
+        self.seeds = seeds
 
     def __call__(self, feats):
-        generator = None
+        generators = None
 
         def drop(x):
-            nonlocal generator
+            nonlocal generators
             if not isinstance(x, Tensor) or not x.is_floating_point():
                 return x
-            if generator is None:
-                generator = torch.Generator(device=x.device).manual_seed(self.seed)
-            keep = torch.rand(x.shape, generator=generator, device=x.device) >= self.p
+            if generators is None:
+                generators = [torch.Generator(device=x.device).manual_seed(s)
+                              for s in self.seeds]
+            keep = torch.stack([torch.rand(x.shape[1:], generator=g, device=x.device)
+                                for g in generators]) >= self.p
             return x * keep.to(x.dtype) / (1.0 - self.p)
 
         if isinstance(feats, (list, tuple)):

@@ -5,11 +5,12 @@ EMA weights, anything a user registers), ``fp16`` autocast, the
 distributed sampler that shards the set over the ranks, and gathering in
 sample order with ``collect_results``, as ``BaseMetric.evaluate`` does.
 """
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
-from mmengine.dist import collect_results, get_rank
+from mmengine.dist import collect_results
 from mmengine.model import is_model_wrapper
 from mmengine.registry import LOOPS
 from mmengine.runner import TestLoop
@@ -92,7 +93,7 @@ class ScoreLoop(TestLoop):
         self.runner.call_hook('before_test_iter', batch_idx=idx, data_batch=data_batch)
         with autocast(enabled=self.fp16):
             batch = run_passes(self._model(), data_batch, self.passes,
-                               batch_seed=(idx, get_rank()), snapshots=self._snapshots)
+                               snapshots=self._snapshots)
         self._items.extend(split_per_sample(batch))
         self.runner.call_hook('after_test_iter', batch_idx=idx, data_batch=data_batch,
                               outputs=None)
@@ -115,14 +116,13 @@ class ScoreLoop(TestLoop):
         return SnapshotWeights(self._model(), find_snapshots(folder, count, upto=loaded))
 
 
-def run_passes(model, data_batch, passes: dict[str, ScorePass], batch_seed: tuple,
+def run_passes(model, data_batch, passes: dict[str, ScorePass],
                snapshots: SnapshotWeights | None = None) -> dict:
     """Every pass over one batch: ``{name/output: one value per sample}``."""
     batch: dict = {}
     for name, score_pass in passes.items():
         prefix = '' if name == MAIN else f'{name}/'
-        out = run_pass(model, data_batch, score_pass, batch_seed=batch_seed,
-                       snapshots=snapshots)
+        out = run_pass(model, data_batch, score_pass, snapshots=snapshots)
         batch.update({prefix + key: value for key, value in out.items()})
     return batch
 
@@ -148,8 +148,8 @@ def score_batches(model, batches, passes: dict[str, ScorePass], snapshots=None) 
                  else list(snapshots)[-count:])
         weights = SnapshotWeights(model, paths)
     try:
-        for idx, data_batch in enumerate(batches):
-            items.extend(split_per_sample(run_passes(model, data_batch, passes, (idx, 0),
+        for data_batch in batches:
+            items.extend(split_per_sample(run_passes(model, data_batch, passes,
                                                      snapshots=weights)))
     finally:
         if weights is not None:
@@ -158,7 +158,7 @@ def score_batches(model, batches, passes: dict[str, ScorePass], snapshots=None) 
     return stack_outputs(items, len(items), getattr(model, 'posterior_kind', None))
 
 
-def run_pass(model, data_batch, score_pass: ScorePass, batch_seed: tuple = (0, 0),
+def run_pass(model, data_batch, score_pass: ScorePass,
              snapshots: SnapshotWeights | None = None) -> dict:
     """One pass over one batch: ``{output: one value per sample}``.
 
@@ -172,8 +172,11 @@ def run_pass(model, data_batch, score_pass: ScorePass, batch_seed: tuple = (0, 0
         raise ValueError(f'a pass with snapshots={score_pass.snapshots} got {have} loaded '
                          'snapshots')
     transform = build_transform(score_pass.transform)
-    if transform is not None and hasattr(transform, 'batch_seed'):
-        transform.batch_seed = _seed(transform.seed, *batch_seed)
+    ids = sample_keys(data_batch)
+    if transform is not None and hasattr(transform, 'sample_seeds'):
+        transform.sample_seeds = [_seed(transform.seed, key) for key in ids]
+        transform.sample_shapes = [s.metainfo.get('img_shape') if hasattr(s, 'metainfo')
+                                   else None for s in data_batch['data_samples']]
     members = []
     try:
         for member in range(score_pass.members):
@@ -181,8 +184,8 @@ def run_pass(model, data_batch, score_pass: ScorePass, batch_seed: tuple = (0, 0
                 snapshots.load(member, score_pass.snapshots)
             dropout = None
             if score_pass.dropout > 0:
-                dropout = FeatureDropout(score_pass.dropout,
-                                         _seed(score_pass.seed, member, *batch_seed))
+                dropout = FeatureDropout(score_pass.dropout, [
+                    _seed(score_pass.seed, member, key) for key in ids])
             out = model.score_step(data_batch, score_pass.outputs, input_transform=transform,
                                    feature_transform=dropout,
                                    image_size=score_pass.image_size)
@@ -200,6 +203,20 @@ def run_pass(model, data_batch, score_pass: ScorePass, batch_seed: tuple = (0, 0
 
 def _seed(*entropy: int) -> int:
     return int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(1)[0])
+
+
+def sample_keys(data_batch) -> list[int]:
+    """A stable number per sample, from its image path and instance id.
+
+    Seeds of random views and dropout masks derive from it, so a sample is
+    perturbed alike whatever batch, rank or number of processes scores it.
+    """
+    keys = []
+    for i, sample in enumerate(data_batch['data_samples']):
+        meta = sample.metainfo if hasattr(sample, 'metainfo') else {}
+        name = f'{meta.get("img_path", i)}#{meta.get("id", "")}'
+        keys.append(int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], 'little'))
+    return keys
 
 
 def split_per_sample(batch: dict) -> list[dict]:
