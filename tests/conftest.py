@@ -18,16 +18,21 @@ def voc_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def tiny_cfg(voc_root):
-    """The small LL SSD config pointed at the generated data."""
+def voc_config(config: str, voc_root: Path):
+    """A detection config of ours pointed at generated VOC data, no workers."""
     from mmengine.config import Config
-    cfg = Config.fromfile(str(REPO / 'configs/learning_loss/ssd-tiny_ll_synthetic-voc.py'))
+    cfg = Config.fromfile(str(REPO / config))
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[name].dataset.data_root = str(voc_root) + '/'
         cfg[name].num_workers = 0
         cfg[name].persistent_workers = False
     return cfg
+
+
+@pytest.fixture
+def tiny_cfg(voc_root):
+    """The small LL SSD config pointed at the generated data."""
+    return voc_config('configs/learning_loss/ssd-tiny_ll_synthetic-voc.py', voc_root)
 
 
 # ------------------------------------------------------------------ pose (MPII)

@@ -9,15 +9,14 @@ import copy
 import math
 
 import pytest
-from mmengine.config import Config
 
 from mmal.loop import ActiveLearningExperiment
 from mmal.utils import ConfigError
 
-from .conftest import REPO
+from .conftest import voc_config
 from .cycles import one_epoch_two_cycles, run_and_check_selection
 
-CONFIG = REPO / 'configs/learning_loss/faster-rcnn-tiny_ll_synthetic-voc.py'
+CONFIG = 'configs/learning_loss/faster-rcnn-tiny_ll_synthetic-voc.py'
 STRATEGIES = [
     dict(type='LearningLossStrategy'),
     dict(type='LeastConfidenceStrategy'),
@@ -35,12 +34,7 @@ STRATEGIES = [
 
 @pytest.fixture
 def two_stage_cfg(voc_root):
-    cfg = Config.fromfile(str(CONFIG))
-    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[name].dataset.data_root = str(voc_root) + '/'
-        cfg[name].num_workers = 0
-        cfg[name].persistent_workers = False
-    return one_epoch_two_cycles(cfg)
+    return one_epoch_two_cycles(voc_config(CONFIG, voc_root))
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ from mmengine.registry import init_default_scope
 from mmal.models import LearningLossTwoStageDetector
 from mmal.models.detectors.learning_loss_detector import _summed_losses
 
-from .conftest import REPO
+from .conftest import REPO, voc_config
+from .test_learning_loss_detector import batch
 
 register_all_modules()
 
@@ -21,12 +22,7 @@ CONFIG = 'configs/learning_loss/faster-rcnn-tiny_ll_synthetic-voc.py'
 @pytest.fixture
 def frcnn_cfg(voc_root):
     """The small LL Faster R-CNN config pointed at the generated data."""
-    cfg = Config.fromfile(str(REPO / CONFIG))
-    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[name].dataset.data_root = str(voc_root) + '/'
-        cfg[name].num_workers = 0
-        cfg[name].persistent_workers = False
-    return cfg
+    return voc_config(CONFIG, voc_root)
 
 
 def build(model_cfg, seed=0):
@@ -35,16 +31,6 @@ def build(model_cfg, seed=0):
     model = MODELS.build(copy.deepcopy(model_cfg))
     model.init_weights()
     return model
-
-
-def batch(cfg, n, seed=0):
-    from mmdet.registry import DATASETS
-    from mmengine.dataset import pseudo_collate
-    init_default_scope('mmdet')
-    ds = DATASETS.build(cfg.train_dataloader.dataset)
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(ds), generator=g)[:n].tolist()
-    return pseudo_collate([ds[i] for i in idx])
 
 
 def summed_objective(detector, inputs, data_samples):

@@ -11,14 +11,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 
 from mmal.models.learning_loss import UnsupportedScoreOutputError
 from mmal.registry import STRATEGIES
 from mmal.scoring import ScorePass, score_batches
 from mmal.strategies.box_views import detections, js_divergence, pairwise_iou
-
-from .conftest import REPO
 
 C = 3  # classes; posteriors have C + 1 columns, background last
 BOX = [10.0, 10.0, 50.0, 50.0]
@@ -379,16 +376,10 @@ def test_view_strategy_runs_a_real_detection_cycle(tiny_cfg, tmp_path, strategy)
     assert 'pascal_voc/mAP' in c1['metrics']
 
 
-FRCNN_CONFIG = REPO / 'configs/learning_loss/faster-rcnn-tiny_ll_synthetic-voc.py'
-
-
 @pytest.mark.slow
 def test_tightness_runs_a_real_two_stage_cycle(voc_root, tmp_path):
-    cfg = Config.fromfile(str(FRCNN_CONFIG))
-    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[name].dataset.data_root = str(voc_root) + '/'
-        cfg[name].num_workers = 0
-        cfg[name].persistent_workers = False
+    from .conftest import voc_config
+    cfg = voc_config('configs/learning_loss/faster-rcnn-tiny_ll_synthetic-voc.py', voc_root)
     _, c1 = _cycle(cfg, tmp_path, dict(type='LocalizationTightnessStrategy'))
     assert 'pascal_voc/mAP' in c1['metrics']
 
