@@ -126,7 +126,7 @@ def test_the_other_outputs_do_not_change_when_the_embedding_is_asked_too(tiny_cf
 def test_wrappers_without_the_embedding_refuse_it_by_name(tiny_cfg, monkeypatch):
     assert 'grad_embedding' in SCORE_OUTPUTS
     model = build_detector(tiny_cfg)
-    monkeypatch.setattr(type(model), 'gives_grad_embedding', False)
+    monkeypatch.setattr(type(model), 'task_output_names', frozenset({'posteriors', 'boxes'}))
     with pytest.raises(UnsupportedScoreOutputError, match="does not compute 'grad_embedding'"):
         model.score_step(detection_batch(tiny_cfg, 1), ('grad_embedding',))
 

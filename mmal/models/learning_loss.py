@@ -66,9 +66,6 @@ class LearningLossModel(BaseModel):
         self.detach_features = False
         self._register_load_state_dict_pre_hook(_accept_task_model_checkpoints)
 
-    #: Whether :meth:`task_outputs` computes ``'grad_embedding'``; a wrapper
-    #: that does sets it, the others refuse it in :meth:`score_step`.
-    gives_grad_embedding = False
     #: The task-normalised outputs the wrapper gives (a subset of TASK_OUTPUTS).
     task_output_names: frozenset = frozenset()
 
@@ -188,7 +185,7 @@ class LearningLossModel(BaseModel):
         if unknown:
             raise ValueError(f'unknown score outputs {sorted(unknown)}; choose from '
                              f'{SCORE_OUTPUTS}')
-        if 'grad_embedding' in outputs and not self.gives_grad_embedding:
+        if 'grad_embedding' in outputs and 'grad_embedding' not in self.task_output_names:
             # refused before the forward, which would be wasted
             raise UnsupportedScoreOutputError(
                 f"{type(self).__name__} does not compute 'grad_embedding' (the last layer's "

@@ -172,7 +172,8 @@ def run_pass(model, data_batch, score_pass: ScorePass,
         raise ValueError(f'a pass with snapshots={score_pass.snapshots} got {have} loaded '
                          'snapshots')
     transform = build_transform(score_pass.transform)
-    ids = sample_keys(data_batch)
+    seeded = score_pass.dropout > 0 or hasattr(transform, 'sample_seeds')
+    ids = sample_keys(data_batch) if seeded else []
     if transform is not None and hasattr(transform, 'sample_seeds'):
         transform.sample_seeds = [_seed(transform.seed, key) for key in ids]
         transform.sample_shapes = [s.metainfo.get('img_shape') if hasattr(s, 'metainfo')

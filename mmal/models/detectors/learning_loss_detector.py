@@ -54,7 +54,6 @@ class LearningLossDetector(LearningLossModel):
             confidence, default 0.05).
     """
 
-    gives_grad_embedding = True
     task_output_names = frozenset({'posteriors', 'boxes', 'grad_embedding'})
 
     def __init__(self, detector: dict, taps: Sequence[str], loss_prediction: dict,

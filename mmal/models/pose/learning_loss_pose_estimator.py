@@ -46,7 +46,6 @@ class LearningLossPoseEstimator(LearningLossModel):
     for the model's life.
     """
 
-    gives_grad_embedding = True
     task_output_names = frozenset({'heatmaps', 'grad_embedding'})
 
     def __init__(self, estimator: dict, taps: Sequence[str], loss_prediction: dict,
