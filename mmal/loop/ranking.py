@@ -10,9 +10,6 @@ which the selection never sees.
 """
 import numpy as np
 
-#: The reference scorers, by the strategy each stands for.
-REFERENCE_SCORES = ('LearningLossStrategy', 'EntropyStrategy')
-
 
 def pairwise_ranking_accuracy(scores: np.ndarray, losses: np.ndarray,
                               chunk_size: int = 2048) -> float:
