@@ -711,3 +711,41 @@ def test_pose_persons_of_one_image_go_to_their_own_tasks(tmp_path):
     _, errors = coco.read_export(export, POSE, tasks)
     _only_error(errors, export, 'annotation 50')
     assert 'second person' in errors[0].problem
+
+
+def test_cvat_person_is_matched_by_its_grouped_box_before_its_joints(tmp_path):
+    """Joints drawn over another person still belong to the box of their group."""
+    tasks = _pose_tasks()
+    stray = (Keypoint('left_elbow', 350.0, 350.0), Keypoint('left_wrist', 300.0, 300.0))
+    labels = [Labels('images/015601864', 'alice', keypoints=(Keypoint('pelvis', 250.0, 400.0),)),
+              Labels('images/015601864#1', 'alice', keypoints=stray),
+              Labels('images/015599452', 'alice')]
+    text = _cvat_export(tasks, labels, POSE, 'alice')
+    # The second person's skeleton joins its box, in group 2 of its image.
+    text = text.replace('<skeleton label="person" source="manual" z_order="0"><points',
+                        _cvat_box('person_box', tasks[1].person_box, 2) +
+                        '<skeleton label="person" source="manual" z_order="0" group_id="2">'
+                        '<points')
+    export = tmp_path / 'alice.xml'
+    export.write_text(text)
+    got, errors = cvat.read_export(export, POSE, tasks)
+    assert errors == []
+    assert_same_labels(got, labels)
+
+
+def test_labelstudio_joint_labeled_twice_and_task_labeled_twice_are_errors(tmp_path):
+    tasks, labels = _pose_tasks(), _pose_labels()
+    written = labelstudio.write_tasks(tasks, POSE, tmp_path)
+    exported = _ls_export(written[0], tasks, labels, POSE)
+    annotation = exported[0]['annotations'][0]
+    again = copy.deepcopy(next(r for r in annotation['result'] if r['type'] == 'keypointlabels'))
+    again['id'], again['value']['x'] = 'k-again', again['value']['x'] + 1
+    annotation['result'].append(again)
+    exported[1]['annotations'].insert(1, copy.deepcopy(exported[1]['annotations'][0]))
+    exported[1]['annotations'][1]['id'] = 101
+    export = tmp_path / 'export.json'
+    export.write_text(json.dumps(exported))
+    got, errors = labelstudio.read_export(export, POSE, tasks)
+    assert sorted(e.problem.split(' ')[0] for e in errors) == ["alice", "joint"]
+    assert any('annotation 101' in e.record for e in errors)
+    assert_same_labels(got, _ls_labels(labels))  # the first of each is kept

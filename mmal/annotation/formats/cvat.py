@@ -207,7 +207,7 @@ def read_export(path: Path, space: LabelSpace, tasks: Sequence[Task]
     index = ImageIndex(tasks)
     problems = Problems(path)
     labels: list[Labels] = []
-    for image in root.iter('image'):
+    for image in root.findall('image'):
         labels += _read_image(image, space, index, annotator, problems)
     return labels, list(problems)
 
