@@ -6,10 +6,10 @@ changes it, so a run killed at any moment resumes from a consistent state.
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from ..utils import ConfigError
+from ..utils.atomic import atomic_write_text
 
 #: The phases of one cycle, in order. A cycle's ``status`` is the last
 #: phase it completed.
@@ -20,30 +20,6 @@ STATE_FILE = 'al_state.json'
 #: the state file is damaged by hand or by a failing disk.
 PREVIOUS_STATE_FILE = 'al_state.prev.json'
 FORMAT_VERSION = 1
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Replace ``path`` by ``text`` so that readers see the old or new file, never half."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
-    except OSError as err:
-        raise OSError(err.errno, f'cannot write {path} ({err.strerror}): make {path.parent} '
-                      'writable, then run again with --resume') from err
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise OSError(err.errno, f'cannot write {path} ({err.strerror}); the previous '
-                      'version is untouched: free space or fix permissions, then run again '
-                      'with --resume') from err
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ExperimentState:
