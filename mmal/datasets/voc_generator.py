@@ -168,12 +168,23 @@ def render_scene(cfg: VOCSceneConfig, index: int, difficulty: float | None = Non
 
 def write_voc_xml(path: Path, img_id: str, shape: tuple, objects: list[dict]) -> None:
     """Write one VOC annotation file (1-based inclusive pixel boxes, as VOC)."""
+    Path(path).write_text(voc_xml_text(f'{img_id}.jpg', shape, objects))
+
+
+def voc_xml_text(filename: str, shape: tuple, objects: list[dict], folder: str = 'VOC2007',
+                 database: str = 'MMAL synthetic') -> str:
+    """A VOC annotation file's text.
+
+    ``objects``: dicts with ``name``, ``box`` (0-based ``x1, y1, x2, y2``:
+    written as VOC's 1-based inclusive ``xmin = x1 + 1``, ``xmax = x2``),
+    ``truncated`` and ``difficult``.
+    """
     h, w = shape[:2]
     ann = ET.Element('annotation')
-    ET.SubElement(ann, 'folder').text = 'VOC2007'
-    ET.SubElement(ann, 'filename').text = f'{img_id}.jpg'
+    ET.SubElement(ann, 'folder').text = folder
+    ET.SubElement(ann, 'filename').text = filename
     source = ET.SubElement(ann, 'source')
-    ET.SubElement(source, 'database').text = 'MMAL synthetic'
+    ET.SubElement(source, 'database').text = database
     size = ET.SubElement(ann, 'size')
     for key, value in (('width', w), ('height', h), ('depth', 3)):
         ET.SubElement(size, key).text = str(value)
@@ -187,11 +198,9 @@ def write_voc_xml(path: Path, img_id: str, shape: tuple, objects: list[dict]) ->
         box = ET.SubElement(node, 'bndbox')
         x1, y1, x2, y2 = obj['box']
         for key, value in (('xmin', x1 + 1), ('ymin', y1 + 1), ('xmax', x2), ('ymax', y2)):
-            ET.SubElement(box, key).text = str(int(value))
+            ET.SubElement(box, key).text = str(int(round(value)))
     ET.indent(ann)
-    ET.ElementTree(ann).write(path, encoding='utf-8')
-
-
+    return "<?xml version='1.0' encoding='utf-8'?>\n" + ET.tostring(ann, encoding='unicode')
 
 
 def _draw_shape(name: str, image: np.ndarray, mask: np.ndarray, box: tuple,
