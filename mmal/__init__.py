@@ -4,7 +4,7 @@ Importing the package registers its models, hooks and strategies in the
 OpenMMLab registries, so configs only need
 ``custom_imports = dict(imports=['mmal'], allow_failed_imports=False)``.
 """
-from . import evaluation, hooks, models, scoring, strategies  # noqa: F401  (registration)
+from . import datasets, evaluation, hooks, models, scoring, strategies  # noqa: F401  (registration)
 from .utils import patch_mmengine_checkpoint_loading
 
 patch_mmengine_checkpoint_loading()

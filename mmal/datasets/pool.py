@@ -8,9 +8,10 @@ wrappers, which is how mmengine asks subsets of wrapped datasets to be made.
 """
 import copy
 import os.path as osp
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
+import numpy as np
 from mmengine.registry import DATASETS
 
 from ..utils.config_checks import is_leaf_dataset, walk_dataset_configs
@@ -58,10 +59,15 @@ class Pool:
             ``VOC2007/JPEGImages/000005``), plus ``#k`` for the k-th further
             instance of the same image (e.g. a second person).
         leaf_sizes (list[int]): Samples per leaf dataset, in order.
+        has_labels (list[bool]): Per sample, whether its labels are on disk
+            (False for the unlabeled samples of
+            :mod:`mmal.datasets.partial` datasets and for pose records
+            without a visible joint).
     """
 
     ids: list[str]
     leaf_sizes: list[int]
+    has_labels: list[bool] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -84,9 +90,23 @@ def leaf_configs(dataset_cfg: dict) -> list[dict]:
 def build_pool(dataset_cfg: dict) -> Pool:
     """Build the leaves of a training dataset config and read their sample ids."""
     ids: list[str] = []
-    sizes: list[int] = []
+    sizes = [0] * len(leaf_configs(dataset_cfg))
+    has_labels: list[bool] = []
+    for leaf_index, sample_id, info in iter_samples(dataset_cfg):
+        ids.append(sample_id)
+        has_labels.append(_has_labels(info))
+        sizes[leaf_index] += 1
+    return Pool(ids=ids, leaf_sizes=sizes, has_labels=has_labels)
+
+
+def iter_samples(dataset_cfg: dict) -> Iterator[tuple[int, str, dict]]:
+    """``(leaf index, sample id, data info)`` of every sample of the pool, in pool order.
+
+    The leaves are built without pipeline and without ``indices``; their own
+    filtering applies. Ids are described in :class:`Pool`.
+    """
     seen: dict[str, int] = {}
-    for leaf_cfg in leaf_configs(dataset_cfg):
+    for leaf_index, leaf_cfg in enumerate(leaf_configs(dataset_cfg)):
         leaf_cfg = copy.deepcopy(leaf_cfg)
         leaf_cfg['pipeline'] = []
         leaf_cfg.pop('indices', None)
@@ -102,9 +122,31 @@ def build_pool(dataset_cfg: dict) -> Pool:
             base = osp.splitext(osp.relpath(path, root) if root else path)[0]
             k = seen.get(base, 0)
             seen[base] = k + 1
-            ids.append(base if k == 0 else f'{base}#{k}')
-        sizes.append(len(leaf))
-    return Pool(ids=ids, leaf_sizes=sizes)
+            yield leaf_index, (base if k == 0 else f'{base}#{k}'), info
+
+
+def sample_infos(dataset_cfg: dict, ids: Sequence[str]) -> dict[str, tuple[dict, dict]]:
+    """``{id: (leaf config, data info)}`` of the given pool samples.
+
+    Raises:
+        KeyError: Naming the ids that the dataset does not hold.
+    """
+    wanted = set(ids)
+    leaves = leaf_configs(dataset_cfg)
+    found = {sample_id: (leaves[leaf_index], info)
+             for leaf_index, sample_id, info in iter_samples(dataset_cfg) if sample_id in wanted}
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise KeyError(f'{len(missing)} samples are not in the dataset, e.g. {missing[:3]}')
+    return found
+
+
+def _has_labels(info: dict) -> bool:
+    if 'labeled' in info:
+        return bool(info['labeled'])
+    if 'keypoints_visible' in info:  # top-down pose: a person with no joint is unlabeled
+        return bool(np.any(np.asarray(info['keypoints_visible']) > 0))
+    return True
 
 
 def subset_config(dataset_cfg: dict, pool: Pool, positions: Sequence[int]) -> dict:

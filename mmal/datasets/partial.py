@@ -1,0 +1,100 @@
+"""Datasets whose pool holds unlabeled samples next to labeled ones.
+
+With people as the oracle, the pool is every image a user has, labeled or
+not, and labels arrive between cycles. A sample's position in the pool must
+not change when it gets its labels, so these datasets list every sample of
+their annotation index, labeled or not, and apply no filter that depends on
+the labels (mmdet's ``filter_empty_gt``): an image labeled as empty trains
+as a negative. ``labeled`` in a sample's data info says which is which.
+"""
+import os
+import os.path as osp
+from pathlib import Path
+
+import mmcv
+from mmdet.datasets import BaseDetDataset, VOCDataset
+from mmdet.registry import DATASETS
+from mmengine.fileio import get
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def image_size(path: str) -> tuple[int, int]:
+    img = mmcv.imfrombytes(get(path), flag='unchanged', backend='cv2')
+    if img is None:
+        raise ValueError(f'{path} is not an image OpenCV can read')
+    return img.shape[1], img.shape[0]
+
+
+@DATASETS.register_module()
+class PartiallyLabeledVOCDataset(VOCDataset):
+    """mmdet's ``VOCDataset`` where an image without its XML is an unlabeled sample.
+
+    The index file (``ImageSets/Main/trainval.txt``) lists every image; an
+    image whose ``Annotations/<id>.xml`` is missing has no instances and
+    ``labeled=False``. Writing its XML (``tools/al_ingest.py`` does) labels
+    it. Only the size filter (``filter_cfg.min_size``) applies.
+    """
+
+    def parse_data_info(self, img_info: dict) -> dict:
+        if osp.exists(img_info['xml_path']):
+            return dict(super().parse_data_info(img_info), labeled=True)
+        img_path = osp.join(self.sub_data_root, img_info['file_name'])
+        width, height = image_size(img_path)
+        return dict(img_path=img_path, img_id=img_info['img_id'],
+                    xml_path=img_info['xml_path'], width=width, height=height,
+                    instances=[], labeled=False)
+
+    def filter_data(self) -> list[dict]:
+        min_size = (self.filter_cfg or {}).get('min_size', 0)
+        return [info for info in self.data_list
+                if min(info['width'], info['height']) >= min_size]
+
+
+@DATASETS.register_module()
+class UnlabeledImageDataset(BaseDetDataset):
+    """Every image of a folder (recursively) or of a list file, without labels.
+
+    What ``tools/al_query.py --images`` scores for a detector. ``ann_file``
+    is a folder, or a text file with one image path per line (relative to
+    the list's folder, or absolute).
+    """
+
+    def __init__(self, *args, ann_file: str = '', **kwargs) -> None:
+        kwargs.setdefault('test_mode', True)
+        super().__init__(*args, ann_file=ann_file, **kwargs)
+
+    def load_data_list(self) -> list[dict]:
+        paths = image_paths(self.ann_file)
+        infos = []
+        for i, path in enumerate(paths):
+            width, height = image_size(path)
+            infos.append(dict(img_path=path, img_id=osp.splitext(osp.basename(path))[0],
+                              width=width, height=height, instances=[], labeled=False,
+                              index=i))
+        return infos
+
+
+def image_paths(folder_or_list: str | os.PathLike) -> list[str]:
+    """The images of a folder (sorted, recursively) or of a list file, as paths.
+
+    Raises:
+        FileNotFoundError: Naming the path, when it does not exist or holds no image.
+    """
+    source = Path(folder_or_list)
+    if source.is_dir():
+        paths = sorted(str(p) for p in source.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)
+    elif source.is_file():
+        lines = [line.strip() for line in source.read_text().splitlines()]
+        paths = [line if osp.isabs(line) else str(source.parent / line)
+                 for line in lines if line and not line.startswith('#')]
+        missing = [p for p in paths if not osp.exists(p)]
+        if missing:
+            raise FileNotFoundError(f'{source} lists {len(missing)} images that do not exist, '
+                                    f'e.g. {missing[:3]}; paths are relative to the list\'s '
+                                    'folder unless absolute')
+    else:
+        raise FileNotFoundError(f'{source} is neither a folder of images nor a list file')
+    if not paths:
+        raise FileNotFoundError(f'{source} holds no image ({", ".join(IMAGE_SUFFIXES)})')
+    return paths
