@@ -1,0 +1,150 @@
+"""A batch for people: the selected samples as tasks, written for their tools.
+
+``batch.json`` is the batch as MMAL knows it (what ingest checks exports
+against); ``batch.csv`` ranks it for people who read lists; the tools'
+files come from :mod:`.formats`. Every file is written atomically, so a
+batch folder is whole or absent.
+"""
+import csv
+import io
+import json
+import os.path as osp
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..datasets.partial import image_size
+from ..utils.atomic import atomic_write_text
+from .records import Box, Keypoint, Labels, LabelSpace, Task
+from .settings import AnnotationSettings
+
+BATCH_FILE = 'batch.json'
+RANKED_FILE = 'batch.csv'
+
+
+def label_space(cfg, task: str) -> LabelSpace:
+    """The classes (detection) or joints (pose) of a config's training data."""
+    from ..datasets import leaf_configs  # the config walk, without importing mmdet here
+    leaf = leaf_configs(cfg.train_dataloader.dataset)[0]
+    metainfo = leaf.get('metainfo') or {}
+    if task == 'detection':
+        classes = metainfo.get('classes')
+        if not classes:
+            from mmengine.registry import DATASETS
+            classes = DATASETS.get(leaf['type']).METAINFO['classes']
+        return LabelSpace('detection', tuple(classes))
+    from mmengine.registry import DATASETS
+    from mmpose.datasets.datasets.utils import parse_pose_metainfo
+    meta = metainfo if 'from_file' in metainfo else DATASETS.get(leaf['type']).METAINFO
+    info = parse_pose_metainfo(dict(meta))
+    names = tuple(info['keypoint_id2name'][i] for i in range(info['num_keypoints']))
+    skeleton = tuple(tuple(int(j) for j in link) for link in info['skeleton_links'])
+    return LabelSpace('pose', names, skeleton)
+
+
+def sample_info(info: dict) -> dict:
+    """What a task needs from a dataset sample: image, size, person box (pose)."""
+    path = info['img_path']
+    if 'width' in info and 'height' in info:
+        width, height = int(info['width']), int(info['height'])
+    else:
+        width, height = image_size(path)
+    out = dict(image=path, width=width, height=height)
+    if 'bbox' in info:  # top-down pose: the person to label, 0-based xyxy
+        x1, y1, x2, y2 = (float(v) for v in np.asarray(info['bbox']).reshape(-1)[:4])
+        out['person_box'] = [max(0.0, x1), max(0.0, y1), min(float(width), x2),
+                             min(float(height), y2)]
+    return out
+
+
+def prediction_labels(task_id: str, prediction, space: LabelSpace, score_thr: float) -> Labels:
+    """The model's post-processed prediction (a data sample) as pre-annotation labels."""
+    instances = prediction.pred_instances
+    if space.task == 'detection':
+        boxes = _array(instances.bboxes).reshape(-1, 4)
+        scores = _array(instances.scores).reshape(-1)
+        labels = _array(instances.labels).reshape(-1).astype(int)
+        keep = scores >= score_thr
+        return Labels(task_id, 'model', boxes=tuple(
+            Box(space.names[c], *(float(v) for v in b), score=float(s))
+            for b, s, c in zip(boxes[keep], scores[keep], labels[keep])))
+    points = _array(instances.keypoints).reshape(-1, 2)[:len(space.names)]
+    scores = _array(instances.keypoint_scores).reshape(-1)[:len(space.names)]
+    return Labels(task_id, 'model', keypoints=tuple(
+        Keypoint(name, float(x), float(y)) for name, (x, y), s in zip(space.names, points, scores)
+        if s >= score_thr))
+
+
+def _array(value) -> np.ndarray:
+    if hasattr(value, 'detach'):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def make_tasks(ids: Sequence[str], infos: Sequence[dict], scores: Sequence[float],
+               predictions: Sequence[Labels | None], image_root: str | None) -> list[Task]:
+    """Tasks in batch order (rank 1 first); image paths relative to ``image_root`` if given."""
+    tasks = []
+    for rank, (task_id, info, score, prediction) in enumerate(
+            zip(ids, infos, scores, predictions), start=1):
+        image = info['image']
+        if image_root is not None:
+            image = osp.relpath(osp.abspath(image), osp.abspath(image_root))
+        person = info.get('person_box')
+        tasks.append(Task(task_id, image, info['width'], info['height'], float(score), rank,
+                          person_box=Box('person', *person) if person else None,
+                          prediction=prediction))
+    return tasks
+
+
+def write_batch(out_dir: str | Path, tasks: Sequence[Task], space: LabelSpace,
+                settings: AnnotationSettings, *, strategy: str, cycle: int | None = None,
+                extra: dict | None = None) -> list[Path]:
+    """Write ``batch.json``, ``batch.csv`` and each configured tool's files."""
+    from .formats import FORMATS
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in settings.formats:
+        image_url = None
+        if name == 'labelstudio':
+            def image_url(task: Task) -> str:
+                return settings.image_url_prefix + task.image
+        written += FORMATS[name].write_tasks(tasks, space, out_dir, image_url=image_url)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(['rank', 'image', 'id', 'score', 'strategy', 'cycle'])
+    for t in tasks:
+        writer.writerow([t.rank, t.image, t.task_id, repr(t.score), strategy,
+                         '' if cycle is None else cycle])
+    atomic_write_text(out_dir / RANKED_FILE, buf.getvalue())
+    record = dict(strategy=strategy, cycle=cycle, space=dict(task=space.task, names=space.names),
+                  tasks=[task_record(t) for t in tasks], **(extra or {}))
+    atomic_write_text(out_dir / BATCH_FILE, json.dumps(record, indent=1) + '\n')
+    return written + [out_dir / RANKED_FILE, out_dir / BATCH_FILE]
+
+
+def task_record(task: Task) -> dict:
+    return dict(id=task.task_id, image=task.image, width=task.width, height=task.height,
+                score=task.score, rank=task.rank,
+                person_box=None if task.person_box is None else [
+                    task.person_box.x1, task.person_box.y1, task.person_box.x2,
+                    task.person_box.y2])
+
+
+def read_batch(folder: str | Path) -> tuple[dict, list[Task]]:
+    """``batch.json`` of a batch folder: its record and its tasks (without predictions).
+
+    Raises:
+        FileNotFoundError: Naming the folder, when it holds no batch.
+    """
+    path = Path(folder) / BATCH_FILE
+    if not path.exists():
+        raise FileNotFoundError(f'{path} not found: {folder} is not a batch written by '
+                                'tools/al_query.py or al_train.py --oracle human')
+    record = json.loads(path.read_text())
+    tasks = [Task(t['id'], t['image'], t['width'], t['height'], t['score'], t['rank'],
+                  person_box=Box('person', *t['person_box']) if t.get('person_box') else None)
+             for t in record['tasks']]
+    return record, tasks

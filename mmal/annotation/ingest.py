@@ -1,0 +1,163 @@
+"""Exports of labeling tools back into a batch: read, check, merge, decide.
+
+A batch keeps every annotator's labels received so far in
+``received.json`` (one entry per task and annotator; a later export of the
+same annotator replaces theirs), so exports can arrive in pieces and the
+same export ingested twice changes nothing. Each ingest merges what was
+received per task (:mod:`.consensus`) and decides: *accepted* (enough
+annotators, no unresolved tie), or back to the next batch with the reason.
+Writing the accepted labels into the dataset and recording them in the
+experiment is :mod:`mmal.loop.human`'s part.
+"""
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..utils.atomic import atomic_write_text
+from .batch import read_batch
+from .consensus import Consensus, merge
+from .formats import FORMATS
+from .records import Box, ExportError, Keypoint, Labels, LabelSpace, Task
+from .settings import AnnotationSettings
+
+RECEIVED_FILE = 'received.json'
+REPORT_FILE = 'ingest_report.json'
+ON_ERROR = ('skip', 'refuse')
+
+
+@dataclass
+class Decision:
+    """What one ingest decided for a batch."""
+
+    accepted: dict[str, Consensus] = field(default_factory=dict)
+    #: ``{task id: why it goes back into the next batch}``
+    requeued: dict[str, str] = field(default_factory=dict)
+    errors: list[ExportError] = field(default_factory=list)
+    #: (task, annotator) label sets that this ingest added or changed.
+    new_labels: int = 0
+
+    def report(self) -> dict:
+        return dict(
+            accepted={i: dict(annotators=list(c.annotators), agreement=round(c.agreement, 4),
+                              disagreements=c.disagreements) for i, c in self.accepted.items()},
+            requeued=self.requeued,
+            errors=[str(e) for e in self.errors])
+
+
+def detect_format(path: Path) -> str:
+    """``'cvat'`` for XML, ``'coco'`` for a JSON object with ``images``, else ``'labelstudio'``."""
+    try:
+        text = path.read_text(encoding='utf-8')
+    except (OSError, UnicodeDecodeError) as err:
+        raise ExportError(path, 'the file', f'cannot be read ({err})', 'give an export '
+                          'file of Label Studio (JSON), CVAT (XML) or COCO') from None
+    stripped = text.lstrip()
+    if stripped.startswith('<'):
+        try:
+            ET.fromstring(text)
+        except ET.ParseError as err:
+            raise ExportError(path, 'the file', f'is not well-formed XML ({err})',
+                              'export it again from CVAT') from None
+        return 'cvat'
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ExportError(path, 'the file', f'is neither XML nor JSON ({err})',
+                          'give an export of Label Studio (JSON), CVAT (XML) or COCO (JSON)'
+                          ) from None
+    return 'coco' if isinstance(data, dict) and 'images' in data else 'labelstudio'
+
+
+def read_exports(paths: Sequence[str | Path], space: LabelSpace, tasks: Sequence[Task],
+                 fmt: str = 'auto') -> tuple[list[Labels], list[ExportError]]:
+    """Every export's labels (in file order) and per-record errors.
+
+    Raises:
+        ExportError: For a file that is not an export of the format.
+    """
+    labels, errors = [], []
+    for path in map(Path, paths):
+        name = detect_format(path) if fmt == 'auto' else fmt
+        read, bad = FORMATS[name].read_export(path, space, tasks)
+        labels += read
+        errors += bad
+    return labels, errors
+
+
+def ingest_batch(batch_dir: str | Path, exports: Sequence[str | Path], space: LabelSpace,
+                 settings: AnnotationSettings, *, fmt: str = 'auto', on_error: str = 'skip'
+                 ) -> Decision:
+    """Add the exports' labels to what the batch received, and decide every task.
+
+    Args:
+        on_error: ``'skip'`` leaves out the records with errors and takes the
+            rest; ``'refuse'`` takes nothing when any record has an error.
+
+    Raises:
+        ExportError: For a file that is not an export; with ``'refuse'``,
+            for the first bad record (all are listed in its message).
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f'on_error={on_error!r} must be one of {ON_ERROR}')
+    batch_dir = Path(batch_dir)
+    _, tasks = read_batch(batch_dir)
+    labels, errors = read_exports(exports, space, tasks, fmt)
+    if errors and on_error == 'refuse':
+        first = errors[0]
+        raise ExportError(first.path, first.record, first.problem + (
+            f' (and {len(errors) - 1} more: ' + '; '.join(map(str, errors[1:])) + ')'
+            if len(errors) > 1 else ''), 'fix the export, or ingest with --on-error skip; '
+            'nothing was ingested')
+    received = _load_received(batch_dir)
+    before = dict(received)
+    for lab in labels:
+        received[(lab.task_id, lab.annotator)] = lab
+    decision = decide(tasks, received.values(), space, settings)
+    decision.errors = errors
+    decision.new_labels = sum(1 for key, lab in received.items() if before.get(key) != lab)
+    if decision.new_labels:
+        _save_received(batch_dir, received)
+    atomic_write_text(batch_dir / REPORT_FILE, json.dumps(decision.report(), indent=1) + '\n')
+    return decision
+
+
+def decide(tasks: Sequence[Task], received, space: LabelSpace,
+           settings: AnnotationSettings) -> Decision:
+    """Merge each task's labels over annotators; accept it or say why it goes back."""
+    by_task: dict[str, list[Labels]] = {}
+    for lab in received:
+        by_task.setdefault(lab.task_id, []).append(lab)
+    decision = Decision()
+    for task in tasks:
+        labels = by_task.get(task.task_id)
+        if not labels:
+            decision.requeued[task.task_id] = 'not labeled yet'
+            continue
+        consensus = merge(labels, space.task, quorum=settings.quorum,
+                          iou_threshold=settings.iou_threshold, person_box=task.person_box,
+                          joint_names=space.names if space.task == 'pose' else None)
+        if consensus.accepted:
+            decision.accepted[task.task_id] = consensus
+        else:
+            decision.requeued[task.task_id] = consensus.reason
+    return decision
+
+
+def _load_received(batch_dir: Path) -> dict[tuple[str, str], Labels]:
+    path = batch_dir / RECEIVED_FILE
+    if not path.exists():
+        return {}
+    out = {}
+    for item in json.loads(path.read_text()):
+        lab = Labels(item['task_id'], item['annotator'],
+                     boxes=tuple(Box(**b) for b in item['boxes']),
+                     keypoints=tuple(Keypoint(**k) for k in item['keypoints']))
+        out[(lab.task_id, lab.annotator)] = lab
+    return out
+
+
+def _save_received(batch_dir: Path, received: dict[tuple[str, str], Labels]) -> None:
+    items = [asdict(lab) for _, lab in sorted(received.items())]
+    atomic_write_text(batch_dir / RECEIVED_FILE, json.dumps(items, indent=1) + '\n')

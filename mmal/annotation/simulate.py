@@ -1,0 +1,124 @@
+"""Stand-in annotators, for trying the loop with people on generated data.
+
+:func:`hide_labels` turns a generated dataset into what a user with people
+as the oracle has: a few labeled training samples, the rest unlabeled, and
+keeps the hidden labels aside as *answers*. :func:`labelstudio_export`
+answers a batch as Label Studio's JSON export does, one annotation per
+simulated annotator, optionally with mistakes, so ``al_ingest.py`` and
+``al_train.py --oracle human --resume`` can run end to end without people.
+Never used by the loop itself.
+"""
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..datasets.mpii_format import MPII_JOINTS
+from .batch import read_batch
+from .records import Task
+
+ANSWERS = 'answers'
+
+
+def hide_labels(root: str | Path, task: str, keep: int, seed: int = 0) -> Path:
+    """Hide the training labels of a generated dataset but ``keep`` random samples.
+
+    Detection (a ``VOCdevkit`` folder): the trainval XMLs of the hidden
+    images move to ``ROOT/answers/Annotations``. Pose (an MPII folder): the
+    hidden persons of ``annotations/mpii_train.json`` lose their joints,
+    which ``ROOT/answers/mpii_train.json`` keeps. Test labels stay.
+
+    Returns:
+        Path: The answers folder.
+    """
+    root = Path(root)
+    answers = root / ANSWERS
+    if answers.exists():
+        raise FileExistsError(f'{answers} exists: the labels of {root} are already hidden')
+    rng = np.random.default_rng(seed)
+    if task == 'detection':
+        names = (root / 'VOC2007/ImageSets/Main/trainval.txt').read_text().split()
+        hidden = [names[i] for i in sorted(rng.permutation(len(names))[keep:])]
+        (answers / 'Annotations').mkdir(parents=True)
+        for name in hidden:
+            shutil.move(root / f'VOC2007/Annotations/{name}.xml',
+                        answers / 'Annotations' / f'{name}.xml')
+        return answers
+    ann_file = root / 'annotations/mpii_train.json'
+    records = json.loads(ann_file.read_text())
+    answers.mkdir()
+    shutil.copy(ann_file, answers / 'mpii_train.json')
+    for i in rng.permutation(len(records))[keep:]:
+        records[i]['joints'] = [[-1.0, -1.0]] * len(MPII_JOINTS)
+        records[i]['joints_vis'] = [0] * len(MPII_JOINTS)
+    ann_file.write_text(json.dumps(records, indent=4))
+    return answers
+
+
+def answer_boxes(answers: Path, task_id: str) -> list[tuple[str, float, float, float, float]]:
+    """The hidden VOC boxes of an image, 0-based ``(label, x1, y1, x2, y2)``."""
+    xml = Path(answers) / 'Annotations' / f'{Path(task_id).name}.xml'
+    out = []
+    for obj in ET.parse(xml).getroot().findall('object'):
+        b = obj.find('bndbox')
+        x1, y1, x2, y2 = (float(b.find(k).text) for k in ('xmin', 'ymin', 'xmax', 'ymax'))
+        out.append((obj.find('name').text, x1 - 1, y1 - 1, x2, y2))
+    return out
+
+
+def answer_joints(answers: Path, task_id: str) -> dict[str, tuple[float, float]]:
+    """The hidden joints of a person, 0-based ``{joint: (x, y)}`` of the visible ones."""
+    image, _, k = task_id.rpartition('/')[2].partition('#')
+    records = [r for r in json.loads((Path(answers) / 'mpii_train.json').read_text())
+               if r['image'].split('.')[0] == image]
+    record = records[int(k or 0)]
+    return {name: (x - 1, y - 1) for name, (x, y), v in
+            zip(MPII_JOINTS, record['joints'], record['joints_vis']) if v}
+
+
+def labelstudio_export(batch_dir: str | Path, answers: str | Path, annotators: Sequence[str],
+                       *, mistakes: dict[str, dict] | None = None) -> list[dict]:
+    """The batch answered by ``annotators``, as Label Studio exports it.
+
+    Args:
+        mistakes: ``{task id: {annotator: label}}``: that annotator gives
+            every box of the task that label (detection), or shifts every
+            joint by 40 pixels (pose, any value).
+    """
+    record, tasks = read_batch(batch_dir)
+    pose = record['space']['task'] == 'pose'
+    mistakes = mistakes or {}
+    exported = []
+    for n, task in enumerate(tasks):
+        annotations = []
+        for a, who in enumerate(annotators):
+            wrong = mistakes.get(task.task_id, {}).get(who)
+            result = (_joints(task, answer_joints(Path(answers), task.task_id), wrong)
+                      if pose else _boxes(task, answer_boxes(Path(answers), task.task_id), wrong))
+            annotations.append(dict(id=100 * n + a, completed_by=dict(id=a + 1, email=who),
+                                    result=result, was_cancelled=False, ground_truth=False))
+        exported.append(dict(id=n + 1, annotations=annotations, predictions=[],
+                             data=dict(mmal_id=task.task_id, image=task.image)))
+    return exported
+
+
+def _boxes(task: Task, boxes, wrong: str | None) -> list[dict]:
+    return [dict(id=f'r{i}', from_name='label', to_name='image', type='rectanglelabels',
+                 original_width=task.width, original_height=task.height, image_rotation=0,
+                 value=dict(x=100 * x1 / task.width, y=100 * y1 / task.height,
+                            width=100 * (x2 - x1) / task.width,
+                            height=100 * (y2 - y1) / task.height, rotation=0,
+                            rectanglelabels=[wrong or label]))
+            for i, (label, x1, y1, x2, y2) in enumerate(boxes)]
+
+
+def _joints(task: Task, joints: dict, wrong) -> list[dict]:
+    shift = 40.0 if wrong else 0.0
+    return [dict(id=f'k{i}', from_name='keypoints', to_name='image', type='keypointlabels',
+                 original_width=task.width, original_height=task.height, image_rotation=0,
+                 value=dict(x=100 * min(x + shift, task.width - 1) / task.width,
+                            y=100 * y / task.height, width=0.5, keypointlabels=[name]))
+            for i, (name, (x, y)) in enumerate(joints.items())]
