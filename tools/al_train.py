@@ -1,11 +1,14 @@
 """Run a pool-based active-learning experiment.
 
     python tools/al_train.py CONFIG [--work-dir DIR] [--resume]
-        [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+        [--cfg-options k=v ...] [--launcher none|pytorch|slurm] [--oracle dataset|human]
 
 The flags behave like mmdet's tools/train.py. The experiment lives in the
 config's ``active_learning`` section; outputs go to the work dir
-(al_state.json, al_metrics.csv, al_curve.png, cycle_NN/).
+(al_state.json, al_metrics.csv, al_curve.png, cycle_NN/). With ``--oracle
+human`` each selection is written for a labeling tool in
+cycle_NN/annotation/ and the run stops until tools/al_ingest.py brings the
+labels back; then run it again with --resume.
 """
 import argparse
 import os
@@ -26,6 +29,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. '
                         'active_learning.strategy.type=RandomStrategy')
+    parser.add_argument('--oracle', choices=['dataset', 'human'],
+                        help="who labels the selections: the dataset's own labels, or people "
+                        '(writes each batch for a labeling tool and stops until '
+                        'tools/al_ingest.py brings the labels back); default: the config\'s '
+                        'active_learning.oracle')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
                         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -46,6 +54,10 @@ def main() -> int:
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    if args.oracle is not None and cfg.get('active_learning') is not None:
+        cfg.active_learning.oracle = args.oracle
+        if args.oracle == 'human':  # cycle 0 trains on what is labeled on disk
+            cfg.active_learning.pop('initial_size', None)
     work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
     setup_distributed(args.launcher, cfg)
@@ -56,6 +68,8 @@ def main() -> int:
         print(f'error: {err}', file=sys.stderr)
         return 2
     experiment.run()
+    if experiment.waiting:
+        print(experiment.waiting)
     return 0
 
 

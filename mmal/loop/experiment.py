@@ -26,6 +26,7 @@ from ..registry import STRATEGIES
 from ..utils import ConfigError, check_data_paths
 from ..utils.dist import broadcast_from_rank0, differences_from_rank0, on_rank0
 from . import reporting
+from .human import HumanOracle, prediction_pass
 from .resume import check_writable, config_digests, open_state, versions
 from .runner import CycleRunner
 from .selection import CycleSelection, elapsed, write_scores
@@ -58,9 +59,8 @@ class ActiveLearningExperiment:
         self.launcher = launcher
         self.shared_initial_dir = shared_initial_dir
         self.settings = ActiveLearningSettings.from_config(cfg.get('active_learning'))
-        scope = cfg.get('default_scope', 'mmdet')
-        init_default_scope(scope)
-        self.task = _TASKS.get(scope, scope)
+        init_default_scope(cfg.get('default_scope', 'mmdet'))
+        self.task = task_of(cfg)
         # Strategies live in mmal's own registry: build them in its scope, not the
         # task's (which would warn that 'mmdet'/'mmpose' is not in its tree).
         with DefaultScope.overwrite_default_scope('mmal'):
@@ -76,7 +76,11 @@ class ActiveLearningExperiment:
                                   'train_dataloader and evaluates with the test loop')
         check_data_paths(cfg, ('train_dataloader', 'test_dataloader'))
         self.pool: Pool = build_pool(cfg.train_dataloader.dataset)
-        self.settings.check_plan(len(self.pool))
+        self.human = None
+        if self.settings.oracle == 'human':
+            HumanOracle.check_config(self.strategy, self.settings)
+            self.human = HumanOracle(cfg, self.pool, self.task, self.settings.annotation)
+        self.settings.check_plan(len(self.pool), labeled_on_disk=sum(self.pool.has_labels))
         self.position = {sample_id: i for i, sample_id in enumerate(self.pool.ids)}
         _check_same_experiment_on_every_rank(cfg, self.settings, self.pool)
         check_writable(self.work_dir)
@@ -92,10 +96,17 @@ class ActiveLearningExperiment:
 
     # ------------------------------------------------------------------ run
     def run(self) -> ExperimentState:
-        """Run (or finish) every cycle and write the outputs."""
+        """Run (or finish) every cycle and write the outputs.
+
+        With people as the oracle, the run returns early when a batch waits
+        for its labels (``self.waiting`` is then the waiting message).
+        """
         s = self.settings
+        initial = s.initial_size if self.human is None else (
+            f'{sum(self.pool.has_labels)} labeled on disk')
+        self.waiting = None
         self._log(f'{self.task} experiment, strategy {self.strategy_name}: pool '
-                  f'{len(self.pool)}, initial {s.initial_size}, K={s.budget_per_cycle}, '
+                  f'{len(self.pool)}, initial {initial}, K={s.budget_per_cycle}, '
                   f'{s.num_cycles} cycles, candidates {s.candidate_pool}, '
                   f'model_init={s.model_init}, work dir {self.work_dir}')
         for c in range(s.num_cycles):
@@ -109,6 +120,11 @@ class ActiveLearningExperiment:
                 self._evaluate(c, entry)
             if c < s.num_cycles - 1 and not phase_done(entry, 'selected'):
                 self._select(c, entry)
+            if self.human is not None and c < s.num_cycles - 1 and HumanOracle.waiting(entry):
+                self.waiting = self.human.waiting_message(
+                    c, entry, self.work_dir, self.cfg.filename or 'CONFIG')
+                self._log(self.waiting)
+                return self.state
         self.state.finish()
         self._log('\n' + reporting.summary_table(self.state.cycles, self.strategy_name))
         self._log(f'outputs: {self.work_dir / reporting.METRICS_FILE}, '
@@ -183,7 +199,10 @@ class ActiveLearningExperiment:
         rng = np.random.default_rng([s.seed, c, 1])
         selection = self._selection(c, entry)
         labeled = sorted(self.position[i] for i in entry['labeled'])
-        candidates = selection.candidates(set(labeled), rng)
+        # People could not settle these last time: they go first, not as candidates.
+        requeued = [] if self.human is None else HumanOracle.requeued(self.state.cycle(c - 1))
+        candidates = selection.candidates(set(labeled) | {self.position[i] for i in requeued},
+                                          rng)
         self._log(f'cycle {c}: scoring {len(candidates)} of {len(self.pool) - len(labeled)} '
                   f'unlabeled samples with {self.strategy_name}')
         start = time.perf_counter()
@@ -196,7 +215,14 @@ class ActiveLearningExperiment:
         self._log(f'cycle {c}: selected {len(picked)} samples (top score '
                   f'{picked[0]["score"]:.4f}, K-th {picked[-1]["score"]:.4f})')
         fields = {}
-        if s.ranking_eval_size:
+        if self.human is not None:
+            before = {p['id']: p['score'] for p in self.state.cycle(c - 1)['selected']
+                      } if requeued else {}
+            picked = [dict(id=i, score=before[i], requeued=True) for i in requeued] + picked
+            fields['annotation'] = self.human.write(
+                picked, self._cycle_dir(c), self.strategy_name, c,
+                lambda ids: self._predictions(selection, ids))
+        elif s.ranking_eval_size:  # needs the candidates' labels, which people have not given
             start = time.perf_counter()
             fields['ranking_accuracy'] = result = selection.ranking_accuracy(
                 candidates, scores, np.random.default_rng([s.seed, c, 2]))
@@ -207,6 +233,15 @@ class ActiveLearningExperiment:
         self.state.mark(c, 'selected', selected=picked, num_candidates=int(len(candidates)),
                         timings=timings, **fields)
         self._write_reports()
+
+    def _predictions(self, selection: CycleSelection, ids: list[str]) -> list | None:
+        """The model's predictions of ``ids``, in that order, on rank 0 (None elsewhere)."""
+        positions = [self.position[i] for i in ids]
+        outputs = selection.score(sorted(positions), prediction_pass(), phase='predict')
+        if outputs is None:
+            return None
+        by_position = dict(zip(sorted(positions), outputs['predictions']))
+        return [by_position[p] for p in positions]
 
     def _selection(self, c: int, entry: dict) -> CycleSelection:
         def make_runner(phase: str, test_dataloader: dict, test_cfg: dict) -> Runner:
@@ -242,6 +277,11 @@ class ActiveLearningExperiment:
         return CycleRunner.from_cfg(cfg)
 
     def _labeled_ids(self, c: int) -> list[str]:
+        if self.human is not None:
+            if c == 0:
+                return self.human.initial_labeled()
+            previous = self.state.cycle(c - 1)
+            return previous['labeled'] + HumanOracle.accepted(previous)
         if c == 0:
             rng = np.random.default_rng([self.settings.seed, 0])
             picks = rng.choice(len(self.pool), size=self.settings.initial_size, replace=False)
@@ -272,6 +312,12 @@ class ActiveLearningExperiment:
 
     def _log(self, msg: str) -> None:
         print_log(msg, logger=self.logger)
+
+
+def task_of(cfg: Config) -> str:
+    """``'detection'`` or ``'pose'``, from the config's ``default_scope``."""
+    scope = cfg.get('default_scope', 'mmdet')
+    return _TASKS.get(scope, scope)
 
 
 def _check_model_outputs(cfg: Config, strategy) -> None:

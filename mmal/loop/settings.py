@@ -4,6 +4,7 @@ from dataclasses import MISSING, asdict, dataclass, field
 from ..utils import ConfigError
 
 MODEL_INITS = ('reset', 'continue')
+ORACLES = ('dataset', 'human')
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,20 @@ class ActiveLearningSettings:
             encodes labels for true losses (ranking evaluation and
             ``OracleLossStrategy``); by default the training pipeline without
             its random augmentations.
+        oracle (str): ``'dataset'``: the dataset's own labels answer every
+            selection (benchmarks); ``'human'``: each selection is written as
+            a batch for a labeling tool and the run stops until
+            ``tools/al_ingest.py`` brings the labels back. With people, the
+            pool is a dataset that holds unlabeled samples
+            (:mod:`mmal.datasets.partial`), cycle 0 trains on what is labeled
+            on disk and ``initial_size`` is not used.
+        annotation (dict): The batches for people (``oracle='human'``), see
+            :class:`mmal.annotation.AnnotationSettings`.
     """
 
-    initial_size: int
     budget_per_cycle: int
     num_cycles: int
+    initial_size: int | None = None
     candidate_pool: int | str = 'all'
     model_init: str = 'reset'
     strategy: dict = field(default_factory=lambda: dict(type='LearningLossStrategy'))
@@ -49,6 +59,8 @@ class ActiveLearningSettings:
     seed: int = 0
     ranking_eval_size: int = 500
     target_loss_pipeline: list | None = None
+    oracle: str = 'dataset'
+    annotation: dict = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, section: dict | None) -> 'ActiveLearningSettings':
@@ -68,18 +80,28 @@ class ActiveLearningSettings:
         if unknown:
             raise ConfigError(f'active_learning has unknown keys {unknown}; known keys: '
                               f'{sorted(known)}')
-        missing = [k for k in ('initial_size', 'budget_per_cycle', 'num_cycles')
-                   if k not in section]
+        required = ('budget_per_cycle', 'num_cycles') if section.get('oracle') == 'human' else (
+            'initial_size', 'budget_per_cycle', 'num_cycles')
+        missing = [k for k in required if k not in section]
         if missing:
             raise ConfigError(f'active_learning is missing {missing}')
-        if isinstance(section.get('strategy'), dict):
-            section['strategy'] = dict(section['strategy'])
+        for key in ('strategy', 'annotation'):
+            if isinstance(section.get(key), dict):
+                section[key] = dict(section[key])
         settings = cls(**section)
         settings._check()
         return settings
 
     def _check(self) -> None:
-        for key in ('initial_size', 'budget_per_cycle', 'num_cycles', 'score_batch_size'):
+        keys = ('budget_per_cycle', 'num_cycles', 'score_batch_size')
+        if self.oracle == 'dataset':
+            keys = ('initial_size', *keys)
+        elif self.initial_size is not None:
+            raise ConfigError(f'active_learning.initial_size={self.initial_size!r} is not used '
+                              "with oracle='human': cycle 0 trains on the samples labeled on "
+                              'disk. Remove it (e.g. --cfg-options active_learning.'
+                              'initial_size=None)')
+        for key in keys:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f'active_learning.{key}={value!r} must be an integer >= 1')
@@ -97,6 +119,10 @@ class ActiveLearningSettings:
                 not isinstance(self.candidate_pool, int) or self.candidate_pool < 1):
             raise ConfigError(f'active_learning.candidate_pool={self.candidate_pool!r} must '
                               "be an integer >= 1 or 'all'")
+        if self.oracle not in ORACLES:
+            raise ConfigError(f'active_learning.oracle={self.oracle!r} must be one of {ORACLES}')
+        from ..annotation.settings import AnnotationSettings  # the check names the keys
+        AnnotationSettings.from_dict(self.annotation)
         if self.model_init not in MODEL_INITS:
             raise ConfigError(f'active_learning.model_init={self.model_init!r} must be one '
                               f'of {MODEL_INITS}')
@@ -104,15 +130,21 @@ class ActiveLearningSettings:
             raise ConfigError(f'active_learning.strategy={self.strategy!r} must be a dict '
                               "with a 'type', e.g. dict(type='RandomStrategy')")
 
-    def check_plan(self, pool_size: int) -> None:
+    def check_plan(self, pool_size: int, labeled_on_disk: int = 0) -> None:
         """Refuse a plan the pool cannot satisfy, naming the numbers."""
         if pool_size == 0:
             raise ConfigError('the training dataset (train_dataloader.dataset) is empty: '
                               'there is no pool to label')
-        needed = self.initial_size + (self.num_cycles - 1) * self.budget_per_cycle
+        initial = self.initial_size if self.oracle == 'dataset' else labeled_on_disk
+        if self.oracle == 'human' and initial == 0:
+            raise ConfigError("oracle='human' needs samples labeled on disk to train cycle 0, "
+                              'and the training dataset has none: label a first set (e.g. '
+                              'with tools/al_query.py and a random strategy), ingest it, then '
+                              'start')
+        needed = initial + (self.num_cycles - 1) * self.budget_per_cycle
         if needed > pool_size:
             raise ConfigError(
-                f'impossible plan: initial_size ({self.initial_size}) + (num_cycles - 1) '
+                f'impossible plan: initial_size ({initial}) + (num_cycles - 1) '
                 f'({self.num_cycles - 1}) x budget_per_cycle ({self.budget_per_cycle}) = '
                 f'{needed} samples, but the pool has {pool_size}. Lower active_learning.'
                 'num_cycles, budget_per_cycle or initial_size')
@@ -129,8 +161,9 @@ class ActiveLearningSettings:
         """Human-readable differences between these settings and recorded ones."""
         mine = self.to_dict()
         # A key added after the state was written counts at its default.
-        recorded = {**{k: f.default for k, f in self.__dataclass_fields__.items()
-                       if not isinstance(f.default, type(MISSING))}, **recorded}
+        defaults = {k: f.default_factory() if f.default_factory is not MISSING else f.default
+                    for k, f in self.__dataclass_fields__.items()}
+        recorded = {**{k: v for k, v in defaults.items() if v is not MISSING}, **recorded}
         return [f'active_learning.{key}: state has {recorded.get(key)!r}, config has '
                 f'{mine.get(key)!r}' for key in sorted(set(mine) | set(recorded))
                 if mine.get(key) != recorded.get(key)]

@@ -1,0 +1,148 @@
+"""People as the oracle of an experiment (``active_learning.oracle='human'``).
+
+After a selection, the batch (the selected samples, plus those a previous
+batch could not settle) is written for labeling tools with the model's
+predictions, and the run stops. ``tools/al_ingest.py`` reads the tools'
+exports, writes the accepted labels into the dataset and records in the
+cycle's entry which samples were accepted and which go back; ``al_train.py
+--resume`` then trains the next cycle on the labeled set grown by the
+accepted ones.
+
+A cycle's ``annotation`` entry: ``folder`` (the batch), ``status``
+(``'waiting'`` until an ingest, then ``'ingested'``), and after an ingest
+``accepted`` (ids), ``requeued`` (``{id: reason}``), ``agreement``.
+"""
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mmengine.dist import get_rank
+
+from ..annotation.batch import label_space, make_tasks, prediction_labels, sample_info, write_batch
+from ..annotation.settings import AnnotationSettings
+from ..datasets import Pool
+from ..datasets.pool import sample_infos
+from ..scoring import MAIN, ScorePass
+from ..utils import ConfigError
+from ..utils.dist import broadcast_from_rank0
+
+if TYPE_CHECKING:
+    from ..annotation.ingest import Decision
+
+BATCH_FOLDER = 'annotation'
+
+
+class HumanOracle:
+    """Writes a cycle's batch for people and reads back what they settled.
+
+    Args:
+        cfg (Config): The experiment's config.
+        pool (Pool): The pool (a dataset with unlabeled samples).
+        task (str): ``'detection'`` or ``'pose'``.
+        settings (dict): ``active_learning.annotation``.
+    """
+
+    def __init__(self, cfg, pool: Pool, task: str, settings: dict) -> None:
+        self.cfg = cfg
+        self.pool = pool
+        self.settings = AnnotationSettings.from_dict(settings)
+        self.space = label_space(cfg, task)
+
+    @staticmethod
+    def check_config(strategy, settings) -> None:
+        if getattr(strategy, 'needs_labels', False):
+            raise ConfigError(f"{type(strategy).__name__} reads the candidates' labels, which "
+                              "people have not given yet: it runs only with oracle='dataset'")
+
+    def initial_labeled(self) -> list[str]:
+        """Cycle 0's labeled set: the samples labeled on disk."""
+        return [i for i, labeled in zip(self.pool.ids, self.pool.has_labels) if labeled]
+
+    @staticmethod
+    def accepted(entry: dict) -> list[str]:
+        return list(entry.get('annotation', {}).get('accepted', []))
+
+    @staticmethod
+    def requeued(entry: dict | None) -> list[str]:
+        return list((entry or {}).get('annotation', {}).get('requeued', {}))
+
+    @staticmethod
+    def waiting(entry: dict) -> bool:
+        return entry.get('annotation', {}).get('status') == 'waiting'
+
+    def write(self, picked: list[dict], cycle_dir: Path, strategy: str, cycle: int,
+              predict: Callable[[list[str]], list | None]) -> dict:
+        """Write the batch of ``picked`` (``{id, score}``) and return the cycle's entry.
+
+        ``predict(ids)`` gives the model's predictions of those samples on
+        rank 0 (a scoring pass on every rank; None elsewhere).
+        """
+        ids = [p['id'] for p in picked]
+        predictions = predict(ids)
+        folder = cycle_dir / BATCH_FOLDER
+        if get_rank() == 0:
+            infos = sample_infos(self.cfg.train_dataloader.dataset, ids)
+            labels = [prediction_labels(i, p, self.space, self.settings.prediction_score_thr)
+                      for i, p in zip(ids, predictions)]
+            tasks = make_tasks(ids, [sample_info(infos[i][1]) for i in ids],
+                               [p['score'] for p in picked], labels, self.settings.image_root)
+            write_batch(folder, tasks, self.space, self.settings, strategy=strategy, cycle=cycle,
+                        extra=dict(requeued=[p['id'] for p in picked if p.get('requeued')]))
+        broadcast_from_rank0(None)  # the others wait for the files
+        return dict(folder=str(folder), status='waiting', num_tasks=len(ids))
+
+    def waiting_message(self, c: int, entry: dict, work_dir: Path, config: str) -> str:
+        folder = entry['annotation']['folder']
+        return (f'cycle {c}: {entry["annotation"]["num_tasks"]} samples wait for labels in '
+                f'{folder} ({", ".join(self.settings.formats)} files, batch.csv). Label them, '
+                f'then run `python tools/al_ingest.py {config} EXPORT... --work-dir {work_dir}` '
+                f'and `python tools/al_train.py {config} --work-dir {work_dir} --oracle human '
+                '--resume`')
+
+
+def prediction_pass() -> dict[str, ScorePass]:
+    return {MAIN: ScorePass(('predictions',))}
+
+
+def ingest_into_experiment(cfg, work_dir: str | Path, exports: list, *, fmt: str = 'auto',
+                           on_error: str = 'skip') -> tuple[int, 'Decision', list[Path]]:
+    """Ingest exports into the batch the experiment in ``work_dir`` waits for.
+
+    Writes the accepted labels into the training dataset's files and
+    records the decision in the cycle's entry of ``al_state.json``.
+
+    Returns:
+        The cycle, the decision, and the dataset files that changed.
+
+    Raises:
+        ConfigError: When no batch waits (naming the work dir and why).
+    """
+    from ..annotation.dataset_labels import write_labels
+    from ..annotation.ingest import ingest_batch
+    from .experiment import task_of
+    from .state import ExperimentState
+    state = ExperimentState.load(work_dir)
+    if state is None:
+        raise ConfigError(f'{work_dir} holds no experiment (no al_state.json): give the '
+                          '--work-dir of an `al_train.py --oracle human` run')
+    waiting = [e for e in state.cycles if 'annotation' in e]
+    if not waiting:
+        raise ConfigError(f'no batch for people in {state.path}: the experiment has not '
+                          'selected one yet (run al_train.py --oracle human first)')
+    entry = waiting[-1]
+    c = entry['cycle']
+    if state.cycle(c + 1) is not None:
+        raise ConfigError(f"cycle {c}'s batch was already used: cycle {c + 1} started with its "
+                          'labels. Ingest the next batch once al_train.py has written it')
+    settings = AnnotationSettings.from_dict(cfg.active_learning.get('annotation'))
+    space = label_space(cfg, task_of(cfg))
+    folder = Path(entry['annotation']['folder'])
+    decision = ingest_batch(folder, exports, space, settings, fmt=fmt, on_error=on_error)
+    samples = sample_infos(cfg.train_dataloader.dataset, list(decision.accepted))
+    changed = write_labels({i: c.labels for i, c in decision.accepted.items()}, samples, space)
+    record = dict(entry['annotation'], status='ingested', accepted=sorted(decision.accepted),
+                  requeued=decision.requeued)
+    if record != entry['annotation']:
+        entry['annotation'] = record
+        state.save()
+    return c, decision, changed

@@ -1,0 +1,83 @@
+"""Take people's labels back: a labeling tool's export into the experiment.
+
+    python tools/al_ingest.py CONFIG EXPORT [EXPORT ...] [--work-dir DIR]
+        [--format auto|labelstudio|cvat|coco] [--on-error skip|refuse]
+        [--cfg-options k=v ...]
+
+Reads the exports (Label Studio JSON, CVAT for images 1.1 XML, COCO JSON;
+several files or several annotators per image are merged by majority vote),
+writes the accepted labels into the training dataset's own files (VOC XML,
+MPII JSON) and records them in the experiment's state; then
+``al_train.py CONFIG --oracle human --resume`` trains the next cycle.
+Images short of the quorum, or whose annotators tie, go back into the next
+batch. Records that cannot be ingested are listed with file and record;
+``--on-error refuse`` ingests nothing while any is left. Ingesting the same
+export twice changes nothing.
+"""
+import argparse
+import os.path as osp
+import sys
+
+from mmengine.config import Config, DictAction
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='the experiment config (as given to al_train.py)')
+    parser.add_argument('exports', nargs='+', help="the labeling tool's export files")
+    parser.add_argument('--work-dir', help='the experiment folder (default: '
+                        './work_dirs/<config name>, as al_train.py)')
+    parser.add_argument('--format', default='auto',
+                        choices=['auto', 'labelstudio', 'cvat', 'coco'])
+    parser.add_argument('--on-error', default='skip', choices=['skip', 'refuse'],
+                        help='records that cannot be ingested: leave them out and take the '
+                        'rest (skip), or take nothing (refuse)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, as al_train.py')
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    for path in [args.config, *args.exports]:
+        if not osp.isfile(path):
+            print(f'error: {path!r} not found', file=sys.stderr)
+            return 2
+    from mmengine.registry import init_default_scope
+
+    from mmal.annotation import ExportError
+    from mmal.loop.human import ingest_into_experiment
+    from mmal.utils import ConfigError
+
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+    try:
+        cycle, decision, changed = ingest_into_experiment(
+            cfg, work_dir, args.exports, fmt=args.format, on_error=args.on_error)
+    except (ConfigError, ExportError, FileNotFoundError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    for err in decision.errors:
+        print(f'skipped: {err}', file=sys.stderr)
+    for task_id, consensus in decision.accepted.items():
+        if consensus.disagreements:
+            print(f'{task_id}: agreement {consensus.agreement:.2f} over '
+                  f'{consensus.num_annotators} annotators; ' + '; '.join(consensus.disagreements))
+    for task_id, reason in decision.requeued.items():
+        print(f'{task_id}: back to the next batch ({reason})')
+    print(f'cycle {cycle}: {len(decision.accepted)} accepted, {len(decision.requeued)} back to '
+          f'the next batch, {len(decision.errors)} records skipped; {decision.new_labels} new '
+          f'label sets, {len(changed)} dataset files written'
+          + ('' if decision.new_labels or changed else ' (nothing changed)'))
+    print(f'next: python tools/al_train.py {args.config} --work-dir {work_dir} '
+          '--oracle human --resume')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
