@@ -28,6 +28,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('exports', nargs='+', help="the labeling tool's export files")
     parser.add_argument('--work-dir', help='the experiment folder (default: '
                         './work_dirs/<config name>, as al_train.py)')
+    parser.add_argument('--batch', help='a batch folder of tools/al_query.py, instead of the '
+                        "experiment's: its labels go into the training dataset, or (for "
+                        '--images batches) into BATCH/labels/ (VOC XML) or BATCH/persons.json')
     parser.add_argument('--format', default='auto',
                         choices=['auto', 'labelstudio', 'cvat', 'coco'])
     parser.add_argument('--on-error', default='skip', choices=['skip', 'refuse'],
@@ -47,7 +50,7 @@ def main() -> int:
     from mmengine.registry import init_default_scope
 
     from mmal.annotation import ExportError
-    from mmal.loop.human import ingest_into_experiment
+    from mmal.loop.human import ingest_and_write, ingest_into_experiment
     from mmal.utils import ConfigError
 
     cfg = Config.fromfile(args.config)
@@ -57,8 +60,13 @@ def main() -> int:
     work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
     try:
-        cycle, decision, changed = ingest_into_experiment(
-            cfg, work_dir, args.exports, fmt=args.format, on_error=args.on_error)
+        if args.batch:
+            cycle = None
+            decision, changed = ingest_and_write(cfg, args.batch, args.exports, fmt=args.format,
+                                                 on_error=args.on_error)
+        else:
+            cycle, decision, changed = ingest_into_experiment(
+                cfg, work_dir, args.exports, fmt=args.format, on_error=args.on_error)
     except (ConfigError, ExportError, FileNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
@@ -70,12 +78,14 @@ def main() -> int:
                   f'{consensus.num_annotators} annotators; ' + '; '.join(consensus.disagreements))
     for task_id, reason in decision.requeued.items():
         print(f'{task_id}: back to the next batch ({reason})')
-    print(f'cycle {cycle}: {len(decision.accepted)} accepted, {len(decision.requeued)} back to '
+    where = args.batch if args.batch else f'cycle {cycle}'
+    print(f'{where}: {len(decision.accepted)} accepted, {len(decision.requeued)} back to '
           f'the next batch, {len(decision.errors)} records skipped; {decision.new_labels} new '
           f'label sets, {len(changed)} dataset files written'
           + ('' if decision.new_labels or changed else ' (nothing changed)'))
-    print(f'next: python tools/al_train.py {args.config} --work-dir {work_dir} '
-          '--oracle human --resume')
+    if not args.batch:
+        print(f'next: python tools/al_train.py {args.config} --work-dir {work_dir} '
+              '--oracle human --resume')
     return 0
 
 

@@ -117,9 +117,6 @@ def ingest_into_experiment(cfg, work_dir: str | Path, exports: list, *, fmt: str
     Raises:
         ConfigError: When no batch waits (naming the work dir and why).
     """
-    from ..annotation.dataset_labels import write_labels
-    from ..annotation.ingest import ingest_batch
-    from .experiment import task_of
     from .state import ExperimentState
     state = ExperimentState.load(work_dir)
     if state is None:
@@ -134,15 +131,34 @@ def ingest_into_experiment(cfg, work_dir: str | Path, exports: list, *, fmt: str
     if state.cycle(c + 1) is not None:
         raise ConfigError(f"cycle {c}'s batch was already used: cycle {c + 1} started with its "
                           'labels. Ingest the next batch once al_train.py has written it')
-    settings = AnnotationSettings.from_dict(cfg.active_learning.get('annotation'))
-    space = label_space(cfg, task_of(cfg))
     folder = Path(entry['annotation']['folder'])
-    decision = ingest_batch(folder, exports, space, settings, fmt=fmt, on_error=on_error)
-    samples = sample_infos(cfg.train_dataloader.dataset, list(decision.accepted))
-    changed = write_labels({i: c.labels for i, c in decision.accepted.items()}, samples, space)
+    decision, changed = ingest_and_write(cfg, folder, exports, fmt=fmt, on_error=on_error)
     record = dict(entry['annotation'], status='ingested', accepted=sorted(decision.accepted),
                   requeued=decision.requeued)
     if record != entry['annotation']:
         entry['annotation'] = record
         state.save()
     return c, decision, changed
+
+
+def ingest_and_write(cfg, batch_dir: str | Path, exports: list, *, fmt: str = 'auto',
+                     on_error: str = 'skip') -> tuple['Decision', list[Path]]:
+    """Ingest exports into a batch and write its accepted labels; the decision and the files.
+
+    A batch of the experiment, or of ``al_query.py`` over the training
+    dataset, writes into the dataset; one over ``--images`` into the batch
+    folder (see :func:`mmal.annotation.query.batch_samples`).
+    """
+    from ..annotation.batch import read_batch
+    from ..annotation.dataset_labels import write_labels
+    from ..annotation.ingest import ingest_batch
+    from ..annotation.query import batch_samples
+    from .experiment import task_of
+    settings = AnnotationSettings.from_dict((cfg.get('active_learning') or {}).get('annotation'))
+    space = label_space(cfg, task_of(cfg))
+    batch_dir = Path(batch_dir)
+    record, _ = read_batch(batch_dir)
+    decision = ingest_batch(batch_dir, exports, space, settings, fmt=fmt, on_error=on_error)
+    samples = batch_samples(cfg, batch_dir, record, list(decision.accepted))
+    changed = write_labels({i: c.labels for i, c in decision.accepted.items()}, samples, space)
+    return decision, changed

@@ -1,0 +1,95 @@
+"""Which images to label next: score unlabeled images and write the top K for a labeling tool.
+
+    python tools/al_query.py CONFIG --checkpoint CKPT --budget K --out DIR
+        [--images DIR_OR_LIST_OR_JSON] [--format labelstudio cvat coco]
+        [--strategy TYPE] [--cycle N] [--image-root DIR] [--cfg-options k=v ...]
+
+The candidates are the unlabeled samples of the config's training dataset
+(e.g. ``PartiallyLabeledVOCDataset``: images without XML), or ``--images``:
+a folder or list of images (detection), an MPII-style JSON of persons with
+``image``, ``center``, ``scale`` (pose). The strategy is the config's
+``active_learning.strategy`` unless ``--strategy`` names another. DIR gets
+the tools' files with the model's predictions as pre-annotations
+(Label Studio ``tasks.json`` + ``labeling_config.xml``, CVAT
+``annotations.xml``, COCO ``annotations.json``), ``batch.csv`` (rank, image,
+id, score, strategy, cycle) and ``batch.json``.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import Config, DictAction
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='the model / experiment config')
+    parser.add_argument('--checkpoint', required=True, help='the trained model')
+    parser.add_argument('--budget', type=int, required=True, help='K: how many to label')
+    parser.add_argument('--out', required=True, help='the folder to write the batch to')
+    parser.add_argument('--images', help='the candidates (default: the unlabeled samples of '
+                        'the training dataset)')
+    parser.add_argument('--format', nargs='+', choices=['labelstudio', 'cvat', 'coco'],
+                        help='the tools to write for (default: active_learning.annotation.'
+                        'formats, else all three)')
+    parser.add_argument('--strategy', help="a strategy type, e.g. 'EntropyStrategy' "
+                        '(default: active_learning.strategy)')
+    parser.add_argument('--cycle', type=int, help='the cycle number written in batch.csv')
+    parser.add_argument('--image-root', help='write image paths relative to this folder '
+                        "(Label Studio's LOCAL_FILES_DOCUMENT_ROOT)")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    for path in (args.config, args.checkpoint):
+        if not osp.isfile(path):
+            print(f'error: {path!r} not found', file=sys.stderr)
+            return 2
+    if args.images is not None and not osp.exists(args.images):
+        print(f'error: --images {args.images!r} not found', file=sys.stderr)
+        return 2
+    if args.budget < 1:
+        print(f'error: --budget {args.budget} must be >= 1', file=sys.stderr)
+        return 2
+    from mmengine.registry import init_default_scope
+
+    from mmal.annotation.query import query
+    from mmal.utils import ConfigError, setup_distributed
+
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    annotation = dict((cfg.get('active_learning') or {}).get('annotation') or {})
+    if args.format:
+        annotation['formats'] = args.format
+    if args.image_root:
+        annotation['image_root'] = args.image_root
+    cfg.setdefault('active_learning', {})
+    cfg.active_learning['annotation'] = annotation
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    setup_distributed(args.launcher, cfg)
+    try:
+        tasks = query(cfg, args.checkpoint, args.budget, args.out, images=args.images,
+                      strategy=None if args.strategy is None else dict(type=args.strategy),
+                      cycle=args.cycle, launcher=args.launcher)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    if tasks:
+        print(f'{len(tasks)} images to label in {args.out} (batch.csv ranks them; top score '
+              f'{tasks[0].score:.4f})')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
