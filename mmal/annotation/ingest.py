@@ -81,7 +81,9 @@ def read_exports(paths: Sequence[str | Path], space: LabelSpace, tasks: Sequence
     for path in map(Path, paths):
         name = detect_format(path) if fmt == 'auto' else fmt
         read, bad = FORMATS[name].read_export(path, space, tasks)
-        labels += read
+        # An annotator's labels of an image that lost a record are left out
+        # whole: without the record they would say the object is not there.
+        labels += [lab for lab in read if not any(e.spoils(lab) for e in bad)]
         errors += bad
     return labels, errors
 

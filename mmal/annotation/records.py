@@ -91,8 +91,20 @@ class LabelSpace:
 
 
 class ExportError(ValueError):
-    """A record of an export that cannot be ingested; names the file and the record."""
+    """A record of an export that cannot be ingested; names the file and the record.
 
-    def __init__(self, path: str, record: str, problem: str, fix: str = '') -> None:
+    ``tasks`` and ``annotator`` say whose labels the record belonged to
+    (empty: no task's; None: the file's annotator), so that ingest leaves
+    out that annotator's labels of those tasks whole rather than keep them
+    without the bad record.
+    """
+
+    def __init__(self, path: str, record: str, problem: str, fix: str = '', *,
+                 tasks: frozenset[str] = frozenset(), annotator: str | None = None) -> None:
         self.path, self.record, self.problem = str(path), record, problem
+        self.tasks, self.annotator = tasks, annotator
         super().__init__(f'{path}: {record}: {problem}' + (f'; {fix}' if fix else ''))
+
+    def spoils(self, labels: 'Labels') -> bool:
+        """Whether ``labels`` (read from the same file) lost a record to this error."""
+        return labels.task_id in self.tasks and self.annotator in (None, labels.annotator)

@@ -4,6 +4,7 @@ Every reader turns a record it cannot ingest into an :class:`ExportError`
 collected in a :class:`Problems` list and goes on with the next record, so
 one bad box does not cost the other labels of the file.
 """
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
@@ -18,14 +19,30 @@ MIN_BOX_SIZE = 1.0
 
 
 class Problems(list):
-    """The per-record :class:`ExportError` s of one export file."""
+    """The per-record :class:`ExportError` s of one export file.
+
+    ``about(tasks, annotator)`` marks the errors added meanwhile as spoiling
+    those labels (see :meth:`ExportError.spoils`).
+    """
 
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
+        self._tasks: frozenset[str] = frozenset()
+        self._annotator: str | None = None
 
     def add(self, record: str, problem: str, fix: str = '') -> None:
-        self.append(ExportError(self.path, record, problem, fix))
+        self.append(ExportError(self.path, record, problem, fix, tasks=self._tasks,
+                                annotator=self._annotator))
+
+    @contextlib.contextmanager
+    def about(self, tasks, annotator: str | None = None):
+        saved = self._tasks, self._annotator
+        self._tasks, self._annotator = frozenset(tasks), annotator
+        try:
+            yield
+        finally:
+            self._tasks, self._annotator = saved
 
 
 def not_an_export(path: Path, expected: str, found: str) -> ExportError:

@@ -31,6 +31,7 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ...utils.atomic import atomic_write_text
 from ..records import Box, ExportError, Keypoint, Labels, LabelSpace, Task
 from ._common import (
     ImageIndex,
@@ -89,8 +90,7 @@ def write_tasks(tasks: Sequence[Task], space: LabelSpace, out_dir: Path, *,
     coco = {'info': {'description': 'mmal batch'}, 'licenses': [], 'images': images,
             'categories': categories(space), 'annotations': annotations}
     path = out_dir / ANNOTATIONS_FILE
-    with open(path, 'w', encoding='utf-8') as f:
-        json.dump(coco, f, indent=1)
+    atomic_write_text(path, json.dumps(coco, indent=1))
     return [path]
 
 
@@ -167,7 +167,9 @@ def read_export(path: Path, space: LabelSpace, tasks: Sequence[Task]
                      problems)
     found: dict[object, dict[str, tuple]] = {image_id: {} for image_id in images}
     for number, annotation in enumerate(coco['annotations'], 1):
-        reader.read(annotation, number, images, found)
+        image = images.get(annotation.get('image_id')) if isinstance(annotation, dict) else None
+        with problems.about([] if image is None else [t.task_id for t in image[2]]):
+            reader.read(annotation, number, images, found)
     annotator = annotator_of_file(path, DEFAULT_STEMS)
     labels = []
     for image_id, (_, _, tasks_of_image, _) in images.items():

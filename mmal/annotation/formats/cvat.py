@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from xml.etree import ElementTree
 
+from ...utils.atomic import atomic_write_text
 from ..records import Box, ExportError, Keypoint, Labels, LabelSpace, Task
 from ._common import (
     ImageIndex,
@@ -98,9 +99,9 @@ def write_tasks(tasks: Sequence[Task], space: LabelSpace, out_dir: Path, *,
                 _person(image, task, space, group)
     ElementTree.indent(root)
     xml_path, labels_path = out_dir / ANNOTATIONS_FILE, out_dir / LABELS_FILE
-    ElementTree.ElementTree(root).write(xml_path, encoding='utf-8', xml_declaration=True)
-    with open(labels_path, 'w', encoding='utf-8') as f:
-        json.dump(raw_labels(space), f, indent=1)
+    atomic_write_text(xml_path, "<?xml version='1.0' encoding='utf-8'?>\n"
+                      + ElementTree.tostring(root, encoding='unicode'))
+    atomic_write_text(labels_path, json.dumps(raw_labels(space), indent=1))
     return [xml_path, labels_path]
 
 
@@ -238,10 +239,11 @@ def _read_image(image: ElementTree.Element, space: LabelSpace, index: ImageIndex
         problems.add(where, why, 'read the export with the batch it was written from')
         return []
     scale = _scale(image, tasks[0])
-    if space.task == 'detection':
-        boxes = _read_boxes(image, where, scale, tasks[0], space, problems)
-        return [Labels(task.task_id, annotator, boxes) for task in tasks]
-    persons = _read_persons(image, where, scale, tasks, space, problems)
+    with problems.about([t.task_id for t in tasks]):
+        if space.task == 'detection':
+            boxes = _read_boxes(image, where, scale, tasks[0], space, problems)
+            return [Labels(task.task_id, annotator, boxes) for task in tasks]
+        persons = _read_persons(image, where, scale, tasks, space, problems)
     return [Labels(task.task_id, annotator, keypoints=persons.get(task.task_id, ()))
             for task in tasks]
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from xml.etree import ElementTree
 
+from ...utils.atomic import atomic_write_text
 from ..records import Box, ExportError, Keypoint, Labels, LabelSpace, Task
 from ._common import (
     Problems,
@@ -66,9 +67,9 @@ def write_tasks(tasks: Sequence[Task], space: LabelSpace, out_dir: Path, *,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tasks_path, config_path = out_dir / TASKS_FILE, out_dir / CONFIG_FILE
-    with open(tasks_path, 'w', encoding='utf-8') as f:
-        json.dump([_import_task(task, space, image_url) for task in tasks], f, indent=1)
-    config_path.write_text(labeling_config(space), encoding='utf-8')
+    atomic_write_text(tasks_path, json.dumps(
+        [_import_task(task, space, image_url) for task in tasks], indent=1))
+    atomic_write_text(config_path, labeling_config(space))
     return [tasks_path, config_path]
 
 
@@ -239,15 +240,16 @@ def _read_annotation(annotation, where: str, task: Task, space: LabelSpace,
         problems.add(where, f'has no {missing}', 'export the project again as JSON')
         return None
     boxes, keypoints = [], []
-    for number, region in enumerate(result, 1):
-        region_where = f"{where}, region {str(_field(region, 'id', number))!r}"
-        read = _read_region(region, region_where, task, space, problems)
-        if isinstance(read, Box):
-            boxes.append(read)
-        elif isinstance(read, Keypoint):
-            keypoints.append(read)
-    return Labels(task.task_id, annotator, tuple(boxes),
-                  in_joint_order(keypoints, space, where, problems))
+    with problems.about([task.task_id], annotator):
+        for number, region in enumerate(result, 1):
+            region_where = f"{where}, region {str(_field(region, 'id', number))!r}"
+            read = _read_region(region, region_where, task, space, problems)
+            if isinstance(read, Box):
+                boxes.append(read)
+            elif isinstance(read, Keypoint):
+                keypoints.append(read)
+        return Labels(task.task_id, annotator, tuple(boxes),
+                      in_joint_order(keypoints, space, where, problems))
 
 
 def _annotator(completed_by) -> str | None:
