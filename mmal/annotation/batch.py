@@ -24,22 +24,24 @@ RANKED_FILE = 'batch.csv'
 
 
 def label_space(cfg, task: str) -> LabelSpace:
-    """The classes (detection) or joints (pose) of a config's training data."""
-    from ..datasets import leaf_configs  # the config walk, without importing mmdet here
-    leaf = leaf_configs(cfg.train_dataloader.dataset)[0]
-    metainfo = leaf.get('metainfo') or {}
-    if task == 'detection':
-        classes = metainfo.get('classes')
-        if not classes:
-            from mmengine.registry import DATASETS
-            classes = DATASETS.get(leaf['type']).METAINFO['classes']
-        return LabelSpace('detection', tuple(classes))
+    """The classes (detection) or joints (pose) of a config's training data.
+
+    Read from the dataset's own metainfo (built lazily: no annotation is
+    loaded), so a config's ``metainfo`` overrides count as in training.
+    """
+    import copy
+
     from mmengine.registry import DATASETS
-    from mmpose.datasets.datasets.utils import parse_pose_metainfo
-    meta = metainfo if 'from_file' in metainfo else DATASETS.get(leaf['type']).METAINFO
-    info = parse_pose_metainfo(dict(meta))
-    names = tuple(info['keypoint_id2name'][i] for i in range(info['num_keypoints']))
-    skeleton = tuple(tuple(int(j) for j in link) for link in info['skeleton_links'])
+
+    from ..datasets import leaf_configs
+    leaf = copy.deepcopy(leaf_configs(cfg.train_dataloader.dataset)[0])
+    leaf.update(pipeline=[], lazy_init=True)
+    leaf.pop('indices', None)
+    metainfo = DATASETS.build(leaf).metainfo
+    if task == 'detection':
+        return LabelSpace('detection', tuple(metainfo['classes']))
+    names = tuple(metainfo['keypoint_id2name'][i] for i in range(metainfo['num_keypoints']))
+    skeleton = tuple(tuple(int(j) for j in link) for link in metainfo['skeleton_links'])
     return LabelSpace('pose', names, skeleton)
 
 

@@ -7,7 +7,12 @@ from .mpii_format import (
     write_mpii_json,
 )
 from .mpii_generator import MPIISceneConfig, generate_mpii_dataset
-from .partial import PartiallyLabeledVOCDataset, UnlabeledImageDataset, image_paths
+from .partial import (
+    PartiallyLabeledMpiiDataset,
+    PartiallyLabeledVOCDataset,
+    UnlabeledImageDataset,
+    image_paths,
+)
 from .pool import (
     Pool,
     build_pool,
@@ -19,7 +24,8 @@ from .pool import (
 from .voc_generator import SYNTHETIC_VOC_CLASSES, VOCSceneConfig, generate_voc_dataset
 
 __all__ = [
-    'MPII_JOINTS', 'MPIIAnnotationError', 'MPIISceneConfig', 'PartiallyLabeledVOCDataset', 'Pool',
+    'MPII_JOINTS', 'MPIIAnnotationError', 'MPIISceneConfig', 'PartiallyLabeledMpiiDataset',
+    'PartiallyLabeledVOCDataset', 'Pool',
     'UnlabeledImageDataset', 'image_paths', 'SYNTHETIC_VOC_CLASSES',
     'VOCSceneConfig', 'build_pool', 'deterministic_pipeline', 'generate_mpii_dataset',
     'generate_voc_dataset', 'leaf_configs', 'scoring_config', 'subset_config',

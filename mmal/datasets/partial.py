@@ -12,9 +12,12 @@ import os.path as osp
 from pathlib import Path
 
 import mmcv
+import numpy as np
 from mmdet.datasets import BaseDetDataset, VOCDataset
 from mmdet.registry import DATASETS
 from mmengine.fileio import get
+from mmpose.datasets import MpiiDataset
+from mmpose.registry import DATASETS as POSE_DATASETS
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -49,6 +52,25 @@ class PartiallyLabeledVOCDataset(VOCDataset):
         min_size = (self.filter_cfg or {}).get('min_size', 0)
         return [info for info in self.data_list
                 if min(info['width'], info['height']) >= min_size]
+
+
+@POSE_DATASETS.register_module()
+class PartiallyLabeledMpiiDataset(MpiiDataset):
+    """mmpose's ``MpiiDataset`` where a person without any annotated joint is unlabeled.
+
+    mmpose drops such persons (``_is_valid_instance``); here every person
+    with a valid box stays, with ``labeled`` saying whether any joint is
+    annotated (``joints_vis``). Writing its joints into the JSON
+    (``tools/al_ingest.py`` does) labels it.
+    """
+
+    def _get_topdown_data_infos(self, instance_list: list[dict]) -> list[dict]:
+        kept = []
+        for info in instance_list:
+            x1, y1, x2, y2 = np.asarray(info['bbox']).reshape(-1)[:4]
+            if x2 > x1 and y2 > y1:
+                kept.append(dict(info, labeled=bool(np.any(info['keypoints_visible'] > 0))))
+        return kept
 
 
 @DATASETS.register_module()
