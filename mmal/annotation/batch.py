@@ -150,3 +150,15 @@ def read_batch(folder: str | Path) -> tuple[dict, list[Task]]:
                   person_box=Box('person', *t['person_box']) if t.get('person_box') else None)
              for t in record['tasks']]
     return record, tasks
+
+
+def append_to_batch(folder: str | Path, tasks: Sequence[Task], space: LabelSpace,
+                    strategy: str) -> None:
+    """Add tasks to ``batch.json`` (a serving queue's batch grows as it hands out)."""
+    path = Path(folder) / BATCH_FILE
+    record = json.loads(path.read_text()) if path.exists() else dict(
+        strategy=strategy, cycle=None, space=dict(task=space.task, names=space.names), tasks=[])
+    known = {t['id'] for t in record['tasks']}
+    record['tasks'] += [task_record(t) for t in tasks if t.task_id not in known]
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(record, indent=1) + '\n')

@@ -34,6 +34,8 @@ class Decision:
     accepted: dict[str, Consensus] = field(default_factory=dict)
     #: ``{task id: why it goes back into the next batch}``
     requeued: dict[str, str] = field(default_factory=dict)
+    #: The labeled but unsettled tasks among ``requeued`` (short of the quorum, ties).
+    unsettled: dict[str, Consensus] = field(default_factory=dict)
     errors: list[ExportError] = field(default_factory=list)
     #: (task, annotator) label sets that this ingest added or changed.
     new_labels: int = 0
@@ -144,6 +146,7 @@ def decide(tasks: Sequence[Task], received, space: LabelSpace,
             decision.accepted[task.task_id] = consensus
         else:
             decision.requeued[task.task_id] = consensus.reason
+            decision.unsettled[task.task_id] = consensus
     return decision
 
 

@@ -10,6 +10,7 @@ on a Runner loading the checkpoint), and the batch is written as the
 experiment writes it for people.
 """
 import copy
+import dataclasses
 import json
 import os.path as osp
 from pathlib import Path
@@ -31,6 +32,7 @@ from ..registry import STRATEGIES
 from ..utils import ConfigError
 from ..utils.dist import broadcast_from_rank0
 from .batch import label_space, make_tasks, prediction_labels, sample_info, write_batch
+from .records import Task
 from .settings import AnnotationSettings
 
 
@@ -59,68 +61,106 @@ def candidate_dataset(cfg: Config, images: str, out_dir: Path) -> dict:
     return leaf
 
 
+class CheckpointScorer:
+    """The experiment's scoring and selection for one checkpoint, outside an experiment.
+
+    Args:
+        cfg (Config): The model / experiment config.
+        checkpoint (str): The model's weights.
+        out_dir (Path): Where the Runners log, and ``--images`` pose persons go.
+        images (str, optional): The candidates instead of the training
+            dataset's unlabeled samples (see :func:`candidate_dataset`).
+        strategy (dict, optional): Instead of ``active_learning.strategy``.
+    """
+
+    def __init__(self, cfg: Config, checkpoint: str, out_dir: str | Path, *,
+                 images: str | None = None, strategy: dict | None = None,
+                 launcher: str = 'none') -> None:
+        self.checkpoint, self.out_dir, self.launcher = str(checkpoint), Path(out_dir), launcher
+        cfg = copy.deepcopy(cfg)
+        section = dict(cfg.get('active_learning') or {})
+        section.update(budget_per_cycle=1, num_cycles=1, oracle='human')
+        section.pop('initial_size', None)
+        if strategy is not None:
+            section['strategy'] = strategy
+        self.settings = ActiveLearningSettings.from_config(section)
+        self.task = task_of(cfg)
+        with DefaultScope.overwrite_default_scope('mmal'):
+            self.strategy = STRATEGIES.build(copy.deepcopy(self.settings.strategy),
+                                             default_args=dict(task=self.task))
+        if self.strategy.needs_labels:
+            raise ConfigError(f"{self.settings.strategy['type']} reads the candidates' labels; "
+                              'choose a strategy that scores unlabeled images')
+        self.train = cfg.train_dataloader.dataset
+        self.candidates_cfg = None
+        if images is not None:
+            self.candidates_cfg = candidate_dataset(cfg, images, self.out_dir)
+            cfg.train_dataloader.dataset = dict(type='ConcatDataset', datasets=[
+                self.train, self.candidates_cfg])
+        self.cfg = cfg
+        self.pool = build_pool(cfg.train_dataloader.dataset)
+        first = len(self.pool) - self.pool.leaf_sizes[-1] if images else len(self.pool)
+        self.labeled = [p for p in range(first) if self.pool.has_labels[p]]
+        self.candidates = np.array(list(range(first, len(self.pool))) if images else [
+            p for p in range(len(self.pool)) if not self.pool.has_labels[p]], dtype=int)
+        self.annotation = AnnotationSettings.from_dict(self.settings.annotation)
+        self.space = label_space(cfg, self.task)
+        self.selection = CycleSelection(cfg, self.settings, self.pool, self.strategy, self.task,
+                                        self._runner, print, self.out_dir)
+
+    def rank(self, k: int | None = None) -> tuple[list[str], list[float]]:
+        """The strategy's ``k`` picks of the candidates (all by default), best first, and scores."""
+        k = len(self.candidates) if k is None else k
+        if len(self.candidates) < k:
+            raise ConfigError(f'--budget {k}: only {len(self.candidates)} unlabeled candidates')
+        self.selection.settings = dataclasses.replace(self.settings, budget_per_cycle=k)
+        order, scores = self.selection.select(self.candidates, self.labeled,
+                                              np.random.default_rng(self.settings.seed))
+        ranked = None if order is None else (
+            [self.pool.ids[self.candidates[i]] for i in order], [float(scores[i]) for i in order])
+        return broadcast_from_rank0(ranked)
+
+    def tasks(self, ids: list[str], scores: list[float]) -> list[Task]:
+        """Tasks of ``ids`` with the model's predictions (on rank 0; [] on the others)."""
+        position = {sample_id: p for p, sample_id in enumerate(self.pool.ids)}
+        positions = sorted(position[i] for i in ids)
+        outputs = self.selection.score(positions, prediction_pass(), phase='predict')
+        if get_rank() != 0:
+            return []
+        predicted = dict(zip((self.pool.ids[p] for p in positions), outputs['predictions']))
+        infos = sample_infos(self.cfg.train_dataloader.dataset, ids)
+        return make_tasks(ids, [sample_info(infos[i][1]) for i in ids], scores,
+                          [prediction_labels(i, predicted[i], self.space,
+                                             self.annotation.prediction_score_thr) for i in ids],
+                          self.annotation.image_root)
+
+    def write(self, folder: str | Path, tasks: list[Task], cycle: int | None = None) -> None:
+        write_batch(folder, tasks, self.space, self.annotation,
+                    strategy=self.settings.strategy['type'], cycle=cycle,
+                    extra=dict(checkpoint=self.checkpoint,
+                               candidates_dataset=_plain(self.candidates_cfg)))
+
+    def _runner(self, phase: str, test_dataloader: dict, test_cfg: dict) -> CycleRunner:
+        cfg = copy.deepcopy(self.cfg)
+        cfg.train_dataloader.dataset = self.train
+        cfg.test_dataloader, cfg.test_cfg = test_dataloader, test_cfg
+        cfg.update(work_dir=str(self.out_dir / 'runner'), load_from=self.checkpoint,
+                   resume=False, launcher=self.launcher, experiment_name=f'query_{phase}')
+        cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+        cfg.pop('active_learning', None)
+        return CycleRunner.from_cfg(cfg)
+
+
 def query(cfg: Config, checkpoint: str, budget: int, out_dir: str | Path, *,
           images: str | None = None, strategy: dict | None = None, cycle: int | None = None,
-          launcher: str = 'none') -> list:
+          launcher: str = 'none') -> list[Task]:
     """Score the candidates, write the top ``budget`` as a batch, return its tasks (rank 0)."""
-    out_dir = Path(out_dir)
-    cfg = copy.deepcopy(cfg)
-    section = dict(cfg.get('active_learning') or {})
-    section.update(budget_per_cycle=budget, num_cycles=1, oracle='human')
-    section.pop('initial_size', None)
-    if strategy is not None:
-        section['strategy'] = strategy
-    settings = ActiveLearningSettings.from_config(section)
-    task = task_of(cfg)
-    with DefaultScope.overwrite_default_scope('mmal'):
-        built = STRATEGIES.build(copy.deepcopy(settings.strategy), default_args=dict(task=task))
-    if built.needs_labels:
-        raise ConfigError(f"{settings.strategy['type']} reads the candidates' labels; "
-                          'choose a strategy that scores unlabeled images')
-    train = cfg.train_dataloader.dataset
-    candidates_cfg = None
-    if images is not None:
-        candidates_cfg = candidate_dataset(cfg, images, out_dir)
-        cfg.train_dataloader.dataset = dict(type='ConcatDataset', datasets=[
-            train, candidates_cfg])
-    pool = build_pool(cfg.train_dataloader.dataset)
-    first_image = len(pool) - pool.leaf_sizes[-1] if images else len(pool)
-    labeled = [p for p in range(first_image) if pool.has_labels[p]]
-    candidates = np.array(list(range(first_image, len(pool))) if images else
-                          [p for p in range(len(pool)) if not pool.has_labels[p]], dtype=int)
-    if len(candidates) < budget:
-        raise ConfigError(f'--budget {budget}: only {len(candidates)} unlabeled candidates')
-
-    def make_runner(phase: str, test_dataloader: dict, test_cfg: dict) -> CycleRunner:
-        run_cfg = copy.deepcopy(cfg)
-        run_cfg.train_dataloader.dataset = train
-        run_cfg.test_dataloader, run_cfg.test_cfg = test_dataloader, test_cfg
-        run_cfg.update(work_dir=str(out_dir / 'runner'), load_from=checkpoint, resume=False,
-                       launcher=launcher, experiment_name=f'query_{phase}')
-        run_cfg.val_dataloader = run_cfg.val_cfg = run_cfg.val_evaluator = None
-        run_cfg.pop('active_learning', None)
-        return CycleRunner.from_cfg(run_cfg)
-
-    selection = CycleSelection(cfg, settings, pool, built, task, make_runner, print, out_dir)
-    order, scores = selection.select(candidates, labeled, np.random.default_rng(settings.seed))
-    picked = None if order is None else [int(candidates[i]) for i in order]
-    picked_scores = None if order is None else [float(scores[i]) for i in order]
-    picked = broadcast_from_rank0(picked)
-    outputs = selection.score(sorted(picked), prediction_pass(), phase='predict')
-    if get_rank() != 0:
-        return []
-    by_position = dict(zip(sorted(picked), outputs['predictions']))
-    ids = [pool.ids[p] for p in picked]
-    annotation = AnnotationSettings.from_dict(settings.annotation)
-    space = label_space(cfg, task)
-    infos = sample_infos(cfg.train_dataloader.dataset, ids)
-    tasks = make_tasks(ids, [sample_info(infos[i][1]) for i in ids], picked_scores,
-                       [prediction_labels(i, by_position[p], space,
-                                          annotation.prediction_score_thr)
-                        for i, p in zip(ids, picked)], annotation.image_root)
-    write_batch(out_dir, tasks, space, annotation, strategy=settings.strategy['type'],
-                cycle=cycle, extra=dict(checkpoint=str(checkpoint),
-                                        candidates_dataset=_plain(candidates_cfg)))
+    scorer = CheckpointScorer(cfg, checkpoint, out_dir, images=images, strategy=strategy,
+                              launcher=launcher)
+    ids, scores = scorer.rank(budget)
+    tasks = scorer.tasks(ids, scores)
+    if get_rank() == 0:
+        scorer.write(out_dir, tasks, cycle)
     return tasks
 
 

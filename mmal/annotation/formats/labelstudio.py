@@ -45,7 +45,7 @@ KEYPOINT_WIDTH = 0.5
 EXPECTED = ("Label Studio's JSON export (a list of tasks, each with 'data' and "
             "'annotations')")
 
-__all__ = ['write_tasks', 'read_export', 'labeling_config']
+__all__ = ['import_task', 'labeling_config', 'read_export', 'write_tasks']
 
 
 # ------------------------------------------------------------------ writing
@@ -68,7 +68,7 @@ def write_tasks(tasks: Sequence[Task], space: LabelSpace, out_dir: Path, *,
     out_dir.mkdir(parents=True, exist_ok=True)
     tasks_path, config_path = out_dir / TASKS_FILE, out_dir / CONFIG_FILE
     atomic_write_text(tasks_path, json.dumps(
-        [_import_task(task, space, image_url) for task in tasks], indent=1))
+        [import_task(task, space, image_url) for task in tasks], indent=1))
     atomic_write_text(config_path, labeling_config(space))
     return [tasks_path, config_path]
 
@@ -95,7 +95,7 @@ def _labels(view: ElementTree.Element, tag: str, name: str, values: Sequence[str
         ElementTree.SubElement(control, 'Label', value=value)
 
 
-def _import_task(task: Task, space: LabelSpace,
+def import_task(task: Task, space: LabelSpace,
                  image_url: Callable[[Task], str] | None) -> dict:
     data = {'image': image_name(task, image_url), 'mmal_id': task.task_id,
             'score': task.score, 'rank': task.rank, 'width': task.width,

@@ -1,0 +1,108 @@
+"""Keep annotators busy: an informativeness queue feeding a labeling tool.
+
+    python tools/al_serve.py CONFIG --work-dir DIR [--checkpoint CKPT]
+        (--label-studio URL --token TOKEN --project ID | --folder DIR)
+        [--push-size N] [--low-water N] [--retrain-every N] [--poll-s S]
+        [--max-steps N] [--stream IMAGES_DIR --rate R] [--cfg-options k=v ...]
+
+The unlabeled samples of the config's training dataset (e.g.
+``PartiallyLabeledVOCDataset``) are ordered by the model's scores with the
+config's strategy. Each step ingests what annotators finished (into the
+dataset's own files), pushes the next most informative images when fewer
+than ``--low-water`` are open, and retrains in the background once
+``--retrain-every`` new labels arrived, then re-orders the queue with the
+new model. The queue and what was handed out survive a restart (state in
+DIR). ``--folder`` writes tasks to FOLDER/outbox and reads exports from
+FOLDER/inbox instead of a Label Studio project.
+
+``--stream IMAGES_DIR --rate R``: stream-based selective sampling; each
+image arriving in IMAGES_DIR is sent to annotators when its score passes
+the ``1 - R`` quantile of the current pool's scores.
+"""
+import argparse
+import os.path as osp
+import sys
+import time
+from pathlib import Path
+
+from mmengine.config import Config, DictAction
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config')
+    parser.add_argument('--work-dir', required=True, help="the server's folder (its state)")
+    parser.add_argument('--checkpoint', help='the model ordering the pool at the start')
+    parser.add_argument('--label-studio', metavar='URL', help='a running Label Studio')
+    parser.add_argument('--token', help='its API token (Token authentication)')
+    parser.add_argument('--project', type=int, help='the Label Studio project id')
+    parser.add_argument('--folder', help='outbox/inbox folder instead of Label Studio')
+    parser.add_argument('--push-size', type=int, default=10)
+    parser.add_argument('--low-water', type=int, default=5)
+    parser.add_argument('--retrain-every', type=int, default=50)
+    parser.add_argument('--poll-s', type=float, default=30.0)
+    parser.add_argument('--max-steps', type=int, help='stop after N steps (default: never)')
+    parser.add_argument('--stream', metavar='IMAGES_DIR',
+                        help='label arriving images by a calibrated threshold')
+    parser.add_argument('--rate', type=float, default=0.1,
+                        help='--stream: the share of arriving images to label')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    args = parser.parse_args()
+    if bool(args.label_studio) == bool(args.folder):
+        parser.error('give either --label-studio URL (with --token and --project) or --folder')
+    if args.label_studio and (not args.token or args.project is None):
+        parser.error('--label-studio needs --token and --project')
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    if not osp.isfile(args.config):
+        print(f'error: config file {args.config!r} not found', file=sys.stderr)
+        return 2
+    from mmengine.registry import init_default_scope
+
+    from mmal.annotation.projects import FolderProject, LabelStudioProject
+    from mmal.annotation.serve import AnnotationServer
+    from mmal.datasets import image_paths
+    from mmal.utils import ConfigError
+
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    project = (FolderProject(args.folder) if args.folder else
+               LabelStudioProject(args.label_studio, args.token, args.project))
+    try:
+        server = AnnotationServer(cfg, args.work_dir, project, args.checkpoint,
+                                  push_size=args.push_size, low_water=args.low_water,
+                                  retrain_every=args.retrain_every)
+    except (ConfigError, ConnectionError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    seen: set[str] = set()
+    step = 0
+    while args.max_steps is None or step < args.max_steps:
+        try:
+            report = server.step()
+            if args.stream and any(Path(args.stream).iterdir()):
+                arrived = [p for p in image_paths(args.stream) if p not in seen]
+                if arrived:
+                    seen |= set(arrived)
+                    report['streamed'] = server.stream(
+                        arrived, args.rate, Path(args.work_dir) / 'stream' / f'{step:05d}')
+        except (ConnectionError, FileNotFoundError) as err:
+            print(f'step {step}: {err}; trying again in {args.poll_s} s', file=sys.stderr)
+            report = {}
+        print(f'step {step}: ' + ', '.join(f'{k}={v if not isinstance(v, list) else len(v)}'
+                                           for k, v in report.items()), flush=True)
+        step += 1
+        if args.max_steps is None or step < args.max_steps:
+            time.sleep(args.poll_s)
+    server.wait_for_retraining()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
