@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import os.path as osp
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -112,7 +113,7 @@ def write_batch(out_dir: str | Path, tasks: Sequence[Task], space: LabelSpace,
         image_url = None
         if name == 'labelstudio':
             def image_url(task: Task) -> str:
-                return settings.image_url_prefix + task.image
+                return settings.image_url_prefix + urllib.parse.quote(task.image)
         written += FORMATS[name].write_tasks(tasks, space, out_dir, image_url=image_url)
     buf = io.StringIO()
     writer = csv.writer(buf)

@@ -11,6 +11,7 @@ still open is the queue's to know (:mod:`.queue`).
 """
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,8 +37,9 @@ class LabelStudioProject:
 
     def push(self, tasks: Sequence[Task], space: LabelSpace,
              settings: AnnotationSettings) -> None:
-        items = [labelstudio.import_task(t, space, lambda t: settings.image_url_prefix + t.image)
-                 for t in tasks]
+        def image_url(task: Task) -> str:
+            return settings.image_url_prefix + urllib.parse.quote(task.image)
+        items = [labelstudio.import_task(t, space, image_url) for t in tasks]
         self._request('POST', f'/api/projects/{self.project}/import', items)
 
     def exports(self, folder: Path) -> list[Path]:
