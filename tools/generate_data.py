@@ -2,6 +2,10 @@
 
     python tools/generate_data.py voc data/synthetic_voc/VOCdevkit [--num-trainval N] ...
     python tools/generate_data.py mpii data/synthetic_mpii [--num-train N] ...
+
+``--hide-labels-except N`` makes the data a user with people as the oracle
+has: N labeled training samples, the others unlabeled, their labels kept
+aside in ROOT/answers for stand-in annotators (mmal.annotation.simulate).
 """
 import argparse
 import sys
@@ -27,6 +31,7 @@ def parse_args() -> argparse.Namespace:
     voc.add_argument('--min-size', type=int, default=defaults.min_size)
     voc.add_argument('--max-size', type=int, default=defaults.max_size)
     _duplicate_args(voc, defaults)
+    _hide_args(voc)
     mpii = sub.add_parser('mpii', help="MPII layout, as mmpose's data/mpii (images/, "
                           'annotations/mpii_{train,val}.json, mpii_gt_val.mat)')
     mpii.add_argument('root', help='the folder to write (e.g. data/synthetic_mpii)')
@@ -40,7 +45,14 @@ def parse_args() -> argparse.Namespace:
     mpii.add_argument('--second-person-prob', type=float,
                       default=defaults.second_person_prob)
     _duplicate_args(mpii, defaults)
+    _hide_args(mpii)
     return parser.parse_args()
+
+
+def _hide_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--hide-labels-except', type=int, metavar='N',
+                        help='keep N training samples labeled and move the other labels to '
+                        'ROOT/answers (for trying al_train.py --oracle human)')
 
 
 def _duplicate_args(parser: argparse.ArgumentParser, defaults) -> None:
@@ -67,6 +79,7 @@ def generate(args: argparse.Namespace) -> None:
                              duplicate_fraction=args.duplicate_fraction,
                              num_templates=args.num_templates)
         print(f'VOC-format data ready in {generate_voc_dataset(args.root, cfg)}')
+        _hide(args, 'detection')
     elif args.format == 'mpii':
         cfg = MPIISceneConfig(num_train=args.num_train, num_val=args.num_val, seed=args.seed,
                               min_size=args.min_size, max_size=args.max_size,
@@ -74,6 +87,15 @@ def generate(args: argparse.Namespace) -> None:
                               duplicate_fraction=args.duplicate_fraction,
                               num_templates=args.num_templates)
         print(f'MPII-format data ready in {generate_mpii_dataset(args.root, cfg)}')
+        _hide(args, 'pose')
+
+
+
+def _hide(args: argparse.Namespace, task: str) -> None:
+    if args.hide_labels_except is not None:
+        from mmal.annotation.simulate import hide_labels
+        answers = hide_labels(args.root, task, args.hide_labels_except, seed=args.seed)
+        print(f'labels of all but {args.hide_labels_except} training samples moved to {answers}')
 
 
 if __name__ == '__main__':

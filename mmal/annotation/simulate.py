@@ -6,7 +6,9 @@ keeps the hidden labels aside as *answers*. :func:`labelstudio_export`
 answers a batch as Label Studio's JSON export does, one annotation per
 simulated annotator, optionally with mistakes, so ``al_ingest.py`` and
 ``al_train.py --oracle human --resume`` can run end to end without people.
-Never used by the loop itself.
+Never used by the loop itself. From the command line::
+
+    python -m mmal.annotation.simulate BATCH_DIR ANSWERS_DIR --annotators a@x b@x --out export.json
 """
 import json
 import shutil
@@ -122,3 +124,22 @@ def _joints(task: Task, joints: dict, wrong) -> list[dict]:
                  value=dict(x=100 * min(x + shift, task.width - 1) / task.width,
                             y=100 * y / task.height, width=0.5, keypointlabels=[name]))
             for i, (name, (x, y)) in enumerate(joints.items())]
+
+
+def main() -> int:
+    import argparse
+    parser = argparse.ArgumentParser(description='Answer a batch as Label Studio exports it, '
+                                     'from the labels hide_labels kept aside.')
+    parser.add_argument('batch', help='the batch folder (holds batch.json)')
+    parser.add_argument('answers', help='the answers folder of hide_labels')
+    parser.add_argument('--annotators', nargs='+', default=['annotator@example.com'])
+    parser.add_argument('--out', required=True, help='the export file to write')
+    args = parser.parse_args()
+    exported = labelstudio_export(args.batch, args.answers, args.annotators)
+    Path(args.out).write_text(json.dumps(exported, indent=1))
+    print(f'{args.out}: {len(exported)} tasks labeled by {", ".join(args.annotators)}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
