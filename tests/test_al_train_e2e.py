@@ -117,7 +117,12 @@ def test_killed_mid_training_resumes_from_its_checkpoint(exp_cfg, tmp_path):
                 marker.touch()
                 raise SimulatedKillError
 
+    # Real, persistent data workers as the shipped configs have them: their
+    # augmentation streams are what a resume must reproduce.
     cfg = copy.deepcopy(exp_cfg)
+    cfg.train_dataloader.num_workers = 2
+    cfg.train_dataloader.persistent_workers = True
+    uninterrupted = run(cfg, tmp_path / 'whole').data
     cfg.custom_hooks = cfg.custom_hooks + [dict(type='DieOnceInSecondEpoch')]
     with pytest.raises(SimulatedKillError):
         run(cfg, tmp_path / 'wd')
@@ -129,10 +134,10 @@ def test_killed_mid_training_resumes_from_its_checkpoint(exp_cfg, tmp_path):
     assert (cycle_dir / 'epoch_2.pth').exists()
     logs = '\n'.join(p.read_text() for p in cycle_dir.glob('*/*.log'))
     assert 'resumed epoch: 1' in logs.lower()
-    # Bitwise equality with an uninterrupted run is not promised here: the
-    # augmentation RNG restarts from the seed at resume. The plan is kept.
-    assert [c['num_labeled'] for c in state['cycles']] == [8, 16]
-    assert len(state['cycles'][0]['selected']) == 8
+    # Augmentations are a function of (seed, epoch, worker) (EpochSeedHook):
+    # the resumed training repeats the uninterrupted one, and so does
+    # everything after it.
+    assert essence(state) == essence(uninterrupted)
 
 
 def test_resume_with_other_settings_is_refused(exp_cfg, tmp_path):

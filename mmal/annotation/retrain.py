@@ -18,6 +18,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import find_latest_checkpoint
 
 from ..datasets import build_pool, subset_config
+from ..loop.experiment import reproducible_training
 from ..loop.runner import CycleRunner
 from ..utils.atomic import atomic_write_text
 from .query import CheckpointScorer
@@ -36,6 +37,7 @@ def train_on_labeled(cfg: Config, folder: Path) -> str:
     seed = (cfg.get('active_learning') or {}).get('seed', 0)
     run.randomness = dict(run.get('randomness') or {}, seed=seed)
     run.pop('active_learning', None)
+    reproducible_training(run)
     CycleRunner.from_cfg(run).train()
     return find_latest_checkpoint(str(folder))
 

@@ -1,3 +1,4 @@
+from .epoch_seed import EpochSeedHook
 from .stop_gradient import LossPredictionStopGradientHook
 
-__all__ = ['LossPredictionStopGradientHook']
+__all__ = ['EpochSeedHook', 'LossPredictionStopGradientHook']

@@ -22,6 +22,7 @@ from mmengine.registry import MODELS, DefaultScope, init_default_scope
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from ..datasets import Pool, build_pool, subset_config
+from ..hooks import EpochSeedHook
 from ..registry import STRATEGIES
 from ..utils import ConfigError, check_data_paths
 from ..utils.dist import broadcast_from_rank0, differences_from_rank0, on_rank0
@@ -265,6 +266,7 @@ class ActiveLearningExperiment:
             # The experiment evaluates once, after training, with the test
             # loop: a validation at the end of training would repeat it.
             cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+            reproducible_training(cfg)
         cfg.work_dir = str(cycle_dir or self._cycle_dir(c))
         cfg.launcher = self.launcher
         cfg.resume = resume
@@ -312,6 +314,20 @@ class ActiveLearningExperiment:
 
     def _log(self, msg: str) -> None:
         print_log(msg, logger=self.logger)
+
+
+def reproducible_training(cfg: Config) -> None:
+    """Make a training resumed from a checkpoint repeat the uninterrupted one.
+
+    :class:`~mmal.hooks.EpochSeedHook` makes each epoch's random streams a
+    function of (seed, epoch, rank); it needs the data workers started anew
+    each epoch, so persistent workers are turned off (their start costs a
+    moment per epoch).
+    """
+    cfg.train_dataloader.persistent_workers = False
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(h.get('type') in ('EpochSeedHook', EpochSeedHook) for h in hooks):
+        cfg.custom_hooks = hooks + [dict(type='EpochSeedHook')]
 
 
 def task_of(cfg: Config) -> str:
