@@ -64,7 +64,9 @@ def human_config(root: Path, path: Path, num_cycles: int = 3, **annotation) -> P
 
 def test_people_label_each_batch_and_the_experiment_goes_on(people_voc, tmp_path):
     root, answers = people_voc
-    config = human_config(root, tmp_path / 'human.py', quorum=2)
+    # 16 + 4 x 8 = 48: the whole pool. The plan counts from cycle 0's labeled
+    # set, not from the labels on disk, which grow with every ingest.
+    config = human_config(root, tmp_path / 'human.py', num_cycles=5, quorum=2)
     work = tmp_path / 'work'
     out = ok(tool('al_train.py', config, '--work-dir', work, cwd=tmp_path))
     assert 'wait for labels' in out and 'al_ingest.py' in out
@@ -109,8 +111,13 @@ def test_people_label_each_batch_and_the_experiment_goes_on(people_voc, tmp_path
     # The unsettled image goes first into the next batch, for another annotator.
     assert c1['selected'][0]['id'] == first and c1['selected'][0].get('requeued')
     assert len(c1['selected']) == 9 and len({p['id'] for p in c1['selected']}) == 9
-    ingest = ok(tool('al_ingest.py', config, export, '--work-dir', work, cwd=tmp_path))
-    assert 'not in the batch' not in ingest  # the old export's tasks are simply not this batch's
+    # A third annotator breaks the tie: alice's and bob's labels came along.
+    batch1 = work / 'cycle_01' / 'annotation'
+    carol = tmp_path / 'carol.json'
+    carol.write_text(json.dumps(labelstudio_export(batch1, answers, ['carol@lab'])))
+    out = ok(tool('al_ingest.py', config, carol, '--work-dir', work, cwd=tmp_path))
+    assert '1 accepted, 8 back to the next batch' in out, out  # the others need a 2nd annotator
+    assert answer_boxes(root / 'VOC2007', first) == answer_boxes(answers, first)
 
 
 def test_ingest_names_bad_records_and_refuses_on_request(people_voc, tmp_path):
@@ -130,6 +137,14 @@ def test_ingest_names_bad_records_and_refuses_on_request(people_voc, tmp_path):
     assert str(export) in refused.stderr and 'zebra' in refused.stderr
     assert 'nothing was ingested' in refused.stderr
     assert not (batch / 'received.json').exists()
+    # An export of another batch: nothing of this one in it, refused, nothing changes.
+    stranger = tmp_path / 'stranger.json'
+    stranger.write_text(json.dumps([dict(t, data=dict(t['data'], mmal_id='x/' + str(i)))
+                                    for i, t in enumerate(exported)]))
+    refused = tool('al_ingest.py', config, stranger, '--work-dir', work, cwd=tmp_path)
+    assert refused.returncode == 2 and 'hold no label of the batch' in refused.stderr
+    assert json.loads((work / 'al_state.json').read_text())['cycles'][0]['annotation'][
+        'status'] == 'waiting'
     skipping = tool('al_ingest.py', config, export, '--work-dir', work, cwd=tmp_path)
     assert skipping.returncode == 0
     assert 'zebra' in skipping.stderr and 'not_in_batch' in skipping.stderr, skipping.stderr

@@ -116,3 +116,23 @@ def test_cvat_and_coco_exports_of_the_batch_ingest_too(batch, tmp_path):
 def test_annotation_settings_name_the_bad_key(section, match):
     with pytest.raises(ConfigError, match=match):
         AnnotationSettings.from_dict(section)
+
+
+def test_a_pose_task_nobody_marked_a_joint_of_goes_back():
+    from mmal.annotation.ingest import decide
+    space = LabelSpace('pose', ('left_wrist', 'right_wrist'))
+    task = Task('images/1', 'images/1.jpg', 100, 80, 1.0, 1, person_box=Box('person', 0, 0, 50, 80))
+    decision = decide([task], [Labels('images/1', 'alice')], space, AnnotationSettings())
+    assert decision.accepted == {} and 'no joint' in decision.requeued['images/1']
+
+
+def test_a_requeued_task_keeps_what_its_annotators_gave(batch, tmp_path):
+    from mmal.annotation.ingest import carry_received
+    alice = ls_export(tmp_path / 'alice.json', 'alice')
+    ingest_batch(batch, [alice], SPACE, AnnotationSettings(quorum=2))
+    write_batch(tmp_path / 'next', TASKS[:1], SPACE, AnnotationSettings(), strategy='S')
+    carry_received(batch, tmp_path / 'next', ['img/0'])
+    bob = ls_export(tmp_path / 'bob.json', 'bob', tasks=TASKS[:1])
+    decision = ingest_batch(tmp_path / 'next', [bob], SPACE, AnnotationSettings(quorum=2))
+    assert set(decision.accepted) == {'img/0'}
+    assert decision.accepted['img/0'].annotators == ('alice', 'bob')

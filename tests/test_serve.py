@@ -19,7 +19,8 @@ def test_the_queue_hands_out_in_order_and_survives_a_restart(tmp_path):
     assert again.waiting == ['a', 'd'] and again.data['labels_since_training'] == 1
     assert again.settle(['c']) == 0  # already labeled: not counted twice
     # A new model's order; handed-out and labeled images keep their state.
-    again.rescore(['d', 'b', 'a', 'c'], dict(a=0.3, b=0.6, c=0.0, d=0.8), 'model1.pth')
+    again.rescore(['d', 'b', 'a', 'c'], dict(a=0.3, b=0.6, c=0.0, d=0.8), 'model1.pth',
+                  trained_on=1)
     reloaded = InformativenessQueue.load(tmp_path)
     assert reloaded.waiting == ['d', 'a'] and reloaded.data['generation'] == 1
     assert reloaded.data['labels_since_training'] == 0 and reloaded.score('d') == 0.8
@@ -105,3 +106,14 @@ def test_the_server_pushes_ingests_retrains_and_reorders(tmp_path):
     assert sent == record['labeled']
     assert all(record['scores'][i] >= record['threshold'] for i in sent)
     assert all(s < record['threshold'] for i, s in record['scores'].items() if i not in sent)
+
+
+def test_images_nobody_finished_in_time_go_back_into_the_queue(tmp_path, monkeypatch):
+    queue = InformativenessQueue.create(tmp_path, ['a', 'b', 'c'], dict(a=3, b=2, c=1), 'm')
+    clock = [1000.0]
+    monkeypatch.setattr('mmal.annotation.queue.time.time', lambda: clock[0])
+    queue.take(2)
+    clock[0] += 100
+    assert queue.overdue(150) == [] and queue.overdue(50) == ['a', 'b']
+    queue.release(queue.overdue(50))
+    assert InformativenessQueue.load(tmp_path).waiting == ['a', 'b', 'c']

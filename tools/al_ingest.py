@@ -67,7 +67,8 @@ def main() -> int:
         else:
             cycle, decision, changed = ingest_into_experiment(
                 cfg, work_dir, args.exports, fmt=args.format, on_error=args.on_error)
-    except (ConfigError, ExportError, FileNotFoundError) as err:
+    except (ConfigError, ExportError, FileNotFoundError, KeyError, ValueError) as err:
+        # KeyError: a batch's sample the config's dataset does not hold (another data_root?)
         print(f'error: {err}', file=sys.stderr)
         return 2
     for err in decision.errors:

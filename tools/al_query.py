@@ -82,7 +82,7 @@ def main() -> int:
         tasks = query(cfg, args.checkpoint, args.budget, args.out, images=args.images,
                       strategy=None if args.strategy is None else dict(type=args.strategy),
                       cycle=args.cycle, launcher=args.launcher)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, KeyError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     if tasks:

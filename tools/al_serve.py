@@ -42,6 +42,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--low-water', type=int, default=5)
     parser.add_argument('--retrain-every', type=int, default=50)
     parser.add_argument('--poll-s', type=float, default=30.0)
+    parser.add_argument('--reopen-after-s', type=float,
+                        help='images handed out longer than this without labels go back into '
+                        'the queue (skipped or abandoned tasks)')
     parser.add_argument('--max-steps', type=int, help='stop after N steps (default: never)')
     parser.add_argument('--stream', metavar='IMAGES_DIR',
                         help='label arriving images by a calibrated threshold')
@@ -77,7 +80,8 @@ def main() -> int:
     try:
         server = AnnotationServer(cfg, args.work_dir, project, args.checkpoint,
                                   push_size=args.push_size, low_water=args.low_water,
-                                  retrain_every=args.retrain_every)
+                                  retrain_every=args.retrain_every,
+                                  reopen_after_s=args.reopen_after_s)
     except (ConfigError, ConnectionError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2

@@ -33,6 +33,24 @@ def write_labels(labels: Mapping[str, Labels], samples: Mapping[str, tuple[dict,
     return _write_mpii(labels, samples, space)
 
 
+def remove_labels(ids, samples: Mapping[str, tuple[dict, dict]], space: LabelSpace
+                  ) -> list[Path]:
+    """Make samples unlabeled again (labels accepted once, then no longer).
+
+    Detection: the image's XML is removed. Pose: the person's joints are
+    reset to MPII's "not annotated" (``[-1, -1]``, ``joints_vis`` 0).
+    """
+    if space.task == 'detection':
+        removed = []
+        for sample_id in ids:
+            path = Path(samples[sample_id][1]['xml_path'])
+            if path.exists():
+                path.unlink()
+                removed.append(path)
+        return removed
+    return _write_mpii({i: Labels(i, 'nobody') for i in ids}, samples, space)
+
+
 def _write_voc(labels: Labels, info: dict) -> Path | None:
     if 'xml_path' not in info:
         raise ValueError(f'{info.get("img_path")}: the dataset gives no XML path; detection '

@@ -91,13 +91,15 @@ def read_exports(paths: Sequence[str | Path], space: LabelSpace, tasks: Sequence
 
 
 def ingest_batch(batch_dir: str | Path, exports: Sequence[str | Path], space: LabelSpace,
-                 settings: AnnotationSettings, *, fmt: str = 'auto', on_error: str = 'skip'
-                 ) -> Decision:
+                 settings: AnnotationSettings, *, fmt: str = 'auto', on_error: str = 'skip',
+                 other_batches: bool = False) -> Decision:
     """Add the exports' labels to what the batch received, and decide every task.
 
     Args:
         on_error: ``'skip'`` leaves out the records with errors and takes the
             rest; ``'refuse'`` takes nothing when any record has an error.
+        other_batches: The exports also hold other batches' tasks (a
+            serving queue's project): those are not errors.
 
     Raises:
         ExportError: For a file that is not an export; with ``'refuse'``,
@@ -108,6 +110,8 @@ def ingest_batch(batch_dir: str | Path, exports: Sequence[str | Path], space: La
     batch_dir = Path(batch_dir)
     _, tasks = read_batch(batch_dir)
     labels, errors = read_exports(exports, space, tasks, fmt)
+    if other_batches:
+        errors = [e for e in errors if not e.outside_batch]
     if errors and on_error == 'refuse':
         first = errors[0]
         raise ExportError(first.path, first.record, first.problem + (
@@ -142,12 +146,40 @@ def decide(tasks: Sequence[Task], received, space: LabelSpace,
         consensus = merge(labels, space.task, quorum=settings.quorum,
                           iou_threshold=settings.iou_threshold, person_box=task.person_box,
                           joint_names=space.names if space.task == 'pose' else None)
-        if consensus.accepted:
+        if consensus.accepted and space.task == 'pose' and not consensus.labels.keypoints:
+            # Written, it would read as an unlabeled person (no visible joint).
+            decision.requeued[task.task_id] = 'no joint marked by a majority'
+            decision.unsettled[task.task_id] = consensus
+        elif consensus.accepted:
             decision.accepted[task.task_id] = consensus
         else:
             decision.requeued[task.task_id] = consensus.reason
             decision.unsettled[task.task_id] = consensus
     return decision
+
+
+def accepted_before(batch_dir: str | Path) -> list[str]:
+    """The tasks the batch's last ingest accepted (their labels are in the dataset)."""
+    path = Path(batch_dir) / REPORT_FILE
+    return list(json.loads(path.read_text())['accepted']) if path.exists() else []
+
+
+def received_count(batch_dir: str | Path) -> int:
+    return len(_load_received(Path(batch_dir)))
+
+
+def carry_received(source: str | Path, target: str | Path, task_ids: Sequence[str]) -> None:
+    """Copy what ``source`` received for ``task_ids`` into ``target``.
+
+    A task that goes back into the next batch keeps its annotators' labels:
+    one more annotator breaks a tie, and a quorum counts across batches.
+    """
+    wanted = set(task_ids)
+    carried = {k: v for k, v in _load_received(Path(source)).items() if k[0] in wanted}
+    if carried:
+        received = _load_received(Path(target))
+        received.update(carried)
+        _save_received(Path(target), received)
 
 
 def _load_received(batch_dir: Path) -> dict[tuple[str, str], Labels]:

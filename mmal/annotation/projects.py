@@ -82,7 +82,8 @@ class FolderProject:
     def push(self, tasks: Sequence[Task], space: LabelSpace,
              settings: AnnotationSettings) -> None:
         from .batch import write_batch
-        number = len(list(self.outbox.glob('push_*')))
+        numbers = [int(p.name.split('_')[1]) for p in self.outbox.glob('push_*')]
+        number = max(numbers, default=-1) + 1  # never over an existing push
         write_batch(self.outbox / f'push_{number:04d}', tasks, space, settings,
                     strategy='queue')
 

@@ -30,6 +30,7 @@ from ..loop.selection import CycleSelection
 from ..loop.settings import ActiveLearningSettings
 from ..registry import STRATEGIES
 from ..utils import ConfigError
+from ..utils.atomic import atomic_write_text
 from ..utils.dist import broadcast_from_rank0
 from .batch import label_space, make_tasks, prediction_labels, sample_info, write_batch
 from .records import Task
@@ -53,7 +54,7 @@ def candidate_dataset(cfg: Config, images: str, out_dir: Path) -> dict:
         r.setdefault('joints_vis', [0] * len(MPII_JOINTS))
     persons = out_dir / 'persons.json'
     out_dir.mkdir(parents=True, exist_ok=True)
-    persons.write_text(json.dumps(records))
+    atomic_write_text(persons, json.dumps(records))  # each rank writes the same, whole
     leaf = copy.deepcopy(train)
     leaf.update(ann_file=str(persons.resolve()), data_root='', pipeline=[],
                 data_prefix=dict(img=osp.dirname(osp.abspath(images)) + '/'))

@@ -82,6 +82,18 @@ class InformativenessQueue:
             self.save()
         return taken
 
+    def release(self, ids: Sequence[str]) -> None:
+        """Put handed-out images back (the push failed; nobody finished them in time)."""
+        for i in ids:
+            self.data['handed_out'].pop(i, None)
+        if ids:
+            self.save()
+
+    def overdue(self, max_age_s: float) -> list[str]:
+        """Handed-out images nobody finished within ``max_age_s`` seconds."""
+        now = time.time()
+        return [i for i, t in self.data['handed_out'].items() if now - t > max_age_s]
+
     def settle(self, accepted: Sequence[str], requeued: Sequence[str] = ()) -> int:
         """Record labeled images, put unsettled ones back; how many labels are new."""
         labeled = set(self.data['labeled'])
@@ -94,11 +106,16 @@ class InformativenessQueue:
             self.save()
         return len(new)
 
-    def rescore(self, order: Sequence[str], scores: Mapping[str, float], model: str) -> None:
-        """A new model's order of the pool; handed-out and labeled images keep their state."""
+    def rescore(self, order: Sequence[str], scores: Mapping[str, float], model: str,
+                trained_on: int) -> None:
+        """A new model's order of the pool; handed-out and labeled images keep their state.
+
+        ``trained_on``: how many labeled images the model saw; labels that
+        arrived while it trained still count towards the next retraining.
+        """
         self.data.update(model=model, generation=self.data['generation'] + 1,
                          order=list(order), scores={i: float(scores[i]) for i in order},
-                         labels_since_training=0)
+                         labels_since_training=len(self.data['labeled']) - trained_on)
         self.save()
 
     def score(self, sample_id: str) -> float:

@@ -100,9 +100,12 @@ class ExportError(ValueError):
     """
 
     def __init__(self, path: str, record: str, problem: str, fix: str = '', *,
-                 tasks: frozenset[str] = frozenset(), annotator: str | None = None) -> None:
+                 tasks: frozenset[str] = frozenset(), annotator: str | None = None,
+                 outside_batch: bool = False) -> None:
         self.path, self.record, self.problem = str(path), record, problem
         self.tasks, self.annotator = tasks, annotator
+        #: The record labels a task of another batch (an export holding several).
+        self.outside_batch = outside_batch
         super().__init__(f'{path}: {record}: {problem}' + (f'; {fix}' if fix else ''))
 
     def spoils(self, labels: 'Labels') -> bool:

@@ -11,6 +11,7 @@ restarted server goes on. :meth:`~AnnotationServer.stream` is
 stream-based selective sampling on top of the same model.
 """
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,12 +37,16 @@ class AnnotationServer:
         push_size (int): Images pushed at a time.
         low_water (int): Push when fewer images than this are open.
         retrain_every (int): New labels that start a retraining.
+        reopen_after_s (float, optional): Images handed out longer than this
+            without labels go back into the queue (skipped or abandoned).
     """
 
     def __init__(self, cfg, work_dir: str | Path, project, checkpoint: str | None = None, *,
-                 push_size: int = 10, low_water: int = 5, retrain_every: int = 50) -> None:
+                 push_size: int = 10, low_water: int = 5, retrain_every: int = 50,
+                 reopen_after_s: float | None = None) -> None:
         self.cfg, self.work_dir, self.project = cfg, Path(work_dir), project
         self.push_size, self.low_water, self.retrain_every = push_size, low_water, retrain_every
+        self.reopen_after_s = reopen_after_s
         self.job: subprocess.Popen | None = None
         self.queue = InformativenessQueue.load(self.work_dir)
         if self.queue is None:
@@ -61,6 +66,9 @@ class AnnotationServer:
     def step(self) -> dict:
         """One round; what happened (``settled``, ``rescored``, ``pushed``, ``training``)."""
         report = dict(settled=self.ingest(), rescored=self.adopt_retrained())
+        if self.reopen_after_s is not None:
+            report['reopened'] = self.queue.overdue(self.reopen_after_s)
+            self.queue.release(report['reopened'])
         report['pushed'] = self.push() if len(self.queue.handed_out) < self.low_water else []
         if self.queue.data['labels_since_training'] >= self.retrain_every and not self.training:
             self.start_retraining()
@@ -68,34 +76,62 @@ class AnnotationServer:
         return report
 
     def ingest(self) -> int:
-        """Read the project's exports into the batch and settle the queue; new labels."""
-        exports = self.project.exports(self.work_dir)
-        if not exports or not (self.batch_dir / 'batch.json').exists():
-            return 0
+        """Read the project's exports into the batches and settle the queue; new labels.
+
+        The queue's batch and each stream batch read the same exports (the
+        project holds them all). An export that is not one (a half-copied
+        file in the inbox) is reported and left out, not fatal.
+        """
         from ..loop.human import ingest_and_write
-        decision, _ = ingest_and_write(self.cfg, self.batch_dir, exports, on_error='skip')
-        for error in decision.errors:
-            print(f'skipped: {error}')
-        # A tie goes back for one more annotator, once per annotator who joined it.
+        from .records import ExportError
+        exports = self.project.exports(self.work_dir)
+        batches = [b for b in [self.batch_dir, *sorted(self.work_dir.glob('stream/*'))]
+                   if (b / 'batch.json').exists()]
+        accepted, back = [], []
         seen = self.queue.data.setdefault('unsettled_annotators', {})
-        back = [i for i, c in decision.unsettled.items()
-                if i in self.queue.handed_out and c.num_annotators > seen.get(i, 0)]
-        seen.update({i: decision.unsettled[i].num_annotators for i in back})
-        return self.queue.settle(sorted(decision.accepted), back)
+        for batch in batches:
+            while exports:
+                try:
+                    decision, _ = ingest_and_write(self.cfg, batch, exports, on_error='skip',
+                                                   other_batches=True)
+                    break
+                except ExportError as err:
+                    print(f'left out: {err}')
+                    exports = [e for e in exports if str(e) != err.path]
+            else:
+                return 0
+            for error in decision.errors:
+                print(f'skipped: {error}')
+            accepted += decision.accepted
+            # A tie goes back for one more annotator, once per annotator who joined it.
+            grown = [i for i, c in decision.unsettled.items()
+                     if i in self.queue.handed_out and c.num_annotators > seen.get(i, 0)]
+            seen.update({i: decision.unsettled[i].num_annotators for i in grown})
+            back += grown
+        return self.queue.settle(sorted(accepted), back)
 
     def push(self) -> list[str]:
         ids = self.queue.take(self.push_size)
         if ids:
-            scorer = self._scorer(self.queue.data['model'])
-            tasks = scorer.tasks(ids, [self.queue.score(i) for i in ids])
-            append_to_batch(self.batch_dir, tasks, scorer.space, scorer.settings.strategy['type'])
-            self.project.push(tasks, scorer.space, scorer.annotation)
+            try:
+                scorer = self._scorer(self.queue.data['model'])
+                tasks = scorer.tasks(ids, [self.queue.score(i) for i in ids])
+                append_to_batch(self.batch_dir, tasks, scorer.space,
+                                scorer.settings.strategy['type'])
+                self.project.push(tasks, scorer.space, scorer.annotation)
+            except BaseException:
+                self.queue.release(ids)  # not handed to anyone: pushed again next time
+                raise
         return ids
 
     # ------------------------------------------------------------ retraining
     @property
     def training(self) -> bool:
-        return self.job is not None and self.job.poll() is None
+        """A retraining job runs (started by this server, or by one before a restart)."""
+        if self.job is not None:
+            return self.job.poll() is None
+        pid_file = self.generation_dir(self.queue.data['generation'] + 1) / 'job.pid'
+        return pid_file.exists() and _alive(int(pid_file.read_text()))
 
     def generation_dir(self, generation: int) -> Path:
         return self.work_dir / 'models' / f'gen_{generation:02d}'
@@ -103,10 +139,13 @@ class AnnotationServer:
     def start_retraining(self) -> None:
         folder = self.generation_dir(self.queue.data['generation'] + 1)
         folder.mkdir(parents=True, exist_ok=True)
+        self.queue.data['training_on'] = len(self.queue.data['labeled'])
+        self.queue.save()
         log = open(folder / 'job.log', 'a')  # noqa: SIM115  (the job's, closed at its end)
         self.job = subprocess.Popen(
             [sys.executable, '-m', 'mmal.annotation.retrain',
              str(self.work_dir / SERVE_CONFIG), str(folder)], stdout=log, stderr=log)
+        atomic_write_text(folder / 'job.pid', str(self.job.pid))
 
     def wait_for_retraining(self, timeout: float | None = None) -> int | None:
         return None if self.job is None else self.job.wait(timeout)
@@ -115,11 +154,20 @@ class AnnotationServer:
         """Take the order of a finished retraining job, if one finished."""
         folder = self.generation_dir(self.queue.data['generation'] + 1)
         order_file = folder / ORDER_FILE
-        if self.training or not order_file.exists():
+        if self.training:
+            return False
+        if not order_file.exists():
+            if self.job is not None and self.job.returncode:
+                # Tried again after another retrain_every labels, not at every poll.
+                print(f'retraining failed (exit {self.job.returncode}): see {folder}/job.log')
+                self.queue.data['labels_since_training'] = 0
+                self.queue.save()
+            self.job = None
             return False
         done = json.loads(order_file.read_text())
         self.queue.rescore(done['ids'], dict(zip(done['ids'], done['scores'])),
-                           done['checkpoint'])
+                           done['checkpoint'],
+                           trained_on=self.queue.data.get('training_on', 0))
         self.job = None
         return True
 
@@ -155,3 +203,11 @@ class AnnotationServer:
         from .query import CheckpointScorer
         return CheckpointScorer(self.cfg, checkpoint, out_dir or self.work_dir / 'scoring',
                                 images=images)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True

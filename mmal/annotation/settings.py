@@ -55,11 +55,12 @@ class AnnotationSettings:
         if not isinstance(settings.quorum, int) or settings.quorum < 1:
             raise ConfigError(f'active_learning.annotation.quorum={settings.quorum!r} must be '
                               'an integer >= 1')
-        for key in ('iou_threshold', 'prediction_score_thr'):
+        for key, low in (('iou_threshold', 0), ('prediction_score_thr', -1)):
             value = getattr(settings, key)
-            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            if not isinstance(value, (int, float)) or not low < value <= 1 or value < 0:
+                interval = '(0, 1]' if low == 0 else '[0, 1]'
                 raise ConfigError(f'active_learning.annotation.{key}={value!r} must be a '
-                                  'number in [0, 1]')
+                                  f'number in {interval}')
         return settings
 
     def to_dict(self) -> dict:

@@ -7,6 +7,7 @@ their annotation index, labeled or not, and apply no filter that depends on
 the labels (mmdet's ``filter_empty_gt``): an image labeled as empty trains
 as a negative. ``labeled`` in a sample's data info says which is which.
 """
+import io
 import os
 import os.path as osp
 from pathlib import Path
@@ -18,15 +19,21 @@ from mmdet.registry import DATASETS
 from mmengine.fileio import get
 from mmpose.datasets import MpiiDataset
 from mmpose.registry import DATASETS as POSE_DATASETS
+from PIL import Image
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def image_size(path: str) -> tuple[int, int]:
-    img = mmcv.imfrombytes(get(path), flag='unchanged', backend='cv2')
-    if img is None:
-        raise ValueError(f'{path} is not an image OpenCV can read')
-    return img.shape[1], img.shape[0]
+    """``(width, height)`` from the file's header: unlabeled images are many, decode none."""
+    try:
+        with Image.open(io.BytesIO(get(path))) as img:
+            return img.size
+    except (OSError, Image.UnidentifiedImageError):
+        decoded = mmcv.imfrombytes(get(path), flag='unchanged', backend='cv2')
+        if decoded is None:
+            raise ValueError(f'{path} is not an image OpenCV or Pillow can read') from None
+        return decoded.shape[1], decoded.shape[0]
 
 
 @DATASETS.register_module()

@@ -81,7 +81,8 @@ class ActiveLearningExperiment:
         if self.settings.oracle == 'human':
             HumanOracle.check_config(self.strategy, self.settings)
             self.human = HumanOracle(cfg, self.pool, self.task, self.settings.annotation)
-        self.settings.check_plan(len(self.pool), labeled_on_disk=sum(self.pool.has_labels))
+        if self.human is None:
+            self.settings.check_plan(len(self.pool))
         self.position = {sample_id: i for i, sample_id in enumerate(self.pool.ids)}
         _check_same_experiment_on_every_rank(cfg, self.settings, self.pool)
         check_writable(self.work_dir)
@@ -94,6 +95,11 @@ class ActiveLearningExperiment:
             lambda: open_state(self.work_dir, cfg, self.settings, self.pool, resume, self._log),
             ConfigError)
         self.state.save = master_only(self.state.save)  # rank 0 alone writes the record
+        if self.human is not None:
+            # Labels on disk grow with every ingest: the plan counts from cycle 0's.
+            start = self.state.cycle(0)
+            self.settings.check_plan(len(self.pool), labeled_on_disk=(
+                start['num_labeled'] if start else sum(self.pool.has_labels)))
 
     # ------------------------------------------------------------------ run
     def run(self) -> ExperimentState:
@@ -222,7 +228,7 @@ class ActiveLearningExperiment:
             picked = [dict(id=i, score=before[i], requeued=True) for i in requeued] + picked
             fields['annotation'] = self.human.write(
                 picked, self._cycle_dir(c), self.strategy_name, c,
-                lambda ids: self._predictions(selection, ids))
+                lambda ids: self._predictions(selection, ids), previous=self.state.cycle(c - 1))
         elif s.ranking_eval_size:  # needs the candidates' labels, which people have not given
             start = time.perf_counter()
             fields['ranking_accuracy'] = result = selection.ranking_accuracy(

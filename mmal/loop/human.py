@@ -16,15 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mmengine.dist import get_rank
-
 from ..annotation.batch import label_space, make_tasks, prediction_labels, sample_info, write_batch
+from ..annotation.ingest import carry_received
 from ..annotation.settings import AnnotationSettings
 from ..datasets import Pool
 from ..datasets.pool import sample_infos
 from ..scoring import MAIN, ScorePass
 from ..utils import ConfigError
-from ..utils.dist import broadcast_from_rank0
+from ..utils.dist import on_rank0
 
 if TYPE_CHECKING:
     from ..annotation.ingest import Decision
@@ -71,24 +70,30 @@ class HumanOracle:
         return entry.get('annotation', {}).get('status') == 'waiting'
 
     def write(self, picked: list[dict], cycle_dir: Path, strategy: str, cycle: int,
-              predict: Callable[[list[str]], list | None]) -> dict:
+              predict: Callable[[list[str]], list | None],
+              previous: dict | None = None) -> dict:
         """Write the batch of ``picked`` (``{id, score}``) and return the cycle's entry.
 
         ``predict(ids)`` gives the model's predictions of those samples on
-        rank 0 (a scoring pass on every rank; None elsewhere).
+        rank 0 (a scoring pass on every rank; None elsewhere). Requeued
+        samples keep what ``previous`` (the last cycle's entry) received.
         """
         ids = [p['id'] for p in picked]
         predictions = predict(ids)
         folder = cycle_dir / BATCH_FOLDER
-        if get_rank() == 0:
+        requeued = [p['id'] for p in picked if p.get('requeued')]
+
+        def write_files() -> None:
             infos = sample_infos(self.cfg.train_dataloader.dataset, ids)
             labels = [prediction_labels(i, p, self.space, self.settings.prediction_score_thr)
                       for i, p in zip(ids, predictions)]
             tasks = make_tasks(ids, [sample_info(infos[i][1]) for i in ids],
                                [p['score'] for p in picked], labels, self.settings.image_root)
             write_batch(folder, tasks, self.space, self.settings, strategy=strategy, cycle=cycle,
-                        extra=dict(requeued=[p['id'] for p in picked if p.get('requeued')]))
-        broadcast_from_rank0(None)  # the others wait for the files
+                        extra=dict(requeued=requeued))
+            if requeued and previous is not None:
+                carry_received(previous['annotation']['folder'], folder, requeued)
+        on_rank0(write_files, OSError, ValueError, KeyError)  # the others wait for the files
         return dict(folder=str(folder), status='waiting', num_tasks=len(ids))
 
     def waiting_message(self, c: int, entry: dict, work_dir: Path, config: str) -> str:
@@ -132,7 +137,9 @@ def ingest_into_experiment(cfg, work_dir: str | Path, exports: list, *, fmt: str
         raise ConfigError(f"cycle {c}'s batch was already used: cycle {c + 1} started with its "
                           'labels. Ingest the next batch once al_train.py has written it')
     folder = Path(entry['annotation']['folder'])
-    decision, changed = ingest_and_write(cfg, folder, exports, fmt=fmt, on_error=on_error)
+    # Decide as the experiment was configured, whatever the config given now says.
+    decision, changed = ingest_and_write(cfg, folder, exports, fmt=fmt, on_error=on_error,
+                                         annotation=state.data['settings'].get('annotation'))
     record = dict(entry['annotation'], status='ingested', accepted=sorted(decision.accepted),
                   requeued=decision.requeued)
     if record != entry['annotation']:
@@ -142,23 +149,40 @@ def ingest_into_experiment(cfg, work_dir: str | Path, exports: list, *, fmt: str
 
 
 def ingest_and_write(cfg, batch_dir: str | Path, exports: list, *, fmt: str = 'auto',
-                     on_error: str = 'skip') -> tuple['Decision', list[Path]]:
+                     on_error: str = 'skip', annotation: dict | None = None,
+                     other_batches: bool = False) -> tuple['Decision', list[Path]]:
     """Ingest exports into a batch and write its accepted labels; the decision and the files.
 
     A batch of the experiment, or of ``al_query.py`` over the training
     dataset, writes into the dataset; one over ``--images`` into the batch
-    folder (see :func:`mmal.annotation.query.batch_samples`).
+    folder (see :func:`mmal.annotation.query.batch_samples`). Labels of a
+    task accepted before and no longer (a new annotator made a tie) are
+    removed again. ``annotation``: the settings to decide with (default:
+    the config's).
+
+    Raises:
+        ConfigError: When the exports hold no label of this batch at all.
     """
     from ..annotation.batch import read_batch
-    from ..annotation.dataset_labels import write_labels
-    from ..annotation.ingest import ingest_batch
+    from ..annotation.dataset_labels import remove_labels, write_labels
+    from ..annotation.ingest import accepted_before, ingest_batch, received_count
     from ..annotation.query import batch_samples
     from .experiment import task_of
-    settings = AnnotationSettings.from_dict((cfg.get('active_learning') or {}).get('annotation'))
+    if annotation is None:
+        annotation = (cfg.get('active_learning') or {}).get('annotation')
+    settings = AnnotationSettings.from_dict(annotation)
     space = label_space(cfg, task_of(cfg))
     batch_dir = Path(batch_dir)
     record, _ = read_batch(batch_dir)
-    decision = ingest_batch(batch_dir, exports, space, settings, fmt=fmt, on_error=on_error)
-    samples = batch_samples(cfg, batch_dir, record, list(decision.accepted))
+    before = accepted_before(batch_dir)
+    decision = ingest_batch(batch_dir, exports, space, settings, fmt=fmt, on_error=on_error,
+                            other_batches=other_batches)
+    if not received_count(batch_dir) and not other_batches:
+        problems = '; '.join(map(str, decision.errors[:3])) or 'no annotation in them'
+        raise ConfigError(f'the exports hold no label of the batch in {batch_dir} ({problems}); '
+                          'nothing was ingested. Export the project that labeled this batch')
+    withdrawn = [i for i in before if i not in decision.accepted]
+    samples = batch_samples(cfg, batch_dir, record, [*decision.accepted, *withdrawn])
     changed = write_labels({i: c.labels for i, c in decision.accepted.items()}, samples, space)
+    changed += remove_labels(withdrawn, samples, space)
     return decision, changed

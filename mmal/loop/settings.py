@@ -141,6 +141,11 @@ class ActiveLearningSettings:
                               'and the training dataset has none: label a first set (e.g. '
                               'with tools/al_query.py and a random strategy), ingest it, then '
                               'start')
+        if self.oracle == 'human' and initial == pool_size:
+            raise ConfigError("oracle='human' needs unlabeled samples in the pool, and every "
+                              'sample of train_dataloader.dataset is labeled: use a dataset that '
+                              'lists unlabeled samples too (PartiallyLabeledVOCDataset, '
+                              'PartiallyLabeledMpiiDataset)')
         needed = initial + (self.num_cycles - 1) * self.budget_per_cycle
         if needed > pool_size:
             raise ConfigError(

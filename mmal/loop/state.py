@@ -75,7 +75,7 @@ class ExperimentState:
         return self.data['cycles']
 
     def cycle(self, index: int) -> dict | None:
-        return self.cycles[index] if index < len(self.cycles) else None
+        return self.cycles[index] if 0 <= index < len(self.cycles) else None
 
     def start_cycle(self, index: int, labeled: list[str]) -> dict:
         if index != len(self.cycles):

@@ -14,6 +14,8 @@ from ..records import Box, ExportError, Keypoint, LabelSpace, Task
 #: Coordinates this far outside the image (pixels) are taken as the border:
 #: tools round and snap, so a box drawn to the edge may end a hair beyond it.
 BORDER_TOLERANCE = 0.5
+#: How an image or task of another batch is reported.
+NOT_IN_BATCH = 'is not in this batch'
 #: Boxes narrower or lower than this (pixels) are slips of the mouse.
 MIN_BOX_SIZE = 1.0
 
@@ -31,9 +33,10 @@ class Problems(list):
         self._tasks: frozenset[str] = frozenset()
         self._annotator: str | None = None
 
-    def add(self, record: str, problem: str, fix: str = '') -> None:
+    def add(self, record: str, problem: str, fix: str = '', outside_batch: bool = False
+            ) -> None:
         self.append(ExportError(self.path, record, problem, fix, tasks=self._tasks,
-                                annotator=self._annotator))
+                                annotator=self._annotator, outside_batch=outside_batch))
 
     @contextlib.contextmanager
     def about(self, tasks, annotator: str | None = None):
@@ -155,7 +158,7 @@ class ImageIndex:
             return self._by_image[matches[0]], ''
         if matches:
             return [], f'image {name!r} could be any of {sorted(matches)} of the batch'
-        return [], f'image {name!r} is not in this batch'
+        return [], f'image {name!r} {NOT_IN_BATCH}'
 
 
 def _ends_with(path: str, tail: str) -> bool:

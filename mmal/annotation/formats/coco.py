@@ -34,6 +34,7 @@ from pathlib import Path
 from ...utils.atomic import atomic_write_text
 from ..records import Box, ExportError, Keypoint, Labels, LabelSpace, Task
 from ._common import (
+    NOT_IN_BATCH,
     ImageIndex,
     Problems,
     annotator_of_file,
@@ -193,7 +194,8 @@ def _read_images(images: list, index: ImageIndex, problems: Problems) -> dict:
             continue
         tasks, why = index.find(image['file_name'])
         if not tasks:
-            problems.add(where, why, 'read the export with the batch it was written from')
+            problems.add(where, why, 'read the export with the batch it was written from',
+                         outside_batch=why.endswith(NOT_IN_BATCH))
             continue
         try:
             scale = (tasks[0].width / float(image['width']),

@@ -37,6 +37,7 @@ from xml.etree import ElementTree
 from ...utils.atomic import atomic_write_text
 from ..records import Box, ExportError, Keypoint, Labels, LabelSpace, Task
 from ._common import (
+    NOT_IN_BATCH,
     ImageIndex,
     Problems,
     annotator_of_file,
@@ -236,7 +237,8 @@ def _read_image(image: ElementTree.Element, space: LabelSpace, index: ImageIndex
         return []
     tasks, why = index.find(name)
     if not tasks:
-        problems.add(where, why, 'read the export with the batch it was written from')
+        problems.add(where, why, 'read the export with the batch it was written from',
+                     outside_batch=why.endswith(NOT_IN_BATCH))
         return []
     scale = _scale(image, tasks[0])
     with problems.about([t.task_id for t in tasks]):

@@ -24,6 +24,7 @@ from xml.etree import ElementTree
 from ...utils.atomic import atomic_write_text
 from ..records import Box, ExportError, Keypoint, Labels, LabelSpace, Task
 from ._common import (
+    NOT_IN_BATCH,
     Problems,
     check_space,
     checked_box,
@@ -205,8 +206,8 @@ def _read_task(ls_task, index: int, space: LabelSpace, by_id: dict[str, Task],
         return []
     task = by_id.get(mmal_id)
     if task is None:
-        problems.add(where, f'task {mmal_id!r} is not in this batch',
-                     'read the export with the batch it was written from')
+        problems.add(where, f'task {mmal_id!r} {NOT_IN_BATCH}',
+                     'read the export with the batch it was written from', outside_batch=True)
         return []
     labels: dict[str, Labels] = {}
     for number, annotation in enumerate(ls_task[key] or [], 1):
