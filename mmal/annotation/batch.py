@@ -9,7 +9,6 @@ import csv
 import io
 import json
 import os.path as osp
-import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -101,6 +100,18 @@ def make_tasks(ids: Sequence[str], infos: Sequence[dict], scores: Sequence[float
     return tasks
 
 
+def tasks_of_samples(dataset_cfg: dict, ids: Sequence[str], scores: Sequence[float],
+                     predictions: Sequence, space: LabelSpace,
+                     settings: AnnotationSettings) -> list[Task]:
+    """Tasks of pool samples (ids of ``dataset_cfg``) with the model's predictions."""
+    from ..datasets.pool import sample_infos
+    infos = sample_infos(dataset_cfg, ids)
+    labels = [prediction_labels(i, p, space, settings.prediction_score_thr)
+              for i, p in zip(ids, predictions)]
+    return make_tasks(ids, [sample_info(infos[i][1]) for i in ids], scores, labels,
+                      settings.image_root)
+
+
 def write_batch(out_dir: str | Path, tasks: Sequence[Task], space: LabelSpace,
                 settings: AnnotationSettings, *, strategy: str, cycle: int | None = None,
                 extra: dict | None = None) -> list[Path]:
@@ -110,10 +121,8 @@ def write_batch(out_dir: str | Path, tasks: Sequence[Task], space: LabelSpace,
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name in settings.formats:
-        image_url = None
-        if name == 'labelstudio':
-            def image_url(task: Task) -> str:
-                return settings.image_url_prefix + urllib.parse.quote(task.image)
+        image_url = (FORMATS[name].local_file_url(settings.image_url_prefix)
+                     if name == 'labelstudio' else None)
         written += FORMATS[name].write_tasks(tasks, space, out_dir, image_url=image_url)
     buf = io.StringIO()
     writer = csv.writer(buf)

@@ -11,7 +11,6 @@ still open is the queue's to know (:mod:`.queue`).
 """
 import json
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,8 +36,7 @@ class LabelStudioProject:
 
     def push(self, tasks: Sequence[Task], space: LabelSpace,
              settings: AnnotationSettings) -> None:
-        def image_url(task: Task) -> str:
-            return settings.image_url_prefix + urllib.parse.quote(task.image)
+        image_url = labelstudio.local_file_url(settings.image_url_prefix)
         items = [labelstudio.import_task(t, space, image_url) for t in tasks]
         self._request('POST', f'/api/projects/{self.project}/import', items)
 

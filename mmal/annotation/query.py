@@ -32,7 +32,7 @@ from ..registry import STRATEGIES
 from ..utils import ConfigError
 from ..utils.atomic import atomic_write_text
 from ..utils.dist import broadcast_from_rank0
-from .batch import label_space, make_tasks, prediction_labels, sample_info, write_batch
+from .batch import label_space, tasks_of_samples, write_batch
 from .records import Task
 from .settings import AnnotationSettings
 
@@ -129,11 +129,8 @@ class CheckpointScorer:
         if get_rank() != 0:
             return []
         predicted = dict(zip((self.pool.ids[p] for p in positions), outputs['predictions']))
-        infos = sample_infos(self.cfg.train_dataloader.dataset, ids)
-        return make_tasks(ids, [sample_info(infos[i][1]) for i in ids], scores,
-                          [prediction_labels(i, predicted[i], self.space,
-                                             self.annotation.prediction_score_thr) for i in ids],
-                          self.annotation.image_root)
+        return tasks_of_samples(self.cfg.train_dataloader.dataset, ids, scores,
+                                [predicted[i] for i in ids], self.space, self.annotation)
 
     def write(self, folder: str | Path, tasks: list[Task], cycle: int | None = None) -> None:
         write_batch(folder, tasks, self.space, self.annotation,

@@ -16,11 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..annotation.batch import label_space, make_tasks, prediction_labels, sample_info, write_batch
+from ..annotation.batch import label_space, tasks_of_samples, write_batch
 from ..annotation.ingest import carry_received
 from ..annotation.settings import AnnotationSettings
 from ..datasets import Pool
-from ..datasets.pool import sample_infos
 from ..scoring import MAIN, ScorePass
 from ..utils import ConfigError
 from ..utils.dist import on_rank0
@@ -84,11 +83,9 @@ class HumanOracle:
         requeued = [p['id'] for p in picked if p.get('requeued')]
 
         def write_files() -> None:
-            infos = sample_infos(self.cfg.train_dataloader.dataset, ids)
-            labels = [prediction_labels(i, p, self.space, self.settings.prediction_score_thr)
-                      for i, p in zip(ids, predictions)]
-            tasks = make_tasks(ids, [sample_info(infos[i][1]) for i in ids],
-                               [p['score'] for p in picked], labels, self.settings.image_root)
+            tasks = tasks_of_samples(self.cfg.train_dataloader.dataset, ids,
+                                     [p['score'] for p in picked], predictions, self.space,
+                                     self.settings)
             write_batch(folder, tasks, self.space, self.settings, strategy=strategy, cycle=cycle,
                         extra=dict(requeued=requeued))
             if requeued and previous is not None:

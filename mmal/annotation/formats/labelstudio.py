@@ -17,6 +17,7 @@ Pose: one task is one person; the interface shows the person's box (a
 ``KeyPointLabels`` points. The box is a guide and is not read back.
 """
 import json
+import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from xml.etree import ElementTree
@@ -46,7 +47,7 @@ KEYPOINT_WIDTH = 0.5
 EXPECTED = ("Label Studio's JSON export (a list of tasks, each with 'data' and "
             "'annotations')")
 
-__all__ = ['import_task', 'labeling_config', 'read_export', 'write_tasks']
+__all__ = ['import_task', 'labeling_config', 'local_file_url', 'read_export', 'write_tasks']
 
 
 # ------------------------------------------------------------------ writing
@@ -72,6 +73,11 @@ def write_tasks(tasks: Sequence[Task], space: LabelSpace, out_dir: Path, *,
         [import_task(task, space, image_url) for task in tasks], indent=1))
     atomic_write_text(config_path, labeling_config(space))
     return [tasks_path, config_path]
+
+
+def local_file_url(prefix: str) -> Callable[[Task], str]:
+    """A task's image URL: ``prefix`` (``/data/local-files/?d=``) + its URL-quoted path."""
+    return lambda task: prefix + urllib.parse.quote(task.image)
 
 
 def labeling_config(space: LabelSpace) -> str:
