@@ -49,8 +49,12 @@ class LossPredictionModule(BaseModule):
             Tensor: Predicted losses, shape ``(B,)``.
         """
         self._check_inputs(feats)
-        pooled = [fc(pool_features(f)).relu() for f, fc in zip(feats, self.fcs)]
-        return self.out(torch.cat(pooled, dim=1)).squeeze(1)
+        # Full precision under mixed-precision training: the module is a few
+        # small layers, and in bf16 (8 bits of mantissa) close predictions
+        # would tie, losing the order the ranking loss trains.
+        with torch.autocast(feats[0].device.type, enabled=False):
+            pooled = [fc(pool_features(f.float())).relu() for f, fc in zip(feats, self.fcs)]
+            return self.out(torch.cat(pooled, dim=1)).squeeze(1)
 
     def _check_inputs(self, feats: Sequence[Tensor]) -> None:
         if len(feats) != len(self.in_channels):

@@ -42,10 +42,13 @@ class LossPredictionLoss(nn.Module):
         num_pairs = pred.numel() // 2
         if num_pairs == 0:
             return pred.sum() * 0.
-        target = target.detach()
+        # In float32 under mixed precision too: bf16 keeps 8 bits of mantissa,
+        # so close predictions and close true losses would tie and the pairs'
+        # order (all the loss is about) would be lost.
+        pred, target = pred.float(), target.detach().float()
         pred_diff = (pred - pred.flip(0))[:num_pairs]
         target_diff = (target - target.flip(0))[:num_pairs]
-        sign = torch.where(target_diff > 0, 1., -1.).to(pred.dtype)
+        sign = torch.where(target_diff > 0, 1., -1.)
         return (self.margin - sign * pred_diff).clamp(min=0).mean()
 
 

@@ -1,4 +1,6 @@
 """Learning Loss on any mmpose top-down pose estimator."""
+import contextlib
+import sys
 import warnings
 from collections.abc import Sequence
 
@@ -72,7 +74,7 @@ class LearningLossPoseEstimator(LearningLossModel):
     # ------------------------------------------------------------ task part
     def task_loss(self, feats: tuple, data_samples: list) -> tuple[dict, Tensor]:
         estimator = self.task_model
-        with _LossCalls(self._loss_modules) as calls:
+        with _LossCalls(self._loss_modules) as calls, _bf16_safe_to_numpy(estimator.head):
             losses = estimator.head.loss(feats, data_samples, train_cfg=estimator.train_cfg)
         if not calls.records:
             raise RuntimeError(f'{type(estimator.head).__name__}.loss did not call its '
@@ -189,6 +191,35 @@ class LearningLossPoseEstimator(LearningLossModel):
                 f'{values.mean().item():.6g}, the batch loss is {batch_value.item():.6g}; the '
                 'loss is not a mean over samples, so the ranking targets keep their order '
                 'but not the scale of the training loss', stacklevel=2)
+
+
+@contextlib.contextmanager
+def _bf16_safe_to_numpy(head: nn.Module):
+    """Let a heatmap head's ``loss`` run under bf16 autocast.
+
+    mmpose 1.3.2's heatmap heads (``CPMHead``, ``HeatmapHead``, ...) compute
+    their logged accuracy with ``mmpose.utils.to_numpy`` on the predicted
+    heatmaps, which under bf16 autocast are bf16: numpy has no bf16, so
+    ``loss`` fails with "Got unsupported ScalarType BFloat16" (with
+    ``AmpOptimWrapper(dtype='bfloat16')`` on a GPU too). For the call, the
+    head's module sees a ``to_numpy`` that upcasts bf16 tensors first; the
+    losses themselves are untouched.
+    """
+    module = sys.modules.get(type(head).__module__)
+    original = getattr(module, 'to_numpy', None)
+    if original is None:
+        yield
+        return
+
+    def to_numpy(x, *args, **kwargs):
+        if isinstance(x, Tensor) and x.dtype == torch.bfloat16:
+            x = x.float()
+        return original(x, *args, **kwargs)
+    module.to_numpy = to_numpy
+    try:
+        yield
+    finally:
+        module.to_numpy = original
 
 
 def _loss_modules(head: nn.Module) -> list[nn.Module]:
