@@ -8,7 +8,8 @@ KIND is where the process dies at its N-th occurrence: ``train_iter``,
 (after the strategy picked, before the state records it), ``state_write``
 / ``prev_write`` (the new ``al_state.json`` / ``al_state.prev.json`` is
 written to its temporary file but not renamed yet), ``checkpoint`` (half
-of a checkpoint file written).
+of a checkpoint file written). Under torchrun, ``MMAL_KILL_RANK=R`` kills
+rank R alone.
 """
 import atexit
 import json
@@ -22,6 +23,8 @@ KINDS = ('train_iter', 'eval_iter', 'score_iter', 'select', 'state_write', 'prev
          'checkpoint')
 counts = dict.fromkeys(KINDS, 0)
 kill_kind, _, kill_n = os.environ.get('MMAL_KILL_AT', '::').partition(':')
+if os.environ.get('MMAL_KILL_RANK', os.environ.get('RANK', '0')) != os.environ.get('RANK', '0'):
+    kill_kind = ''  # another rank is the one to die
 
 
 def hit(kind: str) -> bool:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,35 @@ def test_scores_on_one_and_on_two_processes_agree(voc_root, tmp_path):
         np.testing.assert_allclose(scores2, scores1, rtol=1e-4, atol=1e-6, err_msg=name)
         picked = [[p['id'] for p in s['cycles'][0]['selected']] for s in states]
         assert picked[0] == picked[1], name
+
+
+@pytest.mark.slow
+@needs_torchrun
+def test_a_rank_killed_while_scoring_fails_the_run_soon_and_resume_finishes_it(voc_root,
+                                                                               tmp_path):
+    """Rank 1 is SIGKILLed in the middle of scoring: the run stops (not hangs), naming it."""
+    work = tmp_path / 'wd'
+    args = [str(REPO / 'tests/fault_child.py'), str(CONFIG), '--work-dir', str(work),
+            '--cfg-options', *_options(voc_root), 'env_cfg.dist_cfg.timeout=60']
+    env = dict(os.environ, MMAL_KILL_AT='score_iter:2', MMAL_KILL_RANK='1')
+    start = time.monotonic()
+    launch = [str(TORCHRUN), '--nproc_per_node', '2', '--master_port', '29619']
+    killed = subprocess.run(launch + args + ['--launcher', 'pytorch'], cwd=tmp_path,
+                            env=dict(env, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO)),
+                            capture_output=True, text=True, timeout=600)
+    elapsed = time.monotonic() - start
+    assert killed.returncode != 0
+    assert 'exitcode  : -9' in killed.stderr and 'rank      : 1' in killed.stderr, \
+        killed.stderr[-3000:]
+    assert elapsed < 240, elapsed  # failed, not waited out
+    state = json.loads((work / 'al_state.json').read_text())
+    assert state['cycles'][0]['status'] == 'evaluated'  # died while selecting
+    resumed = _run([str(REPO / 'tools/al_train.py'), str(CONFIG), '--work-dir', str(work),
+                    '--resume', '--cfg-options', *_options(voc_root),
+                    'env_cfg.dist_cfg.timeout=60'], tmp_path, nproc=2, port=29621, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    state = json.loads((work / 'al_state.json').read_text())
+    assert state['status'] == 'finished'
+    c0, c1 = state['cycles']
+    assert c1['labeled'] == c0['labeled'] + [p['id'] for p in c0['selected']]
+    assert c1['num_labeled'] == 16 and c1['metrics']

@@ -1,4 +1,5 @@
 """Process-group set-up that also works on CPU-only machines."""
+import datetime
 import os
 import subprocess
 from collections.abc import Callable
@@ -12,6 +13,9 @@ from mmengine.dist import (
     get_world_size,
     init_dist,
 )
+
+#: Seconds a collective waits for the other ranks (``env_cfg.dist_cfg.timeout``).
+DEFAULT_TIMEOUT_S = 1800
 
 
 def setup_distributed(launcher: str, cfg: Config) -> None:
@@ -27,12 +31,17 @@ def setup_distributed(launcher: str, cfg: Config) -> None:
         return
     if launcher not in ('pytorch', 'slurm'):
         raise ValueError(f"--launcher {launcher!r}: choose 'none', 'pytorch' or 'slurm'")
+    dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg') or {})
+    # A collective that waits longer than this for a rank fails the run
+    # instead of hanging (a rank killed, a node lost); --resume goes on.
+    dist_cfg.setdefault('timeout', DEFAULT_TIMEOUT_S)
     if torch.cuda.is_available():
-        init_dist(launcher, **(cfg.get('env_cfg', {}).get('dist_cfg') or {}))
+        init_dist(launcher, **dist_cfg)
         return
     if launcher == 'slurm':
         _slurm_env_to_torch_env()
-    torch.distributed.init_process_group(backend='gloo')
+    torch.distributed.init_process_group(
+        backend='gloo', timeout=datetime.timedelta(seconds=dist_cfg['timeout']))
     cfg.model_wrapper_cfg = dict(
         type='MMDistributedDataParallel', device_ids=None,
         find_unused_parameters=cfg.get('find_unused_parameters', False))
