@@ -118,6 +118,22 @@ def test_scores_on_one_and_on_two_processes_agree(voc_root, tmp_path):
         np.testing.assert_allclose(scores2, scores1, rtol=1e-4, atol=1e-6, err_msg=name)
         picked = [[p['id'] for p in s['cycles'][0]['selected']] for s in states]
         assert picked[0] == picked[1], name
+    # Spilled to memory maps: each rank writes its shard's file, rank 0 assembles.
+    spilled = tmp_path / 'spilled'
+    spilled.mkdir()
+    (spilled / '_shared').symlink_to(one / '_shared')
+    args = [str(REPO / 'tools/al_compare.py'), str(CONFIG), '--strategies', strategies[0],
+            '--seeds', '0', '--no-report', '--cfg-options', *_options(voc_root),
+            'active_learning.score_spill_mb=0']
+    result = _run([*args, '--work-dir', str(spilled)], tmp_path, nproc=2, port=29623,
+                  timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    run = spilled / strategies[0] / 'seed0'
+    ids, scores = _scores(run)
+    ids1, scores1 = _scores(one / strategies[0] / 'seed0')
+    assert ids == ids1
+    np.testing.assert_allclose(scores, scores1, rtol=1e-4, atol=1e-6)
+    assert not (run / 'cycle_00' / 'score_spill').exists()  # removed after the selection
 
 
 @pytest.mark.slow

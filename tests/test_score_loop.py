@@ -24,7 +24,7 @@ class CountScoringIters(Hook):
         CountScoringIters.iters.append(batch_idx)
 
 
-def score_runner(cfg, tmp_path, positions, passes, fp16=False):
+def score_runner(cfg, tmp_path, positions, passes, fp16=False, **loop):
     cfg = copy.deepcopy(cfg)
     init_default_scope(cfg.default_scope)  # other tests may leave mmpose's scope active
     pool = build_pool(cfg.train_dataloader.dataset)
@@ -32,7 +32,7 @@ def score_runner(cfg, tmp_path, positions, passes, fp16=False):
     cfg.test_dataloader = dict(
         batch_size=3, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
         dataset=scoring_config(cfg.train_dataloader.dataset, pool, positions, pipeline))
-    cfg.test_cfg = dict(type='ScoreLoop', fp16=fp16, passes=passes)
+    cfg.test_cfg = dict(type='ScoreLoop', fp16=fp16, passes=passes, **loop)
     cfg.work_dir = str(tmp_path)
     cfg.custom_hooks = [dict(type='CountScoringIters')]
     return CycleRunner.from_cfg(cfg), pool
@@ -53,6 +53,41 @@ def test_the_runner_runs_scoring_as_its_test_loop_with_hooks_in_sample_order(tin
     alone = score_batches(model, [batch_of(tiny_cfg, pool, positions)],
                           dict(main=ScorePass(('pred_loss',))))
     np.testing.assert_allclose(out['pred_loss'], alone['pred_loss'], rtol=1e-4, atol=1e-5)
+
+
+def test_big_outputs_spill_to_compact_memory_maps_with_the_same_values(tiny_cfg, tmp_path):
+    positions = [0, 2, 3, 5, 7, 8, 11]
+    passes = dict(main=dict(outputs=('pred_loss', 'features', 'posteriors')))
+    in_memory = score_runner(tiny_cfg, tmp_path / 'a', positions, passes)[0].test()
+    spill = tmp_path / 'spill'
+    spilled = score_runner(tiny_cfg, tmp_path / 'b', positions, passes, spill_dir=str(spill),
+                           spill_bytes=0)[0].test()
+    assert isinstance(spilled['features'], np.memmap) and spilled['features'].dtype == np.float16
+    assert isinstance(spilled['pred_loss'], np.memmap) and spilled['pred_loss'].dtype == np.float32
+    assert (spill / 'features.rank0.npy').exists()
+    assert not isinstance(in_memory['features'], np.memmap)
+    np.testing.assert_allclose(spilled['features'], in_memory['features'], rtol=2e-3, atol=1e-3)
+    np.testing.assert_allclose(spilled['pred_loss'], in_memory['pred_loss'], rtol=1e-6)
+    for a, b in zip(spilled['posteriors'], in_memory['posteriors']):  # ragged: as before
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_store_puts_rows_where_their_indices_say(tmp_path):
+    from mmal.scoring.store import OutputStore
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(10, 4)).astype(np.float32)
+    for spill_bytes in (None, 0):
+        store = OutputStore(10, tmp_path / str(spill_bytes), spill_bytes)
+        order = rng.permutation(10).tolist()
+        for lo in range(0, 10, 3):
+            rows = order[lo:lo + 3]
+            store.add(rows, [dict(features=values[r], pred_loss=np.float32(r),
+                                  boxes=np.zeros((r, 4))) for r in rows])
+        arrays, ragged = store.gather()
+        np.testing.assert_allclose(arrays['features'], values, rtol=1e-3, atol=1e-3)
+        np.testing.assert_array_equal(arrays['pred_loss'], np.arange(10))
+        assert [len(item['boxes']) for item in ragged] == sorted(
+            len(item['boxes']) for item in ragged)  # ragged outputs in index order too
 
 
 def batch_of(cfg, pool, positions):

@@ -19,6 +19,7 @@ from mmengine.dist import get_rank
 
 from ..datasets import Pool, deterministic_pipeline, leaf_configs, scoring_config
 from ..scoring import NUM_SAMPLES, ScorePass
+from ..scoring.store import clear_spill
 from ..strategies import BaseStrategy, EntropyStrategy
 from ..utils.dist import broadcast_from_rank0
 from . import ranking
@@ -26,6 +27,8 @@ from .settings import ActiveLearningSettings
 from .state import atomic_write_text
 
 SCORES_FILE = 'al_scores.csv'
+#: Where a cycle's scoring outputs past ``score_spill_mb`` live until the selection is made.
+SPILL_FOLDER = 'score_spill'
 
 
 class CycleSelection:
@@ -84,15 +87,20 @@ class CycleSelection:
         strategy.work_dir = self.work_dir / 'strategy'
         order, scores = strategy.select(candidate_outputs, labeled_outputs,
                                         self.settings.budget_per_cycle, rng)
+        del candidate_outputs, labeled_outputs
+        clear_spill(self.work_dir / SPILL_FOLDER)
         return np.asarray(order), np.asarray(scores, dtype=np.float64)
 
     def score(self, positions: list[int], passes: dict[str, ScorePass], phase: str = 'score',
               with_labels: bool = False) -> dict | None:
         """Run ``passes`` over the given pool positions; the outputs on rank 0, else None."""
+        spill_mb = self.settings.score_spill_mb
         runner = self.make_runner(
             phase, self.loader_cfg(positions, with_labels),
             dict(type='ScoreLoop', fp16=bool((self.cfg.get('test_cfg') or {}).get('fp16')),
-                 passes={name: dataclasses.asdict(p) for name, p in passes.items()}))
+                 passes={name: dataclasses.asdict(p) for name, p in passes.items()},
+                 spill_dir=str(self.work_dir / SPILL_FOLDER / phase),
+                 spill_bytes=None if spill_mb is None else int(spill_mb * 2**20)))
         outputs = runner.test()
         del runner
         gc.collect()
@@ -116,6 +124,8 @@ class CycleSelection:
                           strategy=ranking.pairwise_ranking_accuracy(scores[sample], losses))
             result.update({name: ranking.pairwise_ranking_accuracy(ref, losses)
                            for name, ref in references.items()})
+            del outputs
+            clear_spill(self.work_dir / SPILL_FOLDER)
         return broadcast_from_rank0(result)
 
     def loader_cfg(self, positions: list[int], with_labels: bool = False) -> dict:

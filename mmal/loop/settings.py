@@ -46,6 +46,12 @@ class ActiveLearningSettings:
             on disk and ``initial_size`` is not used.
         annotation (dict): The batches for people (``oracle='human'``), see
             :class:`mmal.annotation.AnnotationSettings`.
+        score_spill_mb (int, optional): A scoring output (features,
+            gradient embeddings, ...) whose array over the scored set
+            exceeds this many MiB is memory-mapped in the cycle's
+            ``score_spill/`` folder in a compact dtype, so memory stays flat
+            over big pools (:mod:`mmal.scoring.store`); None keeps all in
+            memory.
     """
 
     budget_per_cycle: int
@@ -61,6 +67,7 @@ class ActiveLearningSettings:
     target_loss_pipeline: list | None = None
     oracle: str = 'dataset'
     annotation: dict = field(default_factory=dict)
+    score_spill_mb: int | None = 1024
 
     @classmethod
     def from_config(cls, section: dict | None) -> 'ActiveLearningSettings':
@@ -112,6 +119,10 @@ class ActiveLearningSettings:
                 self.target_loss_pipeline, (list, tuple)):
             raise ConfigError('active_learning.target_loss_pipeline must be a list of '
                               f'transforms or None, got {self.target_loss_pipeline!r}')
+        if self.score_spill_mb is not None and (
+                not isinstance(self.score_spill_mb, (int, float)) or self.score_spill_mb < 0):
+            raise ConfigError(f'active_learning.score_spill_mb={self.score_spill_mb!r} must be '
+                              'a number of MiB >= 0, or None to keep scoring outputs in memory')
         if not isinstance(self.score_num_workers, int) or self.score_num_workers < 0:
             raise ConfigError(f'active_learning.score_num_workers={self.score_num_workers!r} '
                               'must be an integer >= 0')

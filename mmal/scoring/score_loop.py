@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mmengine.dist import collect_results
 from mmengine.model import is_model_wrapper
 from mmengine.registry import LOOPS
 from mmengine.runner import TestLoop
@@ -20,6 +19,7 @@ from torch import Tensor
 
 from .passes import FeatureDropout, ScorePass, build_transform
 from .snapshots import SnapshotWeights, find_snapshots
+from .store import OutputStore
 
 #: Per-set keys beside the outputs: how many samples, and how to read posteriors.
 NUM_SAMPLES = 'num_samples'
@@ -45,6 +45,9 @@ class ScoreLoop(TestLoop):
         fp16 (bool): Autocast the forward passes, as ``TestLoop`` does.
         evaluator: Ignored: the Runner hands its test evaluator to every
             test loop, and scoring computes no metric.
+        spill_dir (str, optional): Where fixed-shape outputs bigger than
+            ``spill_bytes`` are memory-mapped (see :mod:`.store`).
+        spill_bytes (int, optional): The size past which they are.
 
     A pass with ``snapshots`` = S takes its members from the last S
     training checkpoints in the folder of the checkpoint the Runner loaded
@@ -54,14 +57,17 @@ class ScoreLoop(TestLoop):
     """
 
     def __init__(self, runner, dataloader, passes: dict, fp16: bool = False,
-                 evaluator=None) -> None:
+                 evaluator=None, spill_dir: str | None = None,
+                 spill_bytes: int | None = None) -> None:
         BaseLoop.__init__(self, runner, dataloader)
         self.passes = {name: p if isinstance(p, ScorePass) else ScorePass(**p)
                        for name, p in passes.items()}
         self.fp16 = fp16
+        self.spill_dir, self.spill_bytes = spill_dir, spill_bytes
         if hasattr(self.dataloader.dataset, 'metainfo'):
             self.runner.visualizer.dataset_meta = self.dataloader.dataset.metainfo
-        self._items: list[dict] = []
+        self._store: OutputStore | None = None
+        self._order = iter(())
         self._snapshots: SnapshotWeights | None = None
 
     def run(self) -> dict:
@@ -69,7 +75,10 @@ class ScoreLoop(TestLoop):
         self.runner.call_hook('before_test')
         self.runner.call_hook('before_test_epoch')
         self.runner.model.eval()
-        self._items = []
+        num_samples = len(self.dataloader.dataset)
+        self._store = OutputStore(num_samples, self.spill_dir, self.spill_bytes)
+        # The dataset index of each sample this rank scores, in the loader's order.
+        self._order = iter([i for batch in self.dataloader.batch_sampler for i in batch])
         self._snapshots = self._snapshot_weights()
         try:
             for idx, data_batch in enumerate(self.dataloader):
@@ -78,12 +87,11 @@ class ScoreLoop(TestLoop):
             if self._snapshots is not None:
                 self._snapshots.restore()
             self._snapshots = None
-        num_samples = len(self.dataloader.dataset)
-        gathered = collect_results(self._items, num_samples, device='cpu')
-        self._items = []
+        arrays, ragged = self._store.gather()
+        self._store = None
         model = self._model()
-        outputs = None if gathered is None else stack_outputs(
-            gathered, num_samples, getattr(model, 'posterior_kind', None))
+        outputs = None if ragged is None else stack_outputs(
+            ragged, num_samples, getattr(model, 'posterior_kind', None), arrays)
         self.runner.call_hook('after_test_epoch', metrics={})
         self.runner.call_hook('after_test')
         return outputs
@@ -94,7 +102,8 @@ class ScoreLoop(TestLoop):
         with autocast(enabled=self.fp16):
             batch = run_passes(self._model(), data_batch, self.passes,
                                snapshots=self._snapshots)
-        self._items.extend(split_per_sample(batch))
+        items = split_per_sample(batch)
+        self._store.add([next(self._order) for _ in items], items)
         self.runner.call_hook('after_test_iter', batch_idx=idx, data_batch=data_batch,
                               outputs=None)
 
@@ -243,13 +252,15 @@ def _numpy(value):
     return value
 
 
-def stack_outputs(items: list[dict], num_samples: int, posterior_kind: str | None) -> dict:
+def stack_outputs(items: list[dict], num_samples: int, posterior_kind: str | None,
+                  arrays: dict | None = None) -> dict:
     """Per-sample items as one entry per output, in sample order.
 
     Scalars per sample become ``(N,)`` float64 arrays, equal-shaped arrays
     one ``(N, ...)`` array (committees: ``(N, M, ...)``), and ragged
-    ones (a box list per image) stay a list of N arrays. The dict also
-    holds ``num_samples`` and, for detectors, ``posterior_kind``.
+    ones (a box list per image) stay a list of N arrays. ``arrays``: outputs
+    already stacked (an :class:`~mmal.scoring.store.OutputStore`'s). The
+    dict also holds ``num_samples`` and, for detectors, ``posterior_kind``.
     """
     out: dict = {NUM_SAMPLES: num_samples}
     if posterior_kind is not None:
@@ -257,6 +268,7 @@ def stack_outputs(items: list[dict], num_samples: int, posterior_kind: str | Non
     for key in (items[0] if items else {}):
         values = [item[key] for item in items]
         out[key] = _stack(values)
+    out.update(arrays or {})
     return out
 
 
