@@ -12,9 +12,9 @@ selection of ``--budget`` on those features. Reported per size: seconds
 per candidate, and the peak *anonymous* resident memory (what the pool
 costs; file-backed pages of memory-mapped outputs are the page cache's).
 With ``--spill-mb 0`` every fixed-shape output is memory-mapped, as a
-pool whose outputs pass ``active_learning.score_spill_mb`` is.
-``--loader`` also compares, on the smallest size, the end-to-end rate
-with the model alone on preloaded batches, and the loader settings.
+pool whose outputs pass ``active_learning.score_spill_mb`` is. (The
+end-to-end rate against the model alone on preloaded batches is
+``bench/scoring.py``'s.)
 """
 import argparse
 import json
