@@ -5,8 +5,14 @@ memory, same batches, same batch size; each variant runs in its own process
 so that CPU peak RSS is its own. Goal: <= 1.05x time and memory.
 
     python bench/train_overhead.py [--configs small full] [--batch-size N] [--iters N]
+        [--amp fp16|bf16]
+
+``--amp``: both variants train under mixed precision, mmengine's
+``AmpOptimWrapper`` on a GPU (bf16 autocast of the same ``train_step`` on a
+CPU, where that wrapper refuses to run), and the ratio is taken between them.
 """
 import argparse
+import contextlib
 import copy
 import json
 import subprocess
@@ -53,10 +59,27 @@ def build(config: str, variant: str):
     return model.to('cuda' if torch.cuda.is_available() else 'cpu').train()
 
 
-def run_variant(config: str, variant: str, batch_size: int, iters: int) -> dict:
-    from mmengine.optim import OptimWrapper
+def optim_wrapper(model, amp: str | None):
+    from mmengine.optim import AmpOptimWrapper, OptimWrapper
+    sgd = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    if amp is None:
+        return OptimWrapper(sgd)
+    dtype = {'fp16': 'float16', 'bf16': 'bfloat16'}[amp]
+    if torch.cuda.is_available():
+        return AmpOptimWrapper(optimizer=sgd, dtype=dtype)
+
+    class CpuAutocast(OptimWrapper):
+        @contextlib.contextmanager
+        def optim_context(self, module):
+            with super().optim_context(module), torch.autocast('cpu', dtype=torch.bfloat16):
+                yield
+    return CpuAutocast(sgd)
+
+
+def run_variant(config: str, variant: str, batch_size: int, iters: int,
+                amp: str | None = None) -> dict:
     model = build(config, variant)
-    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9))
+    optim = optim_wrapper(model, amp)
     batches = task_batches(config, batch_size, iters + 2, train=True)
     if torch.cuda.is_available():
         # The first GEMM allocates cuBLAS's workspace (~65 MiB on H100), fixed
@@ -75,11 +98,14 @@ def main() -> None:
     parser.add_argument('--batch-size', type=int, default=None,
                         help='default: 16 (small) and 4 (full) on CPU, 32 on GPU')
     parser.add_argument('--iters', type=int, default=None)
+    parser.add_argument('--amp', choices=['fp16', 'bf16'],
+                        help='train both variants under mixed precision')
     parser.add_argument('--variant', help=argparse.SUPPRESS)
     parser.add_argument('--config', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:  # child process: one measurement
-        print(json.dumps(run_variant(args.config, args.variant, args.batch_size, args.iters)))
+        print(json.dumps(run_variant(args.config, args.variant, args.batch_size, args.iters,
+                                     args.amp)))
         return
     gpu = torch.cuda.is_available()
     rows, results = [], {}
@@ -90,14 +116,16 @@ def main() -> None:
         for variant in ('plain', 'learning_loss'):
             out = subprocess.run(
                 [sys.executable, __file__, '--variant', variant, '--config', CONFIGS[name],
-                 '--batch-size', str(bs), '--iters', str(iters)],
+                 '--batch-size', str(bs), '--iters', str(iters)]
+                + (['--amp', args.amp] if args.amp else []),
                 capture_output=True, text=True)
             if out.returncode != 0:
                 sys.exit(f'{name}/{variant} failed:\n{out.stderr[-3000:]}')
             measured[variant] = json.loads(out.stdout.strip().splitlines()[-1])
         time_ratio = measured['learning_loss']['median_s'] / measured['plain']['median_s']
         mem_ratio = measured['learning_loss']['peak_mb'] / measured['plain']['peak_mb']
-        results[name] = dict(config=CONFIGS[name], batch_size=bs, iters=iters, **measured,
+        results[name] = dict(config=CONFIGS[name], batch_size=bs, iters=iters, amp=args.amp,
+                             **measured,
                              time_ratio=time_ratio, memory_ratio=mem_ratio)
         rows.append([name, bs, f'{measured["plain"]["median_s"] * 1000:.1f}',
                      f'{measured["learning_loss"]["median_s"] * 1000:.1f}', f'{time_ratio:.3f}',
