@@ -156,3 +156,19 @@ def test_a_failing_write_leaves_no_partial_file(tmp_path, monkeypatch):
         atomic_write_text(target, '{"new": 1}')
     assert json.loads(target.read_text()) == {'old': 1}
     assert [p.name for p in tmp_path.iterdir()] == ['al_state.json']
+
+
+@pytest.mark.parametrize('num_samples, sampler, dropped', [
+    (21, None, True), (20, None, False), (22, None, False), (1, None, False),
+    (17, dict(type='AspectRatioBatchSampler'), True), (16, dict(type='AspectRatioBatchSampler'),
+                                                       False)])
+def test_a_last_batch_of_one_sample_is_dropped_and_only_then(num_samples, sampler, dropped):
+    from mmengine.config import Config
+
+    from mmal.loop.experiment import no_single_sample_batch
+    cfg = Config(dict(train_dataloader=dict(batch_size=4)))
+    if sampler:
+        cfg.train_dataloader.batch_sampler = dict(sampler)
+    assert no_single_sample_batch(cfg, num_samples) is dropped
+    where = cfg.train_dataloader.get('batch_sampler') or cfg.train_dataloader
+    assert where.get('drop_last', False) is dropped

@@ -18,7 +18,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import find_latest_checkpoint
 
 from ..datasets import build_pool, subset_config
-from ..loop.experiment import reproducible_training
+from ..loop.experiment import no_single_sample_batch, reproducible_training
 from ..loop.runner import CycleRunner
 from ..utils.atomic import atomic_write_text
 from .query import CheckpointScorer
@@ -38,6 +38,7 @@ def train_on_labeled(cfg: Config, folder: Path) -> str:
     run.randomness = dict(run.get('randomness') or {}, seed=seed)
     run.pop('active_learning', None)
     reproducible_training(run)
+    no_single_sample_batch(run, len(labeled))
     CycleRunner.from_cfg(run).train()
     return find_latest_checkpoint(str(folder))
 

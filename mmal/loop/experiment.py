@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from mmengine.config import Config
-from mmengine.dist import get_rank, master_only
+from mmengine.dist import get_rank, get_world_size, master_only
 from mmengine.logging import MMLogger, print_log
 from mmengine.registry import MODELS, DefaultScope, init_default_scope
 from mmengine.runner import Runner, find_latest_checkpoint
@@ -273,6 +273,9 @@ class ActiveLearningExperiment:
             # loop: a validation at the end of training would repeat it.
             cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
             reproducible_training(cfg)
+            if no_single_sample_batch(cfg, len(positions)):
+                self._log(f'cycle {c}: {len(positions)} labeled samples would leave a last '
+                          'training batch of one, which BatchNorm refuses: it is dropped')
         cfg.work_dir = str(cycle_dir or self._cycle_dir(c))
         cfg.launcher = self.launcher
         cfg.resume = resume
@@ -334,6 +337,25 @@ def reproducible_training(cfg: Config) -> None:
     hooks = list(cfg.get('custom_hooks') or [])
     if not any(h.get('type') in ('EpochSeedHook', EpochSeedHook) for h in hooks):
         cfg.custom_hooks = hooks + [dict(type='EpochSeedHook')]
+
+
+def no_single_sample_batch(cfg: Config, num_samples: int) -> bool:
+    """Drop a last training batch of one sample; whether it had to.
+
+    A labeled set grows by any number (people accept what they accept),
+    and a batch of one fails in BatchNorm ("Expected more than 1 value per
+    channel when training"). Only then is the last batch dropped, so other
+    sizes train exactly as configured.
+    """
+    loader = cfg.train_dataloader
+    per_rank = -(-num_samples // get_world_size())
+    if per_rank <= 1 or per_rank % loader.batch_size != 1:
+        return False
+    if loader.get('batch_sampler'):
+        loader.batch_sampler['drop_last'] = True
+    else:
+        loader['drop_last'] = True
+    return True
 
 
 def task_of(cfg: Config) -> str:
