@@ -101,11 +101,23 @@ def test_the_server_pushes_ingests_retrains_and_reorders(tmp_path):
     arrivals.mkdir()
     for path in sorted((root / 'VOC2007/JPEGImages').glob('*.jpg'))[:9]:
         shutil.copy(path, arrivals / path.name)
-    sent = second.stream(sorted(map(str, arrivals.glob('*.jpg'))), 1 / 3, tmp_path / 'stream')
-    record = json.loads((tmp_path / 'stream' / 'stream.json').read_text())
+    sent = second.stream(sorted(map(str, arrivals.glob('*.jpg'))), 1 / 3)
+    stream = work / 'stream' / '00000'
+    record = json.loads((stream / 'stream.json').read_text())
     assert sent == record['labeled']
     assert all(record['scores'][i] >= record['threshold'] for i in sent)
     assert all(s < record['threshold'] for i, s in record['scores'].items() if i not in sent)
+    # Their labels come back like the queue's, into the stream batch's own folder.
+    every_answer = tmp_path / 'every_answer'
+    shutil.copytree(answers, every_answer)
+    for xml in (root / 'VOC2007' / 'Annotations').glob('*.xml'):
+        shutil.copy(xml, every_answer / 'Annotations' / xml.name)
+    (project.inbox / 'bob.json').write_text(json.dumps(labelstudio_export(
+        stream, every_answer, ['bob@lab'])))
+    assert second.step()['settled'] == len(sent)
+    for sample_id in sent:
+        assert (stream / 'labels' / 'Annotations' /
+                (sample_id.rsplit('/', 1)[1] + '.xml')).exists()
 
 
 def test_images_nobody_finished_in_time_go_back_into_the_queue(tmp_path, monkeypatch):

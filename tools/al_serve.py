@@ -94,8 +94,7 @@ def main() -> int:
                 arrived = [p for p in image_paths(args.stream) if p not in seen]
                 if arrived:
                     seen |= set(arrived)
-                    report['streamed'] = server.stream(
-                        arrived, args.rate, Path(args.work_dir) / 'stream' / f'{step:05d}')
+                    report['streamed'] = server.stream(arrived, args.rate)
         except (ConnectionError, FileNotFoundError) as err:
             print(f'step {step}: {err}; trying again in {args.poll_s} s', file=sys.stderr)
             report = {}

@@ -172,8 +172,11 @@ class AnnotationServer:
         return True
 
     # ---------------------------------------------------------------- stream
-    def stream(self, images: list[str], rate: float, out_dir: str | Path) -> list[str]:
+    def stream(self, images: list[str], rate: float) -> list[str]:
         """Push the arriving ``images`` whose score passes the pool-calibrated threshold.
+
+        Each call is a batch of its own in ``stream/NNNNN/`` (``stream.json``
+        records every score and the threshold), ingested with the queue's.
 
         The threshold is the ``1 - rate`` quantile of the current model's
         scores of the unlabeled pool (:class:`StreamThreshold`), so a
@@ -182,7 +185,8 @@ class AnnotationServer:
         uncertainty), not a set-wise one (core-set, BADGE).
         """
         threshold = StreamThreshold(list(self.queue.data['scores'].values()), rate)
-        out_dir = Path(out_dir)
+        numbers = [int(p.name) for p in self.work_dir.glob('stream/[0-9]*')]
+        out_dir = self.work_dir / 'stream' / f'{max(numbers, default=-1) + 1:05d}'
         list_file = out_dir / 'arrivals.txt'
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(list_file, '\n'.join(map(str, images)) + '\n')
