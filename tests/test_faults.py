@@ -20,6 +20,7 @@ import pytest
 from mmal.loop.state import ExperimentState
 
 from .conftest import REPO
+from .cycles import one_epoch_two_cycles
 from .test_al_train_e2e import essence
 
 pytestmark = pytest.mark.slow
@@ -36,16 +37,11 @@ def child(config, work_dir, *args, **env) -> subprocess.CompletedProcess:
 
 
 def test_killed_anywhere_resumes_to_the_uninterrupted_result(tiny_cfg, tmp_path):
-    cfg = copy.deepcopy(tiny_cfg)
-    cfg.train_dataloader.batch_size = 4
+    cfg = one_epoch_two_cycles(copy.deepcopy(tiny_cfg))
     cfg.train_dataloader.num_workers = 2  # real workers: their streams must repeat too
     cfg.train_cfg.max_epochs = 2
-    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
-    cfg.custom_hooks = []
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1, max_keep_ckpts=2)
-    cfg.active_learning = dict(initial_size=8, budget_per_cycle=8, num_cycles=2,
-                               candidate_pool=16, score_batch_size=8, score_num_workers=0,
-                               ranking_eval_size=8, seed=0)
+    cfg.default_hooks.checkpoint.max_keep_ckpts = 2
+    cfg.active_learning.update(candidate_pool=16, ranking_eval_size=8)
     config = tmp_path / 'faults.py'
     cfg.dump(str(config))
 

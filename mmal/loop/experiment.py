@@ -79,7 +79,7 @@ class ActiveLearningExperiment:
         self.pool: Pool = build_pool(cfg.train_dataloader.dataset)
         self.human = None
         if self.settings.oracle == 'human':
-            HumanOracle.check_config(self.strategy, self.settings)
+            HumanOracle.check_config(self.strategy)
             self.human = HumanOracle(cfg, self.pool, self.task, self.settings.annotation)
         if self.human is None:
             self.settings.check_plan(len(self.pool))

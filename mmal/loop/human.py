@@ -47,7 +47,7 @@ class HumanOracle:
         self.space = label_space(cfg, task)
 
     @staticmethod
-    def check_config(strategy, settings) -> None:
+    def check_config(strategy) -> None:
         if getattr(strategy, 'needs_labels', False):
             raise ConfigError(f"{type(strategy).__name__} reads the candidates' labels, which "
                               "people have not given yet: it runs only with oracle='dataset'")
