@@ -1,7 +1,7 @@
 """Real cycles on the small configs, shared by the strategies' tests."""
-import json
 
 from mmal.loop import ActiveLearningExperiment
+from mmal.loop.state import ExperimentState
 
 
 def one_epoch_two_cycles(cfg):
@@ -21,7 +21,7 @@ def one_epoch_two_cycles(cfg):
 def run_and_check_selection(cfg, tmp_path):
     """Run the experiment; the K picks are distinct and were unlabeled."""
     ActiveLearningExperiment(cfg, str(tmp_path)).run()
-    data = json.loads((tmp_path / 'al_state.json').read_text())
+    data = ExperimentState.load(tmp_path).data
     assert data['status'] == 'finished'
     c0, c1 = data['cycles']
     picked = [p['id'] for p in c0['selected']]

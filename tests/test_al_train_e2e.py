@@ -57,7 +57,10 @@ def test_two_cycle_run_writes_every_output(exp_cfg, tmp_path):
     assert scores == sorted(scores, reverse=True)
     # labeled and unlabeled never overlap; the new labeled set is old + selected
     assert not set(c0['labeled']) & {p['id'] for p in c0['selected']}
-    assert c1['labeled'] == c0['labeled'] + [p['id'] for p in c0['selected']]
+    # on disk a later cycle stores what it added; loading gives the whole set
+    assert 'labeled' not in c1 and c1['labeled_added'] == [p['id'] for p in c0['selected']]
+    assert state.cycle(1)['labeled'] == c0['labeled'] + c1['labeled_added']
+    assert ExperimentState.load(tmp_path).data == state.data
     assert c1['selected'] == [] and c1['status'] == 'evaluated'
     for c in (c0, c1):
         assert 0.0 <= c['metrics']['pascal_voc/mAP'] <= 1.0  # VOCMetric ran on our SSD

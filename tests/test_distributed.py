@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mmal.loop.state import ExperimentState
+
 from .conftest import REPO
 
 TORCHRUN = Path(sys.executable).with_name('torchrun')
@@ -161,7 +163,7 @@ def test_a_rank_killed_while_scoring_fails_the_run_soon_and_resume_finishes_it(v
                     '--resume', '--cfg-options', *_options(voc_root),
                     'env_cfg.dist_cfg.timeout=60'], tmp_path, nproc=2, port=29621, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    state = json.loads((work / 'al_state.json').read_text())
+    state = ExperimentState.load(work).data
     assert state['status'] == 'finished'
     c0, c1 = state['cycles']
     assert c1['labeled'] == c0['labeled'] + [p['id'] for p in c0['selected']]

@@ -48,7 +48,7 @@ def test_killed_anywhere_resumes_to_the_uninterrupted_result(tiny_cfg, tmp_path)
     counts_file = tmp_path / 'counts.json'
     whole = child(config, tmp_path / 'whole', MMAL_COUNT_EVENTS=str(counts_file))
     assert whole.returncode == 0, whole.stderr[-3000:]
-    expected = essence(json.loads((tmp_path / 'whole' / 'al_state.json').read_text()))
+    expected = essence(ExperimentState.load(tmp_path / 'whole').data)
     counts = json.loads(counts_file.read_text())
     assert all(counts[k] > 0 for k in counts), counts
 
@@ -64,5 +64,5 @@ def test_killed_anywhere_resumes_to_the_uninterrupted_result(tiny_cfg, tmp_path)
             ExperimentState.load(work)
         resumed = child(config, work, '--resume')
         assert resumed.returncode == 0, (kind, n, resumed.stderr[-3000:])
-        got = essence(json.loads((work / 'al_state.json').read_text()))
+        got = essence(ExperimentState.load(work).data)
         assert got == expected, (kind, n)

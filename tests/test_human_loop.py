@@ -25,6 +25,7 @@ from mmal.datasets import (
     generate_mpii_dataset,
     generate_voc_dataset,
 )
+from mmal.loop.state import ExperimentState
 
 from .conftest import POSE_TINY_CONFIG, REPO, use_mpii_root, voc_config
 from .cycles import one_epoch_two_cycles
@@ -105,7 +106,7 @@ def test_people_label_each_batch_and_the_experiment_goes_on(people_voc, tmp_path
     out = ok(tool('al_train.py', config, '--work-dir', work, '--resume', cwd=tmp_path))
     state = json.loads((work / 'al_state.json').read_text())
     assert json.loads(state_before)['cycles'][0] == state['cycles'][0]
-    c1 = state['cycles'][1]
+    c1 = ExperimentState.load(work).cycle(1)
     assert c1['num_labeled'] == 23 and first not in c1['labeled']
     assert c1['metrics'] and c1['annotation']['status'] == 'waiting'
     # The unsettled image goes first into the next batch, for another annotator.

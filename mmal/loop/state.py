@@ -2,6 +2,13 @@
 
 Written atomically (temporary file, fsync, rename) after every step that
 changes it, so a run killed at any moment resumes from a consistent state.
+
+Each cycle's labeled set is the previous one plus what that cycle added:
+on disk a cycle after the first stores only ``labeled_added`` (format 2),
+so the file holds each sample id at most twice (labeled, selected) however
+many cycles run, and the write per phase stays bounded by the pool size.
+In memory every cycle has its whole ``labeled`` list; format 1 files (the
+whole list per cycle) are still read.
 """
 import hashlib
 import json
@@ -19,7 +26,9 @@ STATE_FILE = 'al_state.json'
 #: The state as it was before the last write: the copy to recover from if
 #: the state file is damaged by hand or by a failing disk.
 PREVIOUS_STATE_FILE = 'al_state.prev.json'
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Formats this code reads: 1 stored every cycle's whole labeled list.
+READABLE_FORMATS = (1, 2)
 
 
 class ExperimentState:
@@ -57,9 +66,11 @@ class ExperimentState:
             raise ConfigError(f'{path} is damaged, not valid JSON ({err}); the loop never '
                               f'writes it half, so it was changed outside the loop: {fix}'
                               ) from err
-        if data.get('format') != FORMAT_VERSION:
+        if data.get('format') not in READABLE_FORMATS:
             raise ValueError(f'{path} has format {data.get("format")!r}; this MMAL reads '
-                             f'format {FORMAT_VERSION}')
+                             f'formats {READABLE_FORMATS}: use the MMAL that wrote it')
+        data['format'] = FORMAT_VERSION
+        _expand_labeled(data['cycles'], path)
         return cls(work_dir, data)
 
     def save(self) -> None:
@@ -67,7 +78,8 @@ class ExperimentState:
         # Copy, never move: a kill between the two writes leaves both files whole.
         if _readable_json(self.path):
             atomic_write_text(self.path.with_name(PREVIOUS_STATE_FILE), self.path.read_text())
-        atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=False) + '\n')
+        stored = dict(self.data, cycles=_compact_labeled(self.cycles))
+        atomic_write_text(self.path, json.dumps(stored, indent=1, sort_keys=False) + '\n')
 
     # --------------------------------------------------------------- cycles
     @property
@@ -97,6 +109,38 @@ class ExperimentState:
     def finish(self) -> None:
         self.data['status'] = 'finished'
         self.save()
+
+
+def _compact_labeled(cycles: list[dict]) -> list[dict]:
+    """The cycles as stored: after the first, ``labeled_added`` instead of ``labeled``."""
+    stored, previous = [], None
+    for entry in cycles:
+        labeled = entry['labeled']
+        if previous is not None and labeled[:len(previous)] == previous:
+            entry = _replace_key(entry, 'labeled', 'labeled_added', labeled[len(previous):])
+        stored.append(entry)
+        previous = labeled
+    return stored
+
+
+def _expand_labeled(cycles: list[dict], path: Path) -> None:
+    """Give every stored cycle its whole ``labeled`` list again, in place."""
+    previous = None
+    for index, entry in enumerate(cycles):
+        if 'labeled_added' in entry:
+            if previous is None:
+                raise ConfigError(f'{path}: cycle {entry.get("cycle")} stores only the samples '
+                                  'it added, but no earlier cycle lists its labeled set; the '
+                                  f'file was edited by hand: restore {PREVIOUS_STATE_FILE}')
+            entry = cycles[index] = _replace_key(entry, 'labeled_added', 'labeled',
+                                                 previous + entry['labeled_added'])
+        previous = entry['labeled']
+
+
+def _replace_key(entry: dict, old: str, new: str, value) -> dict:
+    """``entry`` with ``old: ...`` replaced by ``new: value`` at the same place (keeps the
+    file's key order readable)."""
+    return {(new if k == old else k): (value if k == old else v) for k, v in entry.items()}
 
 
 def _readable_json(path: Path) -> bool:
