@@ -1,7 +1,6 @@
 """Shared helpers of the benchmarks: data, timing, results."""
 import copy
 import datetime
-import importlib.metadata as md
 import json
 import os
 import platform
@@ -151,15 +150,23 @@ def summary(times: list[float]) -> dict:
 
 
 def machine() -> dict:
-    info = dict(platform=platform.platform(), python=platform.python_version(),
-                cpu_count=os.cpu_count(), device=device(), torch_threads=torch.get_num_threads())
-    if torch.cuda.is_available():
-        info['gpu'] = torch.cuda.get_device_name()
-    for name in ('torch', 'mmengine', 'mmcv', 'mmdet', 'mmpose'):
-        try:
-            info[name] = md.version(name)
-        except md.PackageNotFoundError:
-            info[name] = None
+    """The machine and software a result was measured on.
+
+    mmengine's ``collect_env`` describes the platform, Python, GPUs, CUDA,
+    compiler and PyTorch build; the keys beside it are what reports read
+    (``device``, ``cpu_count``, ``gpu``) and what it lacks (CPU cores, torch
+    threads, the OpenMMLab package versions).
+    """
+    from mmengine.utils.dl_utils import collect_env
+
+    from mmal.utils.env import package_versions
+    # numpy's RNG state is not the machine's, and its numpy integer is not JSON
+    env = {k: v for k, v in collect_env().items() if k != 'numpy_random_seed'}
+    info = dict(platform=platform.platform(), device=device(), cpu_count=os.cpu_count(),
+                torch_threads=torch.get_num_threads(), **package_versions(), collect_env=env)
+    gpus = [name for key, name in env.items() if key.startswith('GPU ')]
+    if gpus:
+        info['gpu'] = ', '.join(gpus)
     return info
 
 

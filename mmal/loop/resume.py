@@ -1,6 +1,5 @@
 """Opening an experiment's record: create it, or resume it only if nothing changed."""
 import hashlib
-import importlib.metadata as md
 import json
 import tempfile
 from collections.abc import Callable
@@ -10,6 +9,7 @@ from mmengine.config import Config
 
 from ..datasets import Pool
 from ..utils import ConfigError
+from ..utils.env import package_versions as versions  # the state's ``versions``
 from .settings import ActiveLearningSettings
 from .state import ExperimentState, digest_ids
 
@@ -70,17 +70,6 @@ def config_digests(cfg: Config) -> dict[str, str]:
         text = json.dumps(cfg._to_lazy_dict()[key] if hasattr(cfg, '_to_lazy_dict') else
                           cfg[key], sort_keys=True, default=str)
         out[key] = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return out
-
-
-def versions() -> dict[str, str | None]:
-    """Installed versions of the packages that decide the numbers."""
-    out = {}
-    for name in ('mmal', 'torch', 'mmengine', 'mmcv', 'mmdet', 'mmpose'):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = None
     return out
 
 
