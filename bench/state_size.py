@@ -2,8 +2,9 @@
 
     python bench/state_size.py [--pool 100000] [--cycles 10] [--initial 1000] [--budget 1000]
 
-Builds the state an experiment writes (labeled ids per cycle, the K
-selected with scores, metrics, timings, ranking accuracy), cycle by cycle,
+Builds the state an experiment writes (labeled ids per cycle, stored as
+the ids each cycle added; the K selected with scores, metrics, timings,
+ranking accuracy), cycle by cycle,
 and times the atomic write each phase does (temporary file, fsync, rename,
 plus the copy kept as ``al_state.prev.json``), against writing the same
 bytes with a plain ``write_text`` in the same run.
@@ -50,7 +51,7 @@ def main() -> int:
                        num_candidates=10_000, ranking_accuracy=dict(
                            num_samples=500, strategy=0.7, LearningLossStrategy=0.7,
                            EntropyStrategy=0.6))
-            labeled = sorted(labeled + [p['id'] for p in entry['selected']])
+            labeled = labeled + [p['id'] for p in entry['selected']]  # as the loop does
             size = state.path.stat().st_size
             atomic = []
             for _ in range(args.repeats):

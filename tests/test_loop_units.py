@@ -72,6 +72,55 @@ def test_state_round_trip_and_phases(tmp_path):
         loaded.start_cycle(2, [])
 
 
+def _three_cycles(tmp_path, third_labeled=None):
+    state = ExperimentState.create(tmp_path, settings=settings().to_dict(), config_digests={},
+                                   versions={}, pool_ids=list('abcdef'))
+    state.start_cycle(0, ['a', 'b'])
+    state.mark(0, 'selected', selected=[dict(id='c', score=1.0)])
+    state.start_cycle(1, ['a', 'b', 'c'])
+    state.mark(1, 'selected', selected=[dict(id='d', score=0.5)])
+    state.start_cycle(2, third_labeled or ['a', 'b', 'c', 'd'])
+    return state
+
+
+def test_later_cycles_store_only_what_they_added_and_load_whole(tmp_path):
+    state = _three_cycles(tmp_path)
+    stored = json.loads(state.path.read_text())
+    assert stored['format'] == 2 and stored['cycles'][0]['labeled'] == ['a', 'b']
+    assert [c.get('labeled_added') for c in stored['cycles']] == [None, ['c'], ['d']]
+    assert all('labeled' not in c for c in stored['cycles'][1:])
+    assert list(stored['cycles'][1])[:4] == ['cycle', 'status', 'num_labeled', 'labeled_added']
+    loaded = ExperimentState.load(tmp_path)
+    assert loaded.data == state.data
+    assert loaded.cycle(2)['labeled'] == ['a', 'b', 'c', 'd']
+    loaded.save()  # loading and saving again changes nothing
+    assert json.loads(state.path.read_text()) == stored
+
+
+def test_a_labeled_set_that_does_not_extend_the_last_is_stored_whole(tmp_path):
+    state = _three_cycles(tmp_path, third_labeled=['d', 'a', 'b', 'c'])
+    stored = json.loads(state.path.read_text())['cycles'][2]
+    assert stored['labeled'] == ['d', 'a', 'b', 'c'] and 'labeled_added' not in stored
+    assert ExperimentState.load(tmp_path).cycle(2)['labeled'] == ['d', 'a', 'b', 'c']
+
+
+def test_format_1_states_are_still_read(tmp_path):
+    state = _three_cycles(tmp_path)
+    old = dict(state.data, format=1)  # format 1 stored every cycle's whole list
+    (tmp_path / 'al_state.json').write_text(json.dumps(old))
+    loaded = ExperimentState.load(tmp_path)
+    assert loaded.data == state.data and loaded.data['format'] == 2
+
+
+def test_a_hand_edited_state_missing_the_first_labeled_set_is_refused(tmp_path):
+    _three_cycles(tmp_path)
+    stored = json.loads((tmp_path / 'al_state.json').read_text())
+    del stored['cycles'][0]
+    (tmp_path / 'al_state.json').write_text(json.dumps(stored))
+    with pytest.raises(ConfigError, match='al_state.json: cycle 1 stores only.*al_state.prev'):
+        ExperimentState.load(tmp_path)
+
+
 def test_atomic_write_never_leaves_partial_files(tmp_path, monkeypatch):
     path = tmp_path / 'f.json'
     atomic_write_text(path, json.dumps({'v': 1}))
@@ -165,7 +214,7 @@ def test_a_failing_write_leaves_no_partial_file(tmp_path, monkeypatch):
 def test_a_last_batch_of_one_sample_is_dropped_and_only_then(num_samples, sampler, dropped):
     from mmengine.config import Config
 
-    from mmal.loop.experiment import no_single_sample_batch
+    from mmal.loop.runner import no_single_sample_batch
     cfg = Config(dict(train_dataloader=dict(batch_size=4)))
     if sampler:
         cfg.train_dataloader.batch_sampler = dict(sampler)
