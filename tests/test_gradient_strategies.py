@@ -22,9 +22,10 @@ from mmal.scoring import ScorePass, score_batches
 from mmal.strategies.badge import BadgeStrategy, kmeans_pp_seeding
 from mmal.strategies.expected_gradient_length import ExpectedGradientLengthStrategy
 
-from .conftest import REPO
+from .conftest import REPO, voc_config
 
 RETINANET = REPO / 'tests/data/retinanet-tiny_ll_synthetic-voc.py'
+FASTER_RCNN = 'configs/learning_loss/faster-rcnn-tiny_ll_synthetic-voc.py'
 
 
 # ------------------------------------------------------------------ detection: closed form
@@ -129,6 +130,86 @@ def test_wrappers_without_the_embedding_refuse_it_by_name(tiny_cfg, monkeypatch)
     monkeypatch.setattr(type(model), 'task_output_names', frozenset({'posteriors', 'boxes'}))
     with pytest.raises(UnsupportedScoreOutputError, match="does not compute 'grad_embedding'"):
         model.score_step(detection_batch(tiny_cfg, 1), ('grad_embedding',))
+
+
+# ------------------------------------------------------------------ two-stage: closed form
+@pytest.fixture
+def frcnn(voc_root):
+    """The small Faster R-CNN, in eval mode, and its config pointed at the generated data."""
+    from .test_two_stage_detector import build
+    cfg = voc_config(FASTER_RCNN, voc_root)
+    return build(cfg.model).eval(), cfg
+
+
+def roi_reference(model, data):
+    """Autograd's gradient of each image's pseudo-label loss over its scored RoIs.
+
+    The RoIs are picked here from the posteriors as ``score_cfg`` says (top
+    foreground confidence, at least ``score_thr``), independently of the
+    wrapper's own selection.
+    """
+    from mmdet.structures.bbox import bbox2roi
+    roi_head = model.task_model.roi_head
+    fc_cls = roi_head.bbox_head.fc_cls
+    num_classes = roi_head.bbox_head.num_classes
+    processed = model.data_preprocessor(copy.deepcopy(data), False)
+    with torch.no_grad():
+        feats = model.task_model.extract_feat(processed['inputs'])
+        proposals = [r.bboxes for r in
+                     model.task_model.rpn_head.predict(feats, processed['data_samples'],
+                                                       rescale=False)]
+    logits = roi_head._bbox_forward(feats, bbox2roi(proposals))['cls_score']
+    expected, posteriors = [], []
+    for z in logits.split([len(p) for p in proposals]):
+        probs = z.detach().softmax(dim=-1)
+        fg = probs[:, :num_classes].max(dim=1).values
+        order = fg.argsort(descending=True)[:model.score_cfg['num_boxes']]
+        keep = order[fg[order] >= model.score_cfg['score_thr']]
+        loss = F.cross_entropy(z[keep], z[keep].argmax(dim=-1), reduction='sum')
+        grad, = torch.autograd.grad(loss, [fc_cls.weight], retain_graph=True)
+        expected.append(grad.flatten())
+        posteriors.append(probs[keep])
+    return torch.stack(expected), posteriors
+
+
+def test_roi_embedding_is_autograds_gradient_on_the_small_faster_rcnn(frcnn):
+    model, cfg = frcnn
+    model.score_cfg = dict(num_boxes=30, score_thr=0.05)
+    data = detection_batch(cfg, 2)
+    out = model.score_step(copy.deepcopy(data), ('grad_embedding', 'posteriors'))
+    # C+1 = 6 classes times fc_cls's input, the 128 outputs of the shared fcs
+    assert out['grad_embedding'].shape == (2, 6 * 128)
+    expected, posteriors = roi_reference(model, data)
+    assert [len(p) for p in posteriors] == [30, 30]
+    for ours, theirs in zip(out['posteriors'], posteriors):
+        torch.testing.assert_close(ours, theirs)
+    assert_close_relative(out['grad_embedding'], expected)
+    assert out['grad_embedding'].abs().sum(dim=1).min() > 0
+    # the embedding is per image: the two images' gradients differ
+    assert not torch.allclose(out['grad_embedding'][0], out['grad_embedding'][1])
+
+
+def test_roi_embedding_leaves_the_other_outputs_and_is_zero_without_rois(frcnn):
+    model, cfg = frcnn
+    data = detection_batch(cfg, 2)
+    keys = ('posteriors', 'boxes', 'proposals')
+    alone = model.score_step(copy.deepcopy(data), keys)
+    both = model.score_step(copy.deepcopy(data), (*keys, 'grad_embedding'))
+    for key in keys:
+        for a, b in zip(alone[key], both[key]):
+            torch.testing.assert_close(a, b)
+    model.score_cfg = dict(num_boxes=5, score_thr=1.0)
+    out = model.score_step(copy.deepcopy(data), ('grad_embedding', 'posteriors'))
+    assert [len(p) for p in out['posteriors']] == [0, 0]
+    assert out['grad_embedding'].shape == (2, 768) and not out['grad_embedding'].any()
+
+
+def test_roi_embedding_refuses_a_class_loss_with_its_own_activation(frcnn, monkeypatch):
+    model, cfg = frcnn
+    head = model.task_model.roi_head.bbox_head
+    monkeypatch.setattr(type(head.loss_cls), 'custom_cls_channels', True, raising=False)
+    with pytest.raises(UnsupportedScoreOutputError, match='custom_cls_channels'):
+        model.score_step(detection_batch(cfg, 1), ('grad_embedding',))
 
 
 def test_softmax_residual_is_posterior_minus_its_argmax():

@@ -189,8 +189,8 @@ class LearningLossModel(BaseModel):
             # refused before the forward, which would be wasted
             raise UnsupportedScoreOutputError(
                 f"{type(self).__name__} does not compute 'grad_embedding' (the last layer's "
-                'gradient under pseudo-labels, for EGL and BADGE); the single-stage detector '
-                'and pose wrappers do')
+                'gradient under pseudo-labels, for EGL and BADGE); the single- and two-stage '
+                'detector wrappers and the pose wrapper do')
         data = self.data_preprocessor(data, False)
         inputs = data['inputs']
         if isinstance(inputs, (list, tuple)):

@@ -12,8 +12,9 @@ from mmdet.registry import MODELS
 from mmdet.structures.bbox import get_box_tensor
 from torch import Tensor, nn
 
+from ..last_layer import ModuleCalls
 from ..learning_loss import LearningLossModel
-from .candidates import check_score_cfg
+from .candidates import check_score_cfg, pseudo_label_residual
 from .learning_loss_detector import (
     UnsupportedScoreOutputError,
     _summed_losses,
@@ -21,7 +22,7 @@ from .learning_loss_detector import (
 )
 
 #: What :meth:`LearningLossTwoStageDetector.task_outputs` can return.
-TASK_OUTPUTS = frozenset({'posteriors', 'boxes', 'proposals'})
+TASK_OUTPUTS = frozenset({'posteriors', 'boxes', 'proposals', 'grad_embedding'})
 
 
 @MODELS.register_module()
@@ -71,7 +72,9 @@ class LearningLossTwoStageDetector(LearningLossModel):
     **Scoring outputs** (:meth:`task_outputs`): the RoI head's softmax class
     posteriors with the background last (mmdet's ``BBoxHead`` convention),
     the refined box of each RoI for its top foreground class and the RPN
-    proposal it came from, all in network-input pixels.
+    proposal it came from, all in network-input pixels; and the gradient
+    embedding of the box head's class layer under argmax pseudo-labels
+    (``grad_embedding``, see :func:`roi_gradient_embeddings`).
     """
 
     posterior_kind = 'softmax'
@@ -176,8 +179,8 @@ class LearningLossTwoStageDetector(LearningLossModel):
                 works on ``feats``).
             feats (tuple): The output of ``task_model.extract_feat``.
             data_samples (list): The batch's data samples (no labels needed).
-            wanted (frozenset): Any of ``'posteriors'``, ``'boxes'`` and
-                ``'proposals'``.
+            wanted (frozenset): Any of ``'posteriors'``, ``'boxes'``,
+                ``'proposals'`` and ``'grad_embedding'``.
 
         Returns:
             dict: For each wanted key a list with one tensor per image, the
@@ -186,6 +189,9 @@ class LearningLossTwoStageDetector(LearningLossModel):
             probabilities, background last; ``boxes`` ``(N_i, 4)`` xyxy,
             each RoI refined for its top foreground class; ``proposals``
             ``(N_i, 4)`` xyxy, the RPN proposal each row was refined from.
+            ``grad_embedding`` is one ``(B, (C + 1) * D)`` tensor over those
+            same RoIs (:func:`roi_gradient_embeddings`); the box head's pass
+            that gives the posteriors records its class layer's input.
         """
         unsupported = set(wanted) - TASK_OUTPUTS
         if unsupported:
@@ -203,16 +209,21 @@ class LearningLossTwoStageDetector(LearningLossModel):
         metas = [sample.metainfo for sample in data_samples]
         rpn_results = self._rpn_results(feats, data_samples)
         proposals = [get_box_tensor(res.bboxes) for res in rpn_results]
-        # rcnn_test_cfg=None: mmdet's raw per-RoI scores and per-class boxes, no NMS
-        raw = roi_head.predict_bbox(feats, metas, rpn_results, rcnn_test_cfg=None,
-                                    rescale=False)
+        recorded = [bbox_head, class_layer(bbox_head)] if 'grad_embedding' in wanted else []
+        with ModuleCalls(recorded) as calls:
+            # rcnn_test_cfg=None: mmdet's raw per-RoI scores and per-class boxes, no NMS
+            raw = roi_head.predict_bbox(feats, metas, rpn_results, rcnn_test_cfg=None,
+                                        rescale=False)
         num_classes = bbox_head.num_classes
-        result: dict = {key: [] for key in wanted}
+        result: dict = {key: [] for key in wanted if key != 'grad_embedding'}
+        kept_posteriors, kept_rows = [], []
         for res, props in zip(raw, proposals):
             scores = res.scores
             fg, label = scores[:, :num_classes].max(dim=1)
             order = fg.argsort(descending=True)[:self.score_cfg['num_boxes']]
             keep = order[fg[order] >= self.score_cfg['score_thr']]
+            kept_posteriors.append(scores[keep])
+            kept_rows.append(keep)
             if 'posteriors' in wanted:
                 result['posteriors'].append(scores[keep])
             if 'boxes' in wanted:
@@ -221,6 +232,9 @@ class LearningLossTwoStageDetector(LearningLossModel):
                 result['boxes'].append(boxes[keep, cls])
             if 'proposals' in wanted:
                 result['proposals'].append(props[keep])
+        if 'grad_embedding' in wanted:
+            result['grad_embedding'] = roi_gradient_embeddings(
+                bbox_head, calls, kept_posteriors, kept_rows, [len(p) for p in proposals])
         return result
 
     # ------------------------------------------------------------ predictions
@@ -236,6 +250,89 @@ class LearningLossTwoStageDetector(LearningLossModel):
         if data_samples[0].get('proposals', None) is not None:
             return [sample.proposals for sample in data_samples]
         return self.task_model.rpn_head.predict(feats, data_samples, rescale=False)
+
+
+# ------------------------------------------------------------------ gradient embeddings
+def class_layer(bbox_head: nn.Module) -> nn.Linear:
+    """The box head's layer whose outputs are the class logits (``fc_cls``).
+
+    Refused, naming why, where the softmax over those logits is not the
+    head's posterior (a loss with its own activation, such as Seesaw) or
+    the layer is not a plain linear one.
+    """
+    owner = type(bbox_head).__name__
+    fc_cls = getattr(bbox_head, 'fc_cls', None) if getattr(bbox_head, 'with_cls', True) \
+        else None
+    if not isinstance(fc_cls, nn.Linear):
+        raise UnsupportedScoreOutputError(
+            f'{owner}: fc_cls is {type(fc_cls).__name__}, not an nn.Linear; the gradient '
+            'embedding is written for a linear class layer')
+    if getattr(bbox_head, 'custom_cls_channels', False):
+        raise UnsupportedScoreOutputError(
+            f'{owner}: loss_cls {type(bbox_head.loss_cls).__name__} has its own activation '
+            '(custom_cls_channels), so the posteriors are not a softmax of fc_cls; the '
+            'gradient embedding is written for softmax cross-entropy')
+    return fc_cls
+
+
+def roi_gradient_embeddings(bbox_head: nn.Module, calls: ModuleCalls,
+                            posteriors: list[Tensor], rows: list[Tensor],
+                            num_rois: list[int]) -> Tensor:
+    """Per image, the box head's class-layer gradient under argmax pseudo-labels, ``(B, E)``.
+
+    The definition is the single-stage one
+    (:func:`~mmal.models.detectors.candidates.dense_gradient_embeddings`)
+    with RoIs for anchor locations: the loss of image ``i`` is the sum, over
+    its scored RoIs (the rows of ``posteriors``, the candidates the
+    uncertainty strategies read), of each RoI's softmax cross-entropy over
+    the C classes and background against its own most likely label
+    (BADGE's hypothetical labels). ``fc_cls`` maps a RoI's feature ``h``
+    (``D`` values, the output of the head's shared and class fcs) to its
+    logits, so that RoI's gradient with respect to ``fc_cls.weight`` is
+    ``(p - onehot(argmax p)) ⊗ h``, ``(C + 1, D)``, and the image's
+    embedding sums its RoIs' and is flattened row by row. The bias is left
+    out, as the convs' are in the single-stage case. Exact: it equals
+    autograd's gradient of that loss (``tests/test_gradient_strategies.py``).
+    ``E = (C + 1) * D``: 6 * 128 = 768 for the small Faster R-CNN, 21 * 1024
+    = 21504 for Faster R-CNN on VOC. An image with no scored RoI gets zeros.
+
+    Args:
+        bbox_head: The RoI head's ``BBoxHead``.
+        calls (ModuleCalls): The calls of ``bbox_head`` and its
+            :func:`class_layer` recorded while ``predict_bbox`` ran.
+        posteriors, rows: Per image, the scored RoIs' posteriors and their
+            row indices among the image's proposals.
+        num_rois (list[int]): Proposals per image, in the batch's order (the
+            order of the rows of the box head's input).
+    """
+    owner = type(bbox_head).__name__
+    fc_cls = class_layer(bbox_head)
+    num_images = len(num_rois)
+    device = fc_cls.weight.device
+    blocks = torch.zeros(num_images, fc_cls.out_features, fc_cls.in_features, device=device)
+    if sum(len(r) for r in rows) == 0:
+        return blocks.flatten(1)   # mmdet skips the box head when there are no proposals
+    head_calls = [out for module, _, out in calls.records if module is bbox_head]
+    layer_calls = [(x, out) for module, x, out in calls.records if module is fc_cls]
+    if len(head_calls) != 1 or len(layer_calls) != 1 or head_calls[0][0] is not layer_calls[0][1]:
+        raise UnsupportedScoreOutputError(
+            f'{owner}: its class logits are not the direct output of one fc_cls call (the '
+            'head transforms them after fc_cls, or runs more than once), so the weights\' '
+            'gradient cannot be read from the layer\'s input')
+    features, logits = layer_calls[0]
+    if features.dim() != 2 or len(features) != sum(num_rois) \
+            or logits.shape[-1] != bbox_head.num_classes + 1:
+        raise UnsupportedScoreOutputError(
+            f'{owner}: fc_cls maps {tuple(features.shape)} to {tuple(logits.shape)}, not '
+            f'one row per proposal ({sum(num_rois)}) to {bbox_head.num_classes + 1} '
+            'class logits')
+    starts = torch.tensor([0, *num_rois[:-1]]).cumsum(0).tolist()
+    with torch.autocast(device.type, enabled=False):   # fp16 scoring: sum in float32
+        for i, (probs, keep, start) in enumerate(zip(posteriors, rows, starts)):
+            if len(keep):
+                h = features[start + keep.to(features.device)].float()        # (N_i, D)
+                blocks[i] = pseudo_label_residual(probs, 'softmax').T @ h
+    return blocks.flatten(1)
 
 
 def _total(terms) -> Tensor:
