@@ -4,6 +4,7 @@ and the same run on N count as one experiment."""
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -44,6 +45,121 @@ def test_the_ddp_wrapper_is_not_part_of_the_experiment(tmp_path):
     state.save()
     assert open_state(tmp_path, cfg, settings, pool, True, print).path == state.path
     assert differences_from_rank0({'anything': 1}) == {}  # not distributed: nothing to compare
+
+
+#: One process sets the group up from the environment the test gives it and
+#: prints what it got; a process of its own, as init_dist changes globals
+#: (the multiprocessing start method, the default process group).
+SETUP_CHILD = """
+import json, os, sys
+import torch
+from mmengine.config import Config
+from mmal.utils.dist import setup_distributed
+cfg = Config(dict(env_cfg=dict(dist_cfg=json.loads(sys.argv[2]))))
+setup_distributed(sys.argv[1], cfg)
+group = torch.distributed.distributed_c10d._get_default_group()
+timeout = group._get_backend(torch.device('cpu')).options._timeout
+print(json.dumps(dict(
+    backend=torch.distributed.get_backend(), rank=torch.distributed.get_rank(),
+    world_size=torch.distributed.get_world_size(), timeout_s=timeout.total_seconds(),
+    env={k: os.environ.get(k) for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_PORT')},
+    wrapper=cfg.get('model_wrapper_cfg'),
+    set_device_restored=torch.cuda.set_device.__module__ == 'torch.cuda')))
+torch.distributed.destroy_process_group()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _setup_on_cpu(launcher: str, dist_cfg: dict, env: dict) -> dict:
+    """``setup_distributed`` in a CPU-only process (no GPU visible) with ``env``."""
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith('SLURM_') and k not in
+            ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')}
+    result = subprocess.run(
+        [sys.executable, '-c', SETUP_CHILD, launcher, json.dumps(dist_cfg)],
+        env=dict(base, CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='1', PYTHONPATH=str(REPO),
+                 **env),
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# scontrol is not here: MASTER_ADDR is given, as mmengine then keeps it.
+SLURM_TASK = dict(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_NODELIST='localhost',
+                  MASTER_ADDR='127.0.0.1')
+
+
+@pytest.mark.parametrize('local_id', ['0', None], ids=['localid', 'no-localid'])
+def test_slurm_variables_make_a_gloo_group_on_cpu(local_id):
+    """Slurm's task variables become the torch ones, by mmengine's code, on a CPU-only node."""
+    port = _free_port()
+    env = dict(SLURM_TASK, **({} if local_id is None else {'SLURM_LOCALID': local_id}))
+    # the port from env_cfg.dist_cfg.port (mmengine's slurm argument), MASTER_PORT unset
+    got = _setup_on_cpu('slurm', dict(backend='nccl', port=port, timeout=77), env)
+    assert got['backend'] == 'gloo'  # the config's nccl needs GPUs
+    assert (got['rank'], got['world_size']) == (0, 1)
+    assert got['env'] == dict(RANK='0', WORLD_SIZE='1', LOCAL_RANK='0', MASTER_PORT=str(port))
+    assert got['timeout_s'] == 77
+    assert got['wrapper'] == dict(type='MMDistributedDataParallel', device_ids=None,
+                                  find_unused_parameters=False)
+    assert got['set_device_restored']
+
+
+def test_pytorch_launcher_on_cpu_waits_the_default_timeout():
+    """torchrun's variables, no dist_cfg: gloo, and a lost rank fails after DEFAULT_TIMEOUT_S."""
+    from mmal.utils.dist import DEFAULT_TIMEOUT_S
+    port = _free_port()
+    got = _setup_on_cpu('pytorch', {}, dict(RANK='0', WORLD_SIZE='1', LOCAL_RANK='0',
+                                            MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port)))
+    assert (got['backend'], got['world_size']) == ('gloo', 1)
+    assert got['timeout_s'] == DEFAULT_TIMEOUT_S
+
+
+def test_launcher_with_gpus_is_mmengine_init_dist_as_configured(monkeypatch):
+    """With CUDA the config's dist_cfg goes to mmengine's init_dist unchanged, plus the timeout."""
+    from mmengine.config import Config
+
+    from mmal.utils import dist
+    calls = []
+    monkeypatch.setattr(dist.torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(dist, 'init_dist', lambda launcher, **kw: calls.append((launcher, kw)))
+    cfg = Config(dict(env_cfg=dict(dist_cfg=dict(backend='nccl', port=29511))))
+    dist.setup_distributed('slurm', cfg)
+    assert calls == [('slurm', dict(backend='nccl', port=29511,
+                                    timeout=dist.DEFAULT_TIMEOUT_S))]
+    assert 'model_wrapper_cfg' not in cfg  # mmengine's default wrapper, on LOCAL_RANK's GPU
+    dist.setup_distributed('none', cfg)
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="--launcher 'mpi'"):
+        dist.setup_distributed('mpi', cfg)
+
+
+@pytest.mark.parametrize('exported, argv, expected', [
+    (None, [], '0'),
+    (None, ['--local-rank', '3'], '3'),  # torch.distributed.launch, PyTorch >= 2.0
+    (None, ['--local_rank=2'], '2'),  # before 2.0
+    ('1', ['--local-rank', '3'], '1'),  # torchrun exported it: that wins
+])
+def test_launcher_args_export_local_rank_as_mmdet_does(monkeypatch, exported, argv, expected):
+    import argparse
+
+    from mmal.utils.dist import add_launcher_args
+    if exported is None:
+        monkeypatch.delenv('LOCAL_RANK', raising=False)
+    else:
+        monkeypatch.setenv('LOCAL_RANK', exported)
+    parser = argparse.ArgumentParser()
+    add_launcher_args(parser)
+    args = parser.parse_args(['--launcher', 'pytorch', *argv])
+    assert args.launcher == 'pytorch'
+    assert os.environ['LOCAL_RANK'] == expected
+    with pytest.raises(SystemExit):
+        parser.parse_args(['--launcher', 'mpi'])
 
 
 def _options(voc_root: Path) -> list[str]:

@@ -1,8 +1,9 @@
-"""Process-group set-up that also works on CPU-only machines."""
-import datetime
+"""Process-group set-up that also works on CPU-only machines, and the launcher flags."""
+import argparse
+import contextlib
 import os
-import subprocess
 from collections.abc import Callable
+from unittest import mock
 
 import torch
 from mmengine.config import Config
@@ -17,19 +18,53 @@ from mmengine.dist import (
 #: Seconds a collective waits for the other ranks (``env_cfg.dist_cfg.timeout``).
 DEFAULT_TIMEOUT_S = 1800
 
+#: The ``--launcher`` choices: mmdet's, less ``mpi``.
+LAUNCHERS = ('none', 'pytorch', 'slurm')
+
+
+def add_launcher_args(parser: argparse.ArgumentParser) -> None:
+    """Add mmdet's ``--launcher`` and ``--local_rank`` / ``--local-rank`` to ``parser``.
+
+    As in mmdet's ``tools/train.py``, ``LOCAL_RANK`` is then in the
+    environment, where mmengine reads it: the value a launcher exported
+    (torchrun), else ``--local-rank`` (passed by ``torch.distributed.launch``),
+    else 0.
+    """
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        action=_ExportLocalRank,
+                        help="this process's GPU on its node (LOCAL_RANK, if set, wins)")
+    os.environ.setdefault('LOCAL_RANK', '0')
+
+
+class _ExportLocalRank(argparse.Action):
+    """Stores ``--local-rank`` and exports it, unless the launcher exported one."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Noted before add_launcher_args sets the default, which must not win.
+        self.launcher_set_it = 'LOCAL_RANK' in os.environ
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        if not self.launcher_set_it:
+            os.environ['LOCAL_RANK'] = str(values)
+
 
 def setup_distributed(launcher: str, cfg: Config) -> None:
     """Initialise the process group for ``launcher`` before any Runner exists.
 
-    On GPUs this is mmengine's ``init_dist``. On CPU, mmengine 0.10's
-    ``init_dist`` calls ``torch.cuda.set_device`` and fails, and the default
-    DDP wrapper passes ``device_ids=[LOCAL_RANK]``, which DDP rejects for CPU
-    modules; so the group is created with gloo here (the Runner then skips
-    ``init_dist``) and ``model_wrapper_cfg`` asks for ``device_ids=None``.
+    This is mmengine's ``init_dist(launcher, **env_cfg.dist_cfg)``, the
+    timeout defaulting to :data:`DEFAULT_TIMEOUT_S`. Without a GPU the
+    group uses gloo whatever the config's backend (see
+    :func:`_without_cuda_device`), and ``model_wrapper_cfg`` asks for
+    ``device_ids=None``: the default DDP wrapper passes
+    ``device_ids=[LOCAL_RANK]``, which DDP rejects for CPU modules. The
+    Runner then finds the group and skips ``init_dist``.
     """
     if launcher == 'none':
         return
-    if launcher not in ('pytorch', 'slurm'):
+    if launcher not in LAUNCHERS:
         raise ValueError(f"--launcher {launcher!r}: choose 'none', 'pytorch' or 'slurm'")
     dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg') or {})
     # A collective that waits longer than this for a rank fails the run
@@ -38,29 +73,30 @@ def setup_distributed(launcher: str, cfg: Config) -> None:
     if torch.cuda.is_available():
         init_dist(launcher, **dist_cfg)
         return
-    if launcher == 'slurm':
-        _slurm_env_to_torch_env()
-    torch.distributed.init_process_group(
-        backend='gloo', timeout=datetime.timedelta(seconds=dist_cfg['timeout']))
+    dist_cfg['backend'] = 'gloo'  # configs name nccl, which needs GPUs
+    with _without_cuda_device(launcher):
+        init_dist(launcher, **dist_cfg)
     cfg.model_wrapper_cfg = dict(
         type='MMDistributedDataParallel', device_ids=None,
         find_unused_parameters=cfg.get('find_unused_parameters', False))
 
 
-def _slurm_env_to_torch_env() -> None:
-    """Translate SLURM's variables to the ``env://`` ones, as mmengine does.
+def _without_cuda_device(launcher: str) -> contextlib.AbstractContextManager:
+    """What mmengine's ``init_dist`` needs to run unchanged on a CPU-only machine.
 
-    mmengine's ``_init_dist_slurm`` does this too, but also picks a GPU with
-    ``proc_id % torch.cuda.device_count()``, which divides by zero on CPU;
-    with GPUs ``init_dist('slurm')`` above is used instead.
+    mmengine 0.10.7 picks this process's GPU before creating the group:
+    ``torch.cuda.set_device(local_rank)`` in ``_init_dist_pytorch`` and
+    ``_init_dist_slurm`` (mmengine/dist/utils.py, lines 130 and 221), which
+    raises without CUDA. With no GPU there is nothing to pick, so that call
+    is a no-op here; the rest (SLURM variables to ``RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR``..., the timeout, ``init_process_group``) is mmengine's.
+    Under Slurm, a task without ``SLURM_LOCALID`` gets local rank
+    ``SLURM_PROCID % torch.cuda.device_count()`` (line 198), a division by
+    zero without GPUs: such a task is local rank 0 here.
     """
-    nodes = os.environ['SLURM_NODELIST']
-    addr = subprocess.getoutput(f'scontrol show hostname {nodes} | head -n1')
-    os.environ.setdefault('MASTER_ADDR', addr)
-    os.environ.setdefault('MASTER_PORT', '29500')
-    os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
-    os.environ['RANK'] = os.environ['SLURM_PROCID']
-    os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+    if launcher == 'slurm':
+        os.environ.setdefault('SLURM_LOCALID', '0')
+    return mock.patch.object(torch.cuda, 'set_device', lambda device: None)
 
 
 def broadcast_from_rank0(obj):
