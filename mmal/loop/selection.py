@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from mmengine.config import Config
-from mmengine.dist import get_rank
+from mmengine.dist import barrier, get_rank
 
 from ..datasets import Pool, deterministic_pipeline, leaf_configs, scoring_config
 from ..scoring import NUM_SAMPLES, ScorePass
@@ -71,36 +71,49 @@ class CycleSelection:
         """The strategy's picks (positions into ``candidates``) and every candidate's score.
 
         Rank 0 returns them; other ranks score their shards and get
-        ``(None, None)``.
+        ``(None, None)``. A strategy that declares ``select_on_every_rank``
+        gets the outputs on every rank and selects on every rank (rank 0's
+        result is the one returned).
         """
         strategy = self.strategy
+        every_rank = strategy.select_on_every_rank
         labeled_outputs = {NUM_SAMPLES: len(labeled)}
         if strategy.labeled_passes():
             self.log(f'scoring the {len(labeled)} labeled samples')
-            labeled_outputs = self.score(labeled, strategy.labeled_passes(), phase='score_labeled')
+            labeled_outputs = self.score(labeled, strategy.labeled_passes(), phase='score_labeled',
+                                         every_rank=every_rank)
         candidate_outputs = {NUM_SAMPLES: len(candidates)}
         if strategy.candidate_passes():
             candidate_outputs = self.score(candidates.tolist(), strategy.candidate_passes(),
-                                           with_labels=strategy.needs_labels)
-        if get_rank() != 0:
+                                           with_labels=strategy.needs_labels,
+                                           every_rank=every_rank)
+        if get_rank() != 0 and not every_rank:
             return None, None
         strategy.work_dir = self.work_dir / 'strategy'
         order, scores = strategy.select(candidate_outputs, labeled_outputs,
                                         self.settings.budget_per_cycle, rng)
         del candidate_outputs, labeled_outputs
+        if every_rank:
+            barrier()  # every rank is done with the spilled outputs rank 0 removes
+        if get_rank() != 0:
+            return None, None
         clear_spill(self.work_dir / SPILL_FOLDER)
         return np.asarray(order), np.asarray(scores, dtype=np.float64)
 
     def score(self, positions: list[int], passes: dict[str, ScorePass], phase: str = 'score',
-              with_labels: bool = False) -> dict | None:
-        """Run ``passes`` over the given pool positions; the outputs on rank 0, else None."""
+              with_labels: bool = False, every_rank: bool = False) -> dict | None:
+        """Run ``passes`` over the given pool positions; the outputs on rank 0, else None.
+
+        With ``every_rank`` every rank gets the outputs.
+        """
         spill_mb = self.settings.score_spill_mb
         runner = self.make_runner(
             phase, self.loader_cfg(positions, with_labels),
             dict(type='ScoreLoop', fp16=bool((self.cfg.get('test_cfg') or {}).get('fp16')),
                  passes={name: dataclasses.asdict(p) for name, p in passes.items()},
                  spill_dir=str(self.work_dir / SPILL_FOLDER / phase),
-                 spill_bytes=None if spill_mb is None else int(spill_mb * 2**20)))
+                 spill_bytes=None if spill_mb is None else int(spill_mb * 2**20),
+                 every_rank=every_rank))
         outputs = runner.test()
         del runner
         gc.collect()

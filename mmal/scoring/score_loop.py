@@ -48,6 +48,9 @@ class ScoreLoop(TestLoop):
         spill_dir (str, optional): Where fixed-shape outputs bigger than
             ``spill_bytes`` are memory-mapped (see :mod:`.store`).
         spill_bytes (int, optional): The size past which they are.
+        every_rank (bool): Under a distributed launch, every rank gets the
+            gathered outputs, not rank 0 alone (a strategy that selects on
+            every rank: ``select_on_every_rank``).
 
     A pass with ``snapshots`` = S takes its members from the last S
     training checkpoints in the folder of the checkpoint the Runner loaded
@@ -58,12 +61,13 @@ class ScoreLoop(TestLoop):
 
     def __init__(self, runner, dataloader, passes: dict, fp16: bool = False,
                  evaluator=None, spill_dir: str | None = None,
-                 spill_bytes: int | None = None) -> None:
+                 spill_bytes: int | None = None, every_rank: bool = False) -> None:
         BaseLoop.__init__(self, runner, dataloader)
         self.passes = {name: p if isinstance(p, ScorePass) else ScorePass(**p)
                        for name, p in passes.items()}
         self.fp16 = fp16
         self.spill_dir, self.spill_bytes = spill_dir, spill_bytes
+        self.every_rank = every_rank
         if hasattr(self.dataloader.dataset, 'metainfo'):
             self.runner.visualizer.dataset_meta = self.dataloader.dataset.metainfo
         self._store: OutputStore | None = None
@@ -71,7 +75,10 @@ class ScoreLoop(TestLoop):
         self._snapshots: SnapshotWeights | None = None
 
     def run(self) -> dict:
-        """Score every sample; rank 0 returns the outputs (see :func:`stack_outputs`)."""
+        """Score every sample; rank 0 (every rank with ``every_rank``) returns the outputs.
+
+        See :func:`stack_outputs`; the other ranks return None.
+        """
         self.runner.call_hook('before_test')
         self.runner.call_hook('before_test_epoch')
         self.runner.model.eval()
@@ -87,7 +94,7 @@ class ScoreLoop(TestLoop):
             if self._snapshots is not None:
                 self._snapshots.restore()
             self._snapshots = None
-        arrays, ragged = self._store.gather()
+        arrays, ragged = self._store.gather(every_rank=self.every_rank)
         self._store = None
         model = self._model()
         outputs = None if ragged is None else stack_outputs(

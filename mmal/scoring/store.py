@@ -14,7 +14,12 @@ samples) are kept as lists and gathered with mmengine's
 Distributed: each rank fills the rows of its shard; rank 0 gathers the
 shards (in memory through ``all_gather_object``, or, spilled, by reading
 the ranks' shard files, which needs ``spill_dir`` on storage all ranks
-share, as mmengine's own ``collect_results(device='cpu')`` does).
+share, as mmengine's own ``collect_results(device='cpu')`` does). With
+``every_rank`` (a strategy that selects on every rank) each rank gets the
+whole outputs: in memory each assembles them from the shards it received
+anyway; spilled, rank 0 assembles the file and the others map it
+read-only, so the ranks of a node share its pages instead of each holding
+a copy.
 """
 import shutil
 from pathlib import Path
@@ -91,13 +96,16 @@ class OutputStore:
         return self.spill_dir / f"{key.replace('/', '__')}.rank{rank}.npy"
 
     # ----------------------------------------------------------- gathering
-    def gather(self) -> tuple[dict[str, np.ndarray], list[dict] | None]:
+    def gather(self, every_rank: bool = False
+               ) -> tuple[dict[str, np.ndarray], list[dict] | None]:
         """``({output: (N, ...) array}, ragged items in sample order)`` on rank 0.
 
-        Other ranks get ``({}, None)``. Padding duplicates (the distributed
-        sampler's round-up) land on rows already written, with equal values.
+        Other ranks get ``({}, None)``, or the same as rank 0 with
+        ``every_rank`` (spilled arrays as read-only memory maps of rank 0's
+        file). Padding duplicates (the distributed sampler's round-up) land
+        on rows already written, with equal values.
         """
-        ragged = self._gather_ragged()
+        ragged = self._gather_ragged(every_rank)
         if self.world == 1:
             arrays = {key: self._in_order(key, array, self._rows)
                       for key, array in self._arrays.items()}
@@ -110,10 +118,12 @@ class OutputStore:
             key: None if spilled[key] else array[:len(self._rows)]
             for key, array in self._arrays.items()}))
         barrier()  # every shard file is complete
-        if self.rank != 0:
+        if self.rank != 0 and not every_rank:
             return {}, None
         arrays = {}
         for key in self._arrays:
+            if self.rank != 0 and spilled[key]:
+                continue  # mapped below, once rank 0 has assembled the file
             first = self._arrays[key]
             out = self._final(key, first.shape[1:], first.dtype, spilled[key])
             for rank, (rows, shard_arrays) in enumerate(shards):
@@ -123,12 +133,23 @@ class OutputStore:
                 for lo in range(0, len(rows), CHUNK_ROWS):
                     out[rows[lo:lo + CHUNK_ROWS]] = values[lo:lo + CHUNK_ROWS]
             arrays[key] = out
+        if every_rank and any(spilled.values()):
+            for array in arrays.values():
+                if isinstance(array, np.memmap):
+                    array.flush()
+            barrier()  # rank 0's assembled files are complete
+            if self.rank != 0:
+                arrays.update({key: np.load(self._final_path(key), mmap_mode='r')
+                               for key, is_spilled in spilled.items() if is_spilled})
         return arrays, ragged
 
-    def _gather_ragged(self) -> list[dict] | None:
+    def _gather_ragged(self, every_rank: bool = False) -> list[dict] | None:
         """The ragged items of every rank, in dataset-index order (padding dropped)."""
-        pairs = collect_results(list(zip(self._rows, self._ragged)),
-                                len(self._rows) * self.world, device='cpu')
+        mine = list(zip(self._rows, self._ragged))
+        if every_rank and self.world > 1:
+            pairs = [pair for shard in all_gather_object(mine) for pair in shard]
+        else:
+            pairs = collect_results(mine, len(self._rows) * self.world, device='cpu')
         if pairs is None:
             return None
         by_index = dict(pairs)
@@ -145,9 +166,11 @@ class OutputStore:
     def _final(self, key: str, shape: tuple, dtype, spilled: bool) -> np.ndarray:
         if not spilled:
             return np.empty((self.num_samples, *shape), dtype=dtype)
-        path = self.spill_dir / f"{key.replace('/', '__')}.npy"
-        return np.lib.format.open_memmap(path, mode='w+', dtype=dtype,
+        return np.lib.format.open_memmap(self._final_path(key), mode='w+', dtype=dtype,
                                          shape=(self.num_samples, *shape))
+
+    def _final_path(self, key: str) -> Path:
+        return self.spill_dir / f"{key.replace('/', '__')}.npy"
 
 
 def clear_spill(spill_dir: str | Path | None) -> None:

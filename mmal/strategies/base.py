@@ -28,7 +28,12 @@ class BaseStrategy:
     - ``needs_labels``: the candidates are loaded with their labels
       (diagnostics only: a real pool has none);
     - ``tasks`` / ``task_reason``: the tasks the idea applies to, and why
-      not the others.
+      not the others;
+    - ``select_on_every_rank``: under a distributed launch :meth:`select`
+      runs on every rank, not on rank 0 alone, and every rank gets the
+      gathered outputs (a strategy that trains a model of its own with
+      DDP, whose collectives need every rank). Rank 0's selection is the
+      one used and broadcast, so the others should compute the same.
 
     The outputs arrive as a dict: each requested output in sample order
     (``(N,)`` for per-sample numbers, ``(N, ...)`` for equal-shaped
@@ -50,6 +55,7 @@ class BaseStrategy:
     outputs: tuple[str, ...] = ()
     labeled_outputs: tuple[str, ...] = ()
     needs_labels: bool = False
+    select_on_every_rank: bool = False
     tasks: tuple[str, ...] | None = None
     task_reason: str = ''
 
