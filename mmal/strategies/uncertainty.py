@@ -37,7 +37,19 @@ class UncertaintyStrategy(BaseStrategy, metaclass=ABCMeta):
       of the independent decisions together (the sum over classes of the
       binary entropies, which is the joint entropy under the head's
       independence assumption), divided by ``C log 2``. Every measure
-      stays in ``[0, 1]``.
+      stays in ``[0, 1]``. With ``p_c`` the sigmoid of class ``c``'s logit:
+
+      - least confidence ``max_c (1 - max(p_c, 1 - p_c))``, in ``[0, 0.5]``;
+      - margin ``max_c (1 - |p_c - (1 - p_c)|)``, in ``[0, 1]``;
+      - entropy ``sum_c H(p_c) / (C log 2)``, ``H`` the binary entropy.
+
+      One binary decision's margin uncertainty is twice its least
+      confidence, so on a sigmoid head the two strategies rank images
+      alike (unless ``empty_score`` is a number). The ``p_c`` are the
+      classifier's own: FCOS's centerness neither ranks the candidates nor
+      scales their posteriors, as mmdet cuts its candidates on class
+      scores before centerness weighs in (reasons in
+      :mod:`mmal.models.detectors.candidates`).
 
     **Images with no candidate box**: a detector that sees nothing in an
     image either faces an empty image or misses everything in it, and

@@ -8,6 +8,18 @@ locally most confident box and drops the competing ones, and the score
 threshold of ``test_cfg`` drops the unsure ones, so the detections that
 survive are the ones the model is sure about; the doubt lives in what they
 suppress. The cut is mmdet's ``nms_pre`` one.
+
+Heads with a score factor (FCOS's centerness, ATSS's too) are ranked by
+their class probabilities alone, centerness ignored, because that is
+where mmdet cuts them: in mmdet 3.x, ``BaseDenseHead._predict_by_feat_single``
+keeps the ``nms_pre`` best by ``sigmoid(cls)``, applies ``score_thr`` to
+the same, and only then multiplies each kept score by
+``sigmoid(centerness)`` for NMS and the final detection scores (the
+product; the square root its TODO mentions would not change the order).
+So the candidates are the boxes mmdet hands to NMS. Centerness predicts
+how well a location's box will fit, not which class is there, and it
+stays out of the posteriors too: a posterior row is the classifier's,
+read by the uncertainty measures as it was trained.
 """
 import torch
 from torch import Tensor, nn
@@ -62,7 +74,8 @@ def top_candidates(posteriors: Tensor, num_boxes: int, score_thr: float) -> Tens
     """Row indices of the most confident candidates, by foreground confidence, best first.
 
     Foreground confidence is the largest class probability (background
-    excluded); at most ``num_boxes`` rows, each at least ``score_thr``.
+    excluded), never scaled by a head's centerness or other score factor;
+    at most ``num_boxes`` rows, each at least ``score_thr``.
     """
     foreground = posteriors[:, :-1].amax(dim=-1)
     top, index = foreground.topk(min(num_boxes, len(foreground)))
@@ -78,6 +91,10 @@ def dense_candidates(head, outs: tuple, img_shapes: list, kind: str,
     are the head's own, as in ``BaseDenseHead.predict_by_feat``. Boxes are
     in network-input pixels (not rescaled to the original image), so views
     of one input compare directly.
+
+    Only the head's class logits and box regressions (its first two
+    outputs) are read; a third, FCOS's centerness, is left out on purpose
+    (see the module docstring).
 
     With ``return_rows``, a third list gives each image's ``(N_i,)`` row
     indices into the head's outputs flattened over levels, locations and
