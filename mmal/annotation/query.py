@@ -17,21 +17,20 @@ from pathlib import Path
 
 import numpy as np
 from mmengine.config import Config
-from mmengine.dist import get_rank
 from mmengine.registry import DefaultScope
 
 from ..datasets import build_pool
 from ..datasets.mpii_format import MPII_JOINTS
 from ..datasets.pool import sample_infos
-from ..loop.experiment import task_of
-from ..loop.human import prediction_pass
-from ..loop.runner import CycleRunner
+from ..loop.checks import task_of
+from ..loop.human import predictions_of
+from ..loop.runner import CycleRunner, phase_config
 from ..loop.selection import CycleSelection
 from ..loop.settings import ActiveLearningSettings
 from ..registry import STRATEGIES
 from ..utils import ConfigError
 from ..utils.atomic import atomic_write_text
-from ..utils.dist import broadcast_from_rank0
+from ..utils.dist import broadcast_from_rank0, on_rank0
 from .batch import label_space, tasks_of_samples, write_batch
 from .records import Task
 from .settings import AnnotationSettings
@@ -122,15 +121,15 @@ class CheckpointScorer:
         return broadcast_from_rank0(ranked)
 
     def tasks(self, ids: list[str], scores: list[float]) -> list[Task]:
-        """Tasks of ``ids`` with the model's predictions (on rank 0; [] on the others)."""
-        position = {sample_id: p for p, sample_id in enumerate(self.pool.ids)}
-        positions = sorted(position[i] for i in ids)
-        outputs = self.selection.score(positions, prediction_pass(), phase='predict')
-        if get_rank() != 0:
+        """Tasks of ``ids`` with the model's predictions (on rank 0; [] on the others).
+
+        A scoring pass on every rank: call it on every rank.
+        """
+        predictions = predictions_of(self.selection, self.pool, ids)
+        if predictions is None:
             return []
-        predicted = dict(zip((self.pool.ids[p] for p in positions), outputs['predictions']))
-        return tasks_of_samples(self.cfg.train_dataloader.dataset, ids, scores,
-                                [predicted[i] for i in ids], self.space, self.annotation)
+        return tasks_of_samples(self.cfg.train_dataloader.dataset, ids, scores, predictions,
+                                self.space, self.annotation)
 
     def write(self, folder: str | Path, tasks: list[Task], cycle: int | None = None) -> None:
         write_batch(folder, tasks, self.space, self.annotation,
@@ -139,14 +138,11 @@ class CheckpointScorer:
                                candidates_dataset=_plain(self.candidates_cfg)))
 
     def _runner(self, phase: str, test_dataloader: dict, test_cfg: dict) -> CycleRunner:
-        cfg = copy.deepcopy(self.cfg)
-        cfg.train_dataloader.dataset = self.train
-        cfg.test_dataloader, cfg.test_cfg = test_dataloader, test_cfg
-        cfg.update(work_dir=str(self.out_dir / 'runner'), load_from=self.checkpoint,
-                   resume=False, launcher=self.launcher, experiment_name=f'query_{phase}')
-        cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-        cfg.pop('active_learning', None)
-        return CycleRunner.from_cfg(cfg)
+        # The training dataset as configured, without the --images candidates.
+        return CycleRunner.from_cfg(phase_config(
+            self.cfg, phase, self.out_dir / 'runner', train_dataset=self.train,
+            test=(test_dataloader, test_cfg), launcher=self.launcher,
+            load_from=self.checkpoint, name=f'query_{phase}'))
 
 
 def query(cfg: Config, checkpoint: str, budget: int, out_dir: str | Path, *,
@@ -157,8 +153,8 @@ def query(cfg: Config, checkpoint: str, budget: int, out_dir: str | Path, *,
                               launcher=launcher)
     ids, scores = scorer.rank(budget)
     tasks = scorer.tasks(ids, scores)
-    if get_rank() == 0:
-        scorer.write(out_dir, tasks, cycle)
+    # Rank 0 writes; a write that fails (disk full, a bad record) stops every rank.
+    on_rank0(lambda: scorer.write(out_dir, tasks, cycle), OSError, ValueError, KeyError)
     return tasks
 
 

@@ -8,7 +8,6 @@ Runner, resumable from its checkpoints in FOLDER), scores the unlabeled
 ones with the config's strategy, and writes ``FOLDER/order.json`` last
 (atomically): its presence means the job finished.
 """
-import copy
 import json
 import sys
 from pathlib import Path
@@ -18,8 +17,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import find_latest_checkpoint
 
 from ..datasets import build_pool, subset_config
-from ..loop.experiment import no_single_sample_batch, reproducible_training
-from ..loop.runner import CycleRunner
+from ..loop.runner import CycleRunner, phase_config
 from ..utils.atomic import atomic_write_text
 from .query import CheckpointScorer
 from .serve import ORDER_FILE
@@ -29,16 +27,12 @@ def train_on_labeled(cfg: Config, folder: Path) -> str:
     """Train on the samples labeled on disk; the last checkpoint."""
     pool = build_pool(cfg.train_dataloader.dataset)
     labeled = [p for p, has in enumerate(pool.has_labels) if has]
-    run = copy.deepcopy(cfg)
-    run.train_dataloader.dataset = subset_config(cfg.train_dataloader.dataset, pool, labeled)
-    run.val_dataloader = run.val_cfg = run.val_evaluator = None
-    run.work_dir = str(folder)
-    run.resume = find_latest_checkpoint(str(folder)) is not None
-    seed = (cfg.get('active_learning') or {}).get('seed', 0)
-    run.randomness = dict(run.get('randomness') or {}, seed=seed)
-    run.pop('active_learning', None)
-    reproducible_training(run)
-    no_single_sample_batch(run, len(labeled))
+    run = phase_config(
+        cfg, 'train', folder,
+        train_dataset=subset_config(cfg.train_dataloader.dataset, pool, labeled),
+        num_train=len(labeled), resume=find_latest_checkpoint(str(folder)) is not None,
+        load_from=cfg.get('load_from'),  # the config's starting weights, if it names any
+        seed=(cfg.get('active_learning') or {}).get('seed', 0))
     CycleRunner.from_cfg(run).train()
     return find_latest_checkpoint(str(folder))
 

@@ -23,9 +23,13 @@ from ..datasets import Pool
 from ..scoring import MAIN, ScorePass
 from ..utils import ConfigError
 from ..utils.dist import on_rank0
+from .checks import task_of
+from .state import ExperimentState
 
 if TYPE_CHECKING:
     from ..annotation.ingest import Decision
+    from .selection import CycleSelection
+    from .settings import ActiveLearningSettings
 
 BATCH_FOLDER = 'annotation'
 
@@ -33,24 +37,55 @@ BATCH_FOLDER = 'annotation'
 class HumanOracle:
     """Writes a cycle's batch for people and reads back what they settled.
 
+    Answers the experiment as :class:`~mmal.loop.oracle.DatasetOracle` does
+    (see :mod:`mmal.loop.oracle`).
+
     Args:
         cfg (Config): The experiment's config.
+        settings (ActiveLearningSettings): The experiment's settings
+            (the plan, the strategy's name, ``annotation``).
         pool (Pool): The pool (a dataset with unlabeled samples).
         task (str): ``'detection'`` or ``'pose'``.
-        settings (dict): ``active_learning.annotation``.
     """
 
-    def __init__(self, cfg, pool: Pool, task: str, settings: dict) -> None:
+    #: People have not labeled the candidates: no ranking evaluation.
+    knows_labels = False
+
+    def __init__(self, cfg, settings: 'ActiveLearningSettings', pool: Pool, task: str) -> None:
         self.cfg = cfg
+        self.plan = settings
         self.pool = pool
-        self.settings = AnnotationSettings.from_dict(settings)
+        self.annotation = AnnotationSettings.from_dict(settings.annotation)
         self.space = label_space(cfg, task)
+        self.strategy = settings.strategy['type']
 
     @staticmethod
     def check_config(strategy) -> None:
         if getattr(strategy, 'needs_labels', False):
             raise ConfigError(f"{type(strategy).__name__} reads the candidates' labels, which "
                               "people have not given yet: it runs only with oracle='dataset'")
+
+    @property
+    def initial_description(self) -> str:
+        return f'{sum(self.pool.has_labels)} labeled on disk'
+
+    def check_plan(self, state: ExperimentState) -> None:
+        """Refuse a plan the pool cannot hold, counting from cycle 0's labels.
+
+        Labels on disk grow with every ingest: a resumed run counts what
+        cycle 0 started with, as the first run did.
+        """
+        start = state.cycle(0)
+        self.plan.check_plan(len(self.pool), labeled_on_disk=(
+            start['num_labeled'] if start else sum(self.pool.has_labels)))
+
+    def labeled_ids(self, c: int, state: ExperimentState) -> list[str]:
+        """Cycle ``c``'s labeled set: what is labeled on disk, then grown by what people
+        accepted."""
+        if c == 0:
+            return self.initial_labeled()
+        previous = state.cycle(c - 1)
+        return previous['labeled'] + self.accepted(previous)
 
     def initial_labeled(self) -> list[str]:
         """Cycle 0's labeled set: the samples labeled on disk."""
@@ -62,13 +97,35 @@ class HumanOracle:
 
     @staticmethod
     def requeued(entry: dict | None) -> list[str]:
+        """What people could not settle in ``entry``'s batch: the next batch's first tasks."""
         return list((entry or {}).get('annotation', {}).get('requeued', {}))
 
     @staticmethod
     def waiting(entry: dict) -> bool:
         return entry.get('annotation', {}).get('status') == 'waiting'
 
-    def write(self, picked: list[dict], cycle_dir: Path, strategy: str, cycle: int,
+    def ask(self, c: int, picked: list[dict], previous: dict | None, cycle_dir: Path,
+            selection: 'CycleSelection') -> tuple[list[dict], dict]:
+        """Write the batch of the requeued samples and ``picked``; what the cycle records.
+
+        The requeued samples (see :meth:`requeued`) go first, with the score
+        they were picked with. Call it on every rank: the predictions are a
+        scoring pass on every rank, the files are written on rank 0.
+
+        Returns:
+            The picks to record (requeued ones flagged) and the cycle's
+            ``annotation`` field.
+        """
+        requeued = self.requeued(previous)
+        if requeued:
+            before = {p['id']: p['score'] for p in previous['selected']}
+            picked = [dict(id=i, score=before[i], requeued=True) for i in requeued] + picked
+        annotation = self.write(picked, cycle_dir, c,
+                                lambda ids: predictions_of(selection, self.pool, ids),
+                                previous=previous)
+        return picked, dict(annotation=annotation)
+
+    def write(self, picked: list[dict], cycle_dir: Path, cycle: int,
               predict: Callable[[list[str]], list | None],
               previous: dict | None = None) -> dict:
         """Write the batch of ``picked`` (``{id, score}``) and return the cycle's entry.
@@ -85,9 +142,9 @@ class HumanOracle:
         def write_files() -> None:
             tasks = tasks_of_samples(self.cfg.train_dataloader.dataset, ids,
                                      [p['score'] for p in picked], predictions, self.space,
-                                     self.settings)
-            write_batch(folder, tasks, self.space, self.settings, strategy=strategy, cycle=cycle,
-                        extra=dict(requeued=requeued))
+                                     self.annotation)
+            write_batch(folder, tasks, self.space, self.annotation, strategy=self.strategy,
+                        cycle=cycle, extra=dict(requeued=requeued))
             if requeued and previous is not None:
                 carry_received(previous['annotation']['folder'], folder, requeued)
         on_rank0(write_files, OSError, ValueError, KeyError)  # the others wait for the files
@@ -96,7 +153,7 @@ class HumanOracle:
     def waiting_message(self, c: int, entry: dict, work_dir: Path, config: str) -> str:
         folder = entry['annotation']['folder']
         return (f'cycle {c}: {entry["annotation"]["num_tasks"]} samples wait for labels in '
-                f'{folder} ({", ".join(self.settings.formats)} files, batch.csv). Label them, '
+                f'{folder} ({", ".join(self.annotation.formats)} files, batch.csv). Label them, '
                 f'then run `python tools/al_ingest.py {config} EXPORT... --work-dir {work_dir}` '
                 f'and `python tools/al_train.py {config} --work-dir {work_dir} --oracle human '
                 '--resume`')
@@ -104,6 +161,20 @@ class HumanOracle:
 
 def prediction_pass() -> dict[str, ScorePass]:
     return {MAIN: ScorePass(('predictions',))}
+
+
+def predictions_of(selection: 'CycleSelection', pool: Pool, ids: list[str]) -> list | None:
+    """The model's predictions of ``ids``, in that order, on rank 0 (None elsewhere).
+
+    A scoring pass on every rank (call it on every rank), in pool order.
+    """
+    position = {sample_id: p for p, sample_id in enumerate(pool.ids)}
+    positions = [position[i] for i in ids]
+    outputs = selection.score(sorted(positions), prediction_pass(), phase='predict')
+    if outputs is None:
+        return None
+    by_position = dict(zip(sorted(positions), outputs['predictions']))
+    return [by_position[p] for p in positions]
 
 
 def ingest_into_experiment(cfg, work_dir: str | Path, exports: list, *, fmt: str = 'auto',
@@ -119,7 +190,6 @@ def ingest_into_experiment(cfg, work_dir: str | Path, exports: list, *, fmt: str
     Raises:
         ConfigError: When no batch waits (naming the work dir and why).
     """
-    from .state import ExperimentState
     state = ExperimentState.load(work_dir)
     if state is None:
         raise ConfigError(f'{work_dir} holds no experiment (no al_state.json): give the '
@@ -164,7 +234,6 @@ def ingest_and_write(cfg, batch_dir: str | Path, exports: list, *, fmt: str = 'a
     from ..annotation.dataset_labels import remove_labels, write_labels
     from ..annotation.ingest import accepted_before, ingest_batch, received_count
     from ..annotation.query import batch_samples
-    from .experiment import task_of
     if annotation is None:
         annotation = (cfg.get('active_learning') or {}).get('annotation')
     settings = AnnotationSettings.from_dict(annotation)

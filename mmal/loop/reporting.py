@@ -33,6 +33,12 @@ def ranking_columns(cycle: dict) -> dict[str, float]:
             if k != 'num_samples'}
 
 
+def write_reports(work_dir: Path, cycles: list[dict], strategy: str) -> None:
+    """``al_metrics.csv`` and ``al_curve.png`` of the cycles so far."""
+    write_metrics_csv(work_dir, cycles, strategy)
+    write_curve(work_dir, cycles, strategy)
+
+
 def write_metrics_csv(work_dir: Path, cycles: list[dict], strategy: str) -> Path:
     """One row per evaluated cycle: every metric, the ranking accuracies, the time split."""
     rows = evaluated_cycles(cycles)

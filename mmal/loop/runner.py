@@ -1,7 +1,20 @@
-"""The Runner each phase of a cycle builds."""
-import logging
+"""The Runner each phase of a cycle builds, and its config.
 
+Every Runner of MMAL (a cycle's training, evaluation and scoring passes,
+``tools/al_query.py``'s scoring, the serving queue's retraining) is built
+from the model config by :func:`phase_config`, so they agree on what a
+phase changes in it.
+"""
+import copy
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from mmengine.config import Config
+from mmengine.dist import get_world_size
 from mmengine.runner import Runner
+
+from ..hooks import EpochSeedHook
 
 
 class CycleRunner(Runner):
@@ -31,3 +44,93 @@ class CycleRunner(Runner):
                 self._quieted.append((handler, handler.level))
                 handler.setLevel(max(logging.WARNING, handler.level))
         super()._log_env(env_cfg)
+
+
+def phase_config(cfg: Config, phase: str, work_dir: str | Path, *,
+                 train_dataset: dict | None = None, num_train: int | None = None,
+                 test: tuple[dict, dict] | None = None, launcher: str = 'none',
+                 resume: bool = False, load_from: str | None = None, seed: int | None = None,
+                 name: str | None = None, log: Callable[[str], None] | None = None) -> Config:
+    """The config of one phase's Runner: a copy of ``cfg`` run in ``work_dir``.
+
+    The ``active_learning`` section goes (mmengine does not know it), and so
+    does validation: every phase evaluates, if at all, with the test loop,
+    and a validation at the end of training would repeat the evaluation.
+
+    Args:
+        cfg (Config): The model config (it is not changed).
+        phase (str): ``'train'`` trains reproducibly (see
+            :func:`reproducible_training`) on ``num_train`` samples; any
+            other name runs the test loop.
+        work_dir (str | Path): The Runner's work dir (checkpoints, logs).
+        train_dataset (dict, optional): Replaces
+            ``train_dataloader.dataset`` (the labeled subset).
+        num_train (int, optional): How many samples ``train_dataset``
+            holds; needed to train.
+        test (tuple[dict, dict], optional): ``(test_dataloader, test_cfg)``
+            of a scoring pass (whose test loop is ``ScoreLoop``).
+        launcher (str): The process group's launcher.
+        resume (bool): Resume from the last checkpoint in ``work_dir``.
+        load_from (str, optional): The weights to start from.
+        seed (int, optional): ``randomness.seed``; None keeps the config's.
+        name (str, optional): The Runner's ``experiment_name``.
+        log (callable, optional): Told when a last training batch of one
+            sample is dropped (see :func:`no_single_sample_batch`).
+    """
+    cfg = copy.deepcopy(cfg)
+    cfg.pop('active_learning', None)
+    if train_dataset is not None:
+        cfg.train_dataloader.dataset = train_dataset
+    if test is not None:
+        cfg.test_dataloader, cfg.test_cfg = test
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    if phase == 'train':
+        if num_train is None:
+            raise ValueError("phase_config(phase='train') needs num_train, the number of "
+                             'training samples')
+        reproducible_training(cfg)
+        if no_single_sample_batch(cfg, num_train) and log is not None:
+            log(f'{num_train} labeled samples would leave a last training batch of one, '
+                'which BatchNorm refuses: it is dropped')
+    cfg.work_dir = str(work_dir)
+    cfg.launcher = launcher
+    cfg.resume = resume
+    cfg.load_from = load_from
+    if seed is not None:
+        cfg.randomness = dict(cfg.get('randomness') or {}, seed=seed)
+    if name is not None:
+        cfg.experiment_name = name
+    return cfg
+
+
+def reproducible_training(cfg: Config) -> None:
+    """Make a training resumed from a checkpoint repeat the uninterrupted one.
+
+    :class:`~mmal.hooks.EpochSeedHook` makes each epoch's random streams a
+    function of (seed, epoch, rank); it needs the data workers started anew
+    each epoch, so persistent workers are turned off (their start costs a
+    moment per epoch).
+    """
+    cfg.train_dataloader.persistent_workers = False
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(h.get('type') in ('EpochSeedHook', EpochSeedHook) for h in hooks):
+        cfg.custom_hooks = hooks + [dict(type='EpochSeedHook')]
+
+
+def no_single_sample_batch(cfg: Config, num_samples: int) -> bool:
+    """Drop a last training batch of one sample; whether it had to.
+
+    A labeled set grows by any number (people accept what they accept),
+    and a batch of one fails in BatchNorm ("Expected more than 1 value per
+    channel when training"). Only then is the last batch dropped, so other
+    sizes train exactly as configured.
+    """
+    loader = cfg.train_dataloader
+    per_rank = -(-num_samples // get_world_size())
+    if per_rank <= 1 or per_rank % loader.batch_size != 1:
+        return False
+    if loader.get('batch_sampler'):
+        loader.batch_sampler['drop_last'] = True
+    else:
+        loader['drop_last'] = True
+    return True

@@ -13,10 +13,16 @@ trains, so it is trained once even when runs start together.
 import contextlib
 import fcntl
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+from mmengine.config import Config
+from mmengine.dist import get_rank
+
 from ..utils import ConfigError
-from .state import atomic_write_text
+from ..utils.dist import on_rank0
+from .resume import check_writable, config_digests
+from .state import ExperimentState, atomic_write_text, digest_ids
 
 RECORD_FILE = 'initial_cycle.json'
 
@@ -36,6 +42,13 @@ class SharedInitialCycle:
         self.key = key
         self.cycle_dir = self.folder / 'cycle_00'
         self.record_path = self.folder / RECORD_FILE
+
+    @classmethod
+    def of_experiment(cls, folder: str | Path, cfg: Config, seed: int,
+                      initial_ids: list[str]) -> 'SharedInitialCycle':
+        """The shared cycle 0 of the experiment ``cfg`` with ``seed`` and that initial set."""
+        return cls(folder, key=dict(config_digests=config_digests(cfg), seed=seed,
+                                    initial_ids=digest_ids(initial_ids)))
 
     @contextlib.contextmanager
     def locked(self):
@@ -73,3 +86,46 @@ class SharedInitialCycle:
         record = {**self.read(), 'key': self.key, **fields}
         atomic_write_text(self.record_path, json.dumps(record, indent=1) + '\n')
         return record
+
+    def adopt(self, entry: dict, state: ExperimentState, *,
+              train: Callable[[Path], dict], evaluate: Callable[[Path], dict],
+              log: Callable[[str], None]) -> bool:
+        """Make this folder's cycle 0 the experiment's, training it first if nobody has.
+
+        ``entry`` is the experiment's cycle 0 in ``state``. ``train(cycle_dir)``
+        and ``evaluate(cycle_dir)`` are the experiment's own phases run in this
+        folder: each records its step in ``state`` and returns the fields it
+        recorded (``checkpoint``, ``metrics``, ``timings``). A finished record
+        is marked in ``state`` as it stands.
+
+        Rank 0 alone holds the lock and reads and writes the record; every
+        rank trains and evaluates together when the cycle is not done yet (a
+        distributed Runner needs all of them). Call it on every rank.
+
+        Returns:
+            bool: Whether this run evaluated the cycle (``evaluate`` ran);
+            False when it took a finished evaluation from the record.
+        """
+        # Checked before the lock, so a folder rank 0 cannot write stops every rank.
+        on_rank0(lambda: check_writable(self.folder), ConfigError)
+        with self.locked() if get_rank() == 0 else contextlib.nullcontext():
+            record = on_rank0(self.read, ConfigError)
+            entry['shared_from'] = str(self.folder)
+            if 'checkpoint' not in record:
+                log(f'cycle 0: training the shared initial model in {self.folder}')
+                self._write_on_rank0(record)  # the key first: a killed training is not another's
+                record.update(train(self.cycle_dir))
+                self._write_on_rank0(record)
+            if 'metrics' not in record:
+                state.mark(0, 'trained', checkpoint=record['checkpoint'],
+                           timings=record['timings'])
+                record.update(evaluate(self.cycle_dir))
+                self._write_on_rank0(record)
+                return True
+        state.mark(0, 'evaluated', checkpoint=record['checkpoint'], metrics=record['metrics'],
+                   timings=record['timings'])
+        return False
+
+    def _write_on_rank0(self, record: dict) -> None:
+        """:meth:`write` ``record`` on rank 0; its error on every rank. Call it on every rank."""
+        on_rank0(lambda: self.write(**record), OSError, ConfigError)

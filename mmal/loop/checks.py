@@ -1,0 +1,88 @@
+"""What an experiment refuses, and when: before any work, or as each cycle starts.
+
+Every check here raises with the key, the numbers and the fix, so a wrong
+config stops the run before the first training instead of hours into it.
+"""
+from mmengine.config import Config
+from mmengine.registry import MODELS
+
+from ..datasets import Pool
+from ..utils import ConfigError, check_data_paths
+from ..utils.dist import differences_from_rank0
+from .resume import config_digests, versions
+from .settings import ActiveLearningSettings
+from .state import digest_ids
+
+_TASKS = {'mmdet': 'detection', 'mmpose': 'pose'}
+#: What an experiment runs: it trains on the first and evaluates with the
+#: others (the validation loop is not used).
+_REQUIRED_KEYS = ('train_dataloader', 'test_dataloader', 'test_evaluator', 'test_cfg')
+
+
+def task_of(cfg: Config) -> str:
+    """``'detection'`` or ``'pose'``, from the config's ``default_scope``."""
+    scope = cfg.get('default_scope', 'mmdet')
+    return _TASKS.get(scope, scope)
+
+
+def check_experiment_config(cfg: Config) -> None:
+    """Refuse a config without what a cycle trains and evaluates with, or missing data."""
+    for key in _REQUIRED_KEYS:
+        # `test_cfg = dict()` is mmengine's (and mmpose's) spelling of the default loop.
+        if cfg.get(key) is None or (key != 'test_cfg' and not cfg.get(key)):
+            raise ConfigError(f'the config has no `{key}`; an experiment trains on '
+                              'train_dataloader and evaluates with the test loop')
+    check_data_paths(cfg, ('train_dataloader', 'test_dataloader'))
+
+
+def check_model_outputs(cfg: Config, strategy) -> None:
+    """Refuse, before any training, a strategy asking for outputs the model cannot give."""
+    model_type = (cfg.get('model') or {}).get('type')
+    if not isinstance(model_type, str):
+        return
+    with MODELS.switch_scope_and_registry(cfg.get('default_scope')) as registry:
+        model_cls = registry.get(model_type)
+    if model_cls is None or not hasattr(model_cls, 'unsupported_outputs'):
+        return
+    wanted = {out for passes in (strategy.candidate_passes(), strategy.labeled_passes())
+              for p in passes.values() for out in p.outputs}
+    missing = model_cls.unsupported_outputs(wanted)
+    if missing:
+        raise ConfigError(
+            f'{type(strategy).__name__} needs the score outputs {missing}, which '
+            f'model.type={model_type!r} does not give (it gives '
+            f'{sorted(model_cls.task_output_names)}); choose a strategy that applies to this '
+            'model (README, Strategies) or another model')
+
+
+def check_same_experiment_on_every_rank(cfg: Config, settings: ActiveLearningSettings,
+                                        pool: Pool) -> None:
+    """Refuse, on every rank, ranks that would run different experiments (no-op alone).
+
+    Ranks that read other data, another config or other code would score
+    different samples or models and silently mix them in one selection.
+    A collective: every rank calls it at the same point.
+    """
+    digest = {'pool (the data under train_dataloader.dataset.data_root)': digest_ids(pool.ids)}
+    digest.update((f'config key `{k}`', v) for k, v in config_digests(cfg).items())
+    digest.update((f'active_learning.{k}', v) for k, v in settings.to_dict().items())
+    digest.update((f'{name} version', v) for name, v in versions().items())
+    differences = differences_from_rank0(digest)
+    if differences:
+        raise ConfigError(
+            'the ranks do not run the same experiment: '
+            + '; '.join(f'rank {rank} differs from rank 0 in: {", ".join(keys)}'
+                        for rank, keys in differences.items())
+            + '. Every node needs the same data, the same config and the same code '
+            '(mmal and its packages at the same versions)')
+
+
+def check_disjoint(entry: dict) -> None:
+    """Refuse a cycle whose labeled set repeats a sample or holds one it selected."""
+    labeled = set(entry['labeled'])
+    if len(labeled) != len(entry['labeled']):
+        raise RuntimeError(f'cycle {entry["cycle"]}: the labeled set has duplicates')
+    overlap = labeled & {p['id'] for p in entry['selected']}
+    if overlap:
+        raise RuntimeError(f'cycle {entry["cycle"]}: selected samples already labeled: '
+                           f'{sorted(overlap)[:5]}')
