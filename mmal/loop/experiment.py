@@ -93,10 +93,7 @@ class ActiveLearningExperiment:
         self.state: ExperimentState = on_rank0(
             lambda: open_state(self.work_dir, cfg, self.settings, self.pool, resume, self._log),
             ConfigError)
-        # Every rank keeps its copy up to date; rank 0 alone writes it, and a
-        # failed write (a full disk) stops every rank instead of leaving them waiting.
-        save = self.state.save
-        self.state.save = lambda: on_rank0(save, OSError)
+        saved_on_rank0(self.state)
         self.oracle.check_plan(self.state)
 
     # ------------------------------------------------------------------ run
@@ -246,3 +243,15 @@ class ActiveLearningExperiment:
 
     def _log(self, msg: str) -> None:
         print_log(msg, logger=self.logger)
+
+
+def saved_on_rank0(state: ExperimentState) -> ExperimentState:
+    """Make ``state.save`` write on rank 0 alone; a failed write raises on every rank.
+
+    Every rank keeps its copy of the record up to date and calls ``save`` at
+    the same points, so a full disk on rank 0 stops every rank instead of
+    leaving the others waiting in the next collective.
+    """
+    save = state.save
+    state.save = lambda: on_rank0(save, OSError)
+    return state
