@@ -3,13 +3,16 @@
 Used by :class:`~mmal.strategies.VAALStrategy`, which trains them each
 cycle on an mmengine Runner; see there for the objective and its sources.
 """
+import itertools
 import math
 
 import numpy as np
 import torch
 from mmengine.model import BaseModel
+from mmengine.runner.checkpoint import get_state_dict
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
 #: The feature maps the encoder stops at, and the decoder starts from, are 4 x 4.
@@ -32,14 +35,28 @@ class VAALModel(BaseModel):
     later sees in eval mode, with the running statistics.
 
     The sampling noise of step ``t`` is drawn from a generator seeded with
-    ``(seed, t)``; ``t`` is a buffer, so a resumed run draws what the
+    ``(seed, t)``, and on rank ``r > 0`` of a distributed run with ``(seed,
+    t, r)`` (each rank's images get their own noise; rank 0 draws what one
+    process draws); ``t`` is a buffer, so a resumed run draws what the
     uninterrupted one would.
+
+    Distributed, the Runner wraps it in ``MMSeparateDistributedDataParallel``
+    (mmengine's recipe for GANs): ``vae`` and ``discriminator`` become DDP
+    wrappers each, whose gradients are averaged over the ranks when a
+    network is called through its wrapper. Each network is called through
+    it only in its own update; where it is frozen (the discriminator in
+    the VAE step, the VAE in the discriminator step) the plain module is
+    called, as its DDP would wait for gradients that never come. The state
+    dict has the plain networks' names whether they are wrapped or not
+    (see :meth:`state_dict`).
     """
 
     def __init__(self, latent_dim: int, image_size: int, channels: int,
                  discriminator_width: int, beta: float = 1.0, adversarial_weight: float = 1.0,
-                 vae_steps: int = 2, discriminator_steps: int = 1, seed: int = 0) -> None:
+                 vae_steps: int = 2, discriminator_steps: int = 1, seed: int = 0,
+                 rank: int = 0) -> None:
         super().__init__()
+        self.latent_dim = latent_dim
         self.vae = VAE(latent_dim, image_size, channels)
         self.discriminator = nn.Sequential(
             nn.Linear(latent_dim, discriminator_width), nn.ReLU(inplace=True),
@@ -50,9 +67,23 @@ class VAALModel(BaseModel):
         self.vae_steps = vae_steps
         self.discriminator_steps = discriminator_steps
         self.seed = seed
+        self.rank = rank
         self.register_buffer('step', torch.zeros((), dtype=torch.long))
         self.register_buffer('mean', torch.zeros(1, 3, 1, 1))
         self.register_buffer('std', torch.ones(1, 3, 1, 1))
+
+    def state_dict(self, destination=None, prefix: str = '', keep_vars: bool = False) -> dict:
+        """The state without the DDP wrappers' ``.module`` in the names.
+
+        mmengine's Runner saves ``model.state_dict()`` of the model inside
+        its top wrapper, which here still holds a DDP per network, so the
+        keys would read ``vae.module.encoder...``; its resume loads into
+        the unwrapped names and only warns about the rest, leaving the
+        initial weights. mmengine's ``get_state_dict`` unwraps at every
+        level: checkpoints of 1 and of N processes are the same.
+        """
+        return get_state_dict(self, destination=destination, prefix=prefix,
+                              keep_vars=keep_vars)
 
     def set_standardisation(self, images: Tensor) -> None:
         """Per-channel mean and std of ``images`` (N, 3, S, S), used on every input."""
@@ -65,8 +96,8 @@ class VAALModel(BaseModel):
 
     def forward(self, inputs: Tensor, data_samples=None, mode: str = 'tensor') -> Tensor:
         """The discriminator's logit of "labeled" on the latent mean of ``inputs``."""
-        mu, _ = self.vae.encode(self.standardise(inputs))
-        return self.discriminator(mu).squeeze(1)
+        mu, _ = bare(self.vae)(self.standardise(inputs))
+        return bare(self.discriminator)(mu).squeeze(1)
 
     @torch.no_grad()
     def labeled_probability(self, images: Tensor, batch_size: int) -> np.ndarray:
@@ -94,7 +125,7 @@ class VAALModel(BaseModel):
             x_l, x_u = pairs[self.vae_steps - 1 + s]
             with optim_wrapper['discriminator'].optim_context(self.discriminator):
                 with torch.no_grad():
-                    mu_l, mu_u = self.encode_mean(x_l, x_u)
+                    mu_l, mu_u = self.encode_mean(x_l, x_u)  # the VAE's own module
                 logit_l, logit_u = self.discriminator(mu_l), self.discriminator(mu_u)
                 loss = (F.binary_cross_entropy_with_logits(logit_l, torch.ones_like(logit_l))
                         + F.binary_cross_entropy_with_logits(logit_u, torch.zeros_like(logit_u)))
@@ -107,16 +138,15 @@ class VAALModel(BaseModel):
 
     def vae_losses(self, x_l: Tensor, x_u: Tensor, noise_id: int = 0) -> dict:
         """The VAE's loss terms on a labeled and an unlabeled batch (each term summed over both)."""
+        entropy = [self.seed, int(self.step), noise_id] + ([self.rank] if self.rank else [])
         generator = torch.Generator(device=x_l.device).manual_seed(
-            int(np.random.SeedSequence([self.seed, int(self.step), noise_id])
-                .generate_state(1)[0]))
+            int(np.random.SeedSequence(entropy).generate_state(1)[0]))
         x = torch.cat([x_l, x_u])
-        mu, logvar = self.vae.encode(x)
-        noise = torch.randn(mu.shape, generator=generator, device=mu.device)
-        x_hat = self.vae.decode(mu + noise * (0.5 * logvar).exp())
+        noise = torch.randn((len(x), self.latent_dim), generator=generator, device=x.device)
+        mu, logvar, x_hat = self.vae(x, noise)  # through DDP, if any: its gradients are averaged
         # KL(N(mu, sigma^2) || N(0, 1)) per image, per input dimension
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1) / x[0].numel()
-        logit = self.discriminator(mu)
+        logit = bare(self.discriminator)(mu)  # frozen here
         adv = F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit), reduction='none')
         per_image = dict(loss_recon=(x_hat - x).pow(2).flatten(1).mean(1),
                          loss_kl=self.beta * kl,
@@ -127,8 +157,13 @@ class VAALModel(BaseModel):
 
     def encode_mean(self, x_l: Tensor, x_u: Tensor) -> tuple[Tensor, Tensor]:
         """Latent means of both batches from one forward pass (see ``train_step``)."""
-        mu = self.vae.encode(torch.cat([x_l, x_u]))[0]
+        mu = bare(self.vae)(torch.cat([x_l, x_u]))[0]
         return mu[:len(x_l)], mu[len(x_l):]
+
+
+def bare(module: nn.Module) -> nn.Module:
+    """``module`` without its DDP wrapper, if it has one."""
+    return module.module if isinstance(module, DistributedDataParallel) else module
 
 
 class VAE(nn.Module):
@@ -164,6 +199,16 @@ class VAE(nn.Module):
             width_in = width
         self.decoder = nn.Sequential(*layers, nn.Conv2d(width_in, 3, 1))
 
+    def forward(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, ...]:
+        """``(mu, logvar)`` of ``x``; given ``noise``, also the decoding of ``mu + noise * sigma``.
+
+        One call for what a step needs, so that DDP sees the whole use.
+        """
+        mu, logvar = self.encode(x)
+        if noise is None:
+            return mu, logvar
+        return mu, logvar, self.decode(mu + noise * (0.5 * logvar).exp())
+
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.encoder(x)
         return self.fc_mu(h), self.fc_logvar(h)
@@ -196,19 +241,27 @@ class BalancedBatchSampler:
     a batch repeats within it. Batch ``i`` is the same for a given seed
     whatever happened before, so mmengine's resume, which skips the
     batches already trained on, continues the same stream.
+
+    On rank ``rank`` of ``world_size``, each set's stream is every
+    ``world_size``-th draw of that one stream, from the ``rank``-th on (as
+    ``DistributedSampler`` deals out a permutation): together the ranks
+    walk the passes one process walks, ``world_size`` times faster, each
+    on the whole arrays.
     """
 
-    def __init__(self, is_labeled: np.ndarray, batch_size: int, chunks: int, seed: int) -> None:
+    def __init__(self, is_labeled: np.ndarray, batch_size: int, chunks: int, seed: int,
+                 rank: int = 0, world_size: int = 1) -> None:
         self.groups = [np.flatnonzero(is_labeled), np.flatnonzero(~np.asarray(is_labeled, bool))]
         if not all(len(g) for g in self.groups):
             raise ValueError('VAAL needs at least one labeled and one unlabeled image')
         self.batch_size = batch_size
         self.chunks = chunks
         self.seed = seed
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
         # batches per pass over the larger set (the Runner only reports it)
-        return max(1, math.ceil(max(map(len, self.groups)) / self.batch_size))
+        return max(1, math.ceil(max(map(len, self.groups)) / (self.batch_size * self.world_size)))
 
     def __iter__(self):
         streams = [self._stream(g, i) for i, g in enumerate(self.groups)]
@@ -220,5 +273,7 @@ class BalancedBatchSampler:
             yield batch
 
     def _stream(self, group: np.ndarray, which: int):
-        for epoch in range(2**62):
-            yield from np.random.default_rng([self.seed, which, epoch]).permutation(group)
+        draws = (index for epoch in range(2**62)
+                 for index in np.random.default_rng([self.seed, which, epoch]).permutation(group))
+        # a set smaller than world_size still feeds every rank: the stream spans passes
+        return itertools.islice(draws, self.rank, None, self.world_size)

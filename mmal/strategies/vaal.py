@@ -1,4 +1,5 @@
 """VAAL: label what a discriminator on a VAE's latent space finds least "labeled"."""
+import gc
 import json
 import math
 import random
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mmengine.dist import all_gather_object, broadcast, get_dist_info
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.runner import Runner, find_latest_checkpoint
 from torch.utils.data import DataLoader
@@ -16,6 +19,7 @@ from torch.utils.data import DataLoader
 from ..models.vaal import BOTTLENECK, BalancedBatchSampler, ImageSet, VAALModel
 from ..registry import STRATEGIES
 from ..scoring import MAIN, ScorePass
+from ..utils.dist import on_rank0
 from .base import BaseStrategy, require, top_k
 
 #: The file in ``work_dir`` that records what a run trains on; a resume must match it.
@@ -74,7 +78,8 @@ class VAALStrategy(BaseStrategy):
     Both use Adam (lr 5e-4 in the official code). The length is
     ``epochs`` passes over labeled + unlabeled images in batches of
     ``batch_size`` (the official ``num_images * train_epochs //
-    batch_size`` iterations, rounded up), or ``iterations``.
+    batch_size`` iterations, rounded up; divided by the number of
+    processes in a distributed run), or ``iterations``.
 
     The models follow the official ones, narrower so that a CPU trains
     them: a conv encoder (stride-2 4x4 convs, BatchNorm, ReLU, doubling
@@ -91,9 +96,26 @@ class VAALStrategy(BaseStrategy):
     seed comes from the ``rng`` handed to :meth:`select`; the batches and
     the VAE's sampling noise are functions of that seed and the iteration
     (not of global random state), and the global random states are
-    restored afterwards. One process only: under a distributed launch the
-    loop calls :meth:`select` on rank 0 alone, where a Runner would wait
-    for the other ranks, so it refuses.
+    restored afterwards.
+
+    Distributed (``select_on_every_rank``: the loop hands every rank the
+    gathered images and calls :meth:`select` on each), every rank trains
+    the pair together, DDP through mmengine: the Runner wraps each network
+    in its own DDP (``MMSeparateDistributedDataParallel``, mmengine's recipe
+    for GANs), so gradients are averaged over the ranks and the weights
+    stay identical. Each rank holds the whole arrays and takes every
+    ``world_size``-th draw of the one seeded batch stream (see
+    :class:`~mmal.models.vaal.BalancedBatchSampler`): ``batch_size`` is
+    per process, as in OpenMMLab configs, so an iteration sees
+    ``world_size`` times the images and ``epochs`` take that many times
+    fewer iterations. Rank 0 alone checks and records the run and finds
+    the checkpoint to resume, which every rank loads, and the Runner
+    writes checkpoints from rank 0; resuming with another number of
+    processes is refused (the batches differ). After training the
+    BatchNorm statistics (each rank's own batches moved them) are rank 0's
+    on every rank, and the candidates are scored in batches dealt out to
+    the ranks and gathered, so every rank returns rank 0's scores and
+    order. A run on one process is the single-process run above.
 
     Args:
         latent_dim (int): Size of the latent space (32 in the paper).
@@ -120,6 +142,8 @@ class VAALStrategy(BaseStrategy):
         log_interval (int): Iterations between log lines.
         custom_hooks (list, optional): Extra mmengine hooks for the Runner.
     """
+
+    select_on_every_rank = True
 
     def __init__(self, task: str | None = None, latent_dim: int = 32, image_size: int = 32,
                  epochs: float | None = None, iterations: int | None = None,
@@ -204,19 +228,16 @@ class VAALStrategy(BaseStrategy):
         """Train VAE + discriminator on both sets in ``work_dir``; ``1 - D(mu)`` per candidate.
 
         Resumes from the latest checkpoint in ``work_dir`` if there is one
-        (of a run on the same sets and settings: else it refuses).
+        (of a run on the same sets and settings: else it refuses). Under a
+        distributed launch every rank calls it, with the same arguments.
         """
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_world_size() > 1:
-            raise RuntimeError('VAALStrategy trains on one process (the loop calls select on '
-                               'rank 0 only), and an mmengine Runner there would wait for the '
-                               'other ranks; run VAAL experiments without a launcher')
+        rank, world_size = get_dist_info()
         iterations = self.iterations or math.ceil(
-            self.epochs * (len(labeled) + len(unlabeled)) / self.batch_size)
+            self.epochs * (len(labeled) + len(unlabeled)) / (self.batch_size * world_size))
         run = dict(seed=seed, num_labeled=len(labeled), num_unlabeled=len(unlabeled),
-                   iterations=iterations, **self._settings())
-        work_dir.mkdir(parents=True, exist_ok=True)
-        self._check_run(work_dir, run)
+                   iterations=iterations, world_size=world_size, **self._settings())
+        # rank 0 alone reads and writes the record; its refusal stops every rank
+        checkpoint = on_rank0(lambda: self._prepare_work_dir(work_dir, run), ValueError)
         images = np.concatenate([labeled, unlabeled])
         is_labeled = np.concatenate([np.ones(len(labeled)), np.zeros(len(unlabeled))])
         states = random.getstate(), np.random.get_state()
@@ -227,21 +248,45 @@ class VAALStrategy(BaseStrategy):
                                   self.discriminator_width, beta=self.beta,
                                   adversarial_weight=self.adversarial_weight,
                                   vae_steps=self.vae_steps,
-                                  discriminator_steps=self.discriminator_steps, seed=seed)
+                                  discriminator_steps=self.discriminator_steps, seed=seed,
+                                  rank=rank)
                 model.set_standardisation(torch.from_numpy(images))
-                runner = self._runner(model, images, is_labeled, seed, iterations, work_dir)
+                runner = self._runner(model, images, is_labeled, seed, iterations, work_dir,
+                                      checkpoint)
                 start = time.perf_counter()
                 runner.train()
                 self.train_time = time.perf_counter() - start
                 print_log(f'VAAL: {iterations} iterations on {len(labeled)} labeled and '
-                          f'{len(unlabeled)} unlabeled images in {self.train_time:.1f} s',
+                          f'{len(unlabeled)} unlabeled images in {self.train_time:.1f} s'
+                          + (f' on {world_size} processes' if world_size > 1 else ''),
                           logger='current')
-                model = runner.model
-                return 1.0 - model.labeled_probability(torch.from_numpy(unlabeled),
-                                                       self.batch_size)
+                model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+                if world_size > 1:
+                    # DDP keeps the weights equal, not the BatchNorm statistics
+                    for buffer in model.buffers():
+                        broadcast(buffer, src=0)
+                scores = 1.0 - self._labeled_probability(model, unlabeled)
+                # Free the DDP wrappers now, while the process group lives: gloo's,
+                # collected at the interpreter's exit, can abort the process.
+                del runner, model
+                gc.collect()
+                return scores
         finally:
             random.setstate(states[0])
             np.random.set_state(states[1])
+
+    def _labeled_probability(self, model: VAALModel, images: np.ndarray) -> np.ndarray:
+        """``D(mu(x))`` per image; distributed, each rank scores every world_size-th batch."""
+        rank, world_size = get_dist_info()
+        size = self.batch_size
+        starts = range(0, len(images), size)
+        batches = {start: model.labeled_probability(torch.from_numpy(images[start:start + size]),
+                                                    size)
+                   for start in starts[rank::world_size]}
+        if world_size > 1:
+            batches = {start: p for shard in all_gather_object(batches)
+                       for start, p in shard.items()}
+        return np.concatenate([batches[start] for start in starts])
 
     def _settings(self) -> dict:
         return dict(latent_dim=self.latent_dim, image_size=self.image_size,
@@ -252,33 +297,49 @@ class VAALStrategy(BaseStrategy):
                     discriminator_width=self.discriminator_width)
 
     @staticmethod
-    def _check_run(work_dir: Path, run: dict) -> None:
+    def _prepare_work_dir(work_dir: Path, run: dict) -> str | None:
+        """Check and record ``run`` in ``work_dir``; the checkpoint to resume from, if any."""
+        work_dir.mkdir(parents=True, exist_ok=True)
         path = work_dir / RUN_FILE
-        if find_latest_checkpoint(str(work_dir)) is not None and path.exists():
-            recorded = json.loads(path.read_text())
+        checkpoint = find_latest_checkpoint(str(work_dir))
+        if checkpoint is not None and path.exists():
+            # a record from before distributed runs were possible was of one process
+            recorded = dict(dict(world_size=1), **json.loads(path.read_text()))
             if recorded != run:
                 diff = {key: (recorded.get(key), run.get(key))
                         for key in sorted(set(recorded) | set(run))
                         if recorded.get(key) != run.get(key)}
+                hint = (f'resume with {recorded["world_size"]} processes or '
+                        if 'world_size' in diff else '')
                 raise ValueError(f'VAALStrategy: {work_dir} holds checkpoints of another VAAL '
-                                 f'run (recorded vs now: {diff}); delete the folder to train '
-                                 'anew')
+                                 f'run (recorded vs now: {diff}); {hint}delete the folder to '
+                                 'train anew')
         path.write_text(json.dumps(run, indent=1))
+        return checkpoint
 
     def _runner(self, model: 'VAALModel', images: np.ndarray, is_labeled: np.ndarray,
-                seed: int, iterations: int, work_dir: Path) -> Runner:
-        checkpoint = find_latest_checkpoint(str(work_dir))  # the Runner logs the resume
-        resume = checkpoint is not None
+                seed: int, iterations: int, work_dir: Path, checkpoint: str | None) -> Runner:
+        rank, world_size = get_dist_info()
         chunks = self.vae_steps + self.discriminator_steps - 1
         loader = DataLoader(
             ImageSet(images, is_labeled),
-            batch_sampler=BalancedBatchSampler(is_labeled, self.batch_size, chunks, seed),
+            batch_sampler=BalancedBatchSampler(is_labeled, self.batch_size, chunks, seed,
+                                               rank=rank, world_size=world_size),
             num_workers=0)
         # one optimizer per network: the VAE's step must not move D, nor D's the VAE
         optimizers = OptimWrapperDict(
             vae=OptimWrapper(torch.optim.Adam(model.vae.parameters(), lr=self.vae_lr)),
             discriminator=OptimWrapper(torch.optim.Adam(model.discriminator.parameters(),
                                                         lr=self.discriminator_lr)))
+        distributed = world_size > 1
+        cfg = None
+        if distributed:
+            # one DDP per network, as mmengine's GAN models; CPU modules take no device_ids
+            wrapper = dict(type='MMSeparateDistributedDataParallel', broadcast_buffers=False,
+                           find_unused_parameters=False)
+            if not torch.cuda.is_available():
+                wrapper['device_ids'] = None
+            cfg = dict(model_wrapper_cfg=wrapper)
         return Runner(
             model=model, work_dir=str(work_dir), train_dataloader=loader,
             train_cfg=dict(by_epoch=False, max_iters=iterations, val_interval=iterations + 1),
@@ -290,8 +351,11 @@ class VAALStrategy(BaseStrategy):
                                 interval=self.checkpoint_interval,
                                 save_param_scheduler=False)),
             log_processor=dict(by_epoch=False),
-            custom_hooks=list(self.custom_hooks), load_from=checkpoint, resume=resume,
-            randomness=dict(seed=seed), env_cfg=dict(cudnn_benchmark=False),
+            custom_hooks=list(self.custom_hooks), load_from=checkpoint,
+            resume=checkpoint is not None, randomness=dict(seed=seed),
+            env_cfg=dict(cudnn_benchmark=False),
+            # the process group exists already: the Runner only wraps the model
+            launcher='pytorch' if distributed else 'none', cfg=cfg,
             experiment_name=f'vaal_{time.time_ns()}')
 
 
