@@ -14,12 +14,13 @@ paired differences from the baseline with bootstrap confidence intervals,
 ranking accuracy per cycle).
 """
 import argparse
-import os
 import os.path as osp
 import sys
 from pathlib import Path
 
 from mmengine.config import Config, DictAction
+
+from mmal.utils.dist import add_launcher_args
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,7 +37,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--metric', help='summary metric (default: mAP / PCKh)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings for every run')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
     parser.add_argument('--jobs', type=int, default=1,
                         help='runs at once, each in its own process (launcher none only)')
     parser.add_argument('--plot-only', action='store_true',
@@ -45,21 +45,18 @@ def parse_args() -> argparse.Namespace:
                         help='more comparison folders whose runs to include in the report')
     parser.add_argument('--run-index', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--no-report', action='store_true', help=argparse.SUPPRESS)
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launcher_args(parser)
+    return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
-    from mmengine.dist import get_rank, get_world_size
+    from mmengine.dist import get_world_size
 
-    from mmal.compare import collect_runs, compare, plan_runs, run_one, write_all
-    from mmal.compare.report import to_markdown
+    from mmal.compare import plan_runs, run_one
     from mmal.compare.runs import run_in_parallel
     from mmal.utils import ConfigError, setup_distributed
+    from mmal.utils.dist import on_rank0
 
     if not args.plot_only:
         if not args.config or not osp.isfile(args.config):
@@ -107,23 +104,37 @@ def main() -> int:
                     continue
                 print(f'[{i + 1}/{len(specs)}] {spec.name} seed {spec.seed}: {outcome}',
                       flush=True)
-    if not args.no_report and get_rank() == 0:
-        try:
-            runs = collect_runs([work_dir, *map(Path, args.merge)])
-            if not runs:
-                raise ValueError(f'no run with an evaluated cycle under {work_dir}')
-            result = compare(runs, baseline=args.baseline, metric=args.metric)
-        except ValueError as err:
+    if not args.no_report:
+        try:  # rank 0 writes; its error stops every rank, which all wait here
+            on_rank0(lambda: report(work_dir, args), ValueError, OSError)
+        except (ValueError, OSError) as err:
             print(f'error: {err}', file=sys.stderr)
             return 2
-        paths = write_all(result, work_dir)
-        print(to_markdown(result))
-        print('written: ' + ', '.join(str(p) for p in paths.values()))
     if failed:
         print('failed runs (resume with the same command):\n  ' + '\n  '.join(failed),
               file=sys.stderr)
         return 1
     return 0
+
+
+def report(work_dir: Path, args: argparse.Namespace) -> None:
+    """Compare the runs in ``work_dir`` (and ``--merge``), write the report there, print it.
+
+    Raises:
+        ValueError: No run has an evaluated cycle, or the baseline or the
+            metric is not among them.
+        OSError: The report cannot be written.
+    """
+    from mmal.compare import collect_runs, compare, write_all
+    from mmal.compare.report import to_markdown
+
+    runs = collect_runs([work_dir, *map(Path, args.merge)])
+    if not runs:
+        raise ValueError(f'no run with an evaluated cycle under {work_dir}')
+    result = compare(runs, baseline=args.baseline, metric=args.metric)
+    paths = write_all(result, work_dir)
+    print(to_markdown(result))
+    print('written: ' + ', '.join(str(p) for p in paths.values()))
 
 
 if __name__ == '__main__':

@@ -15,11 +15,12 @@ the tools' files with the model's predictions as pre-annotations
 id, score, strategy, cycle) and ``batch.json``.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 from mmengine.config import Config, DictAction
+
+from mmal.utils.dist import add_launcher_args
 
 
 def parse_args() -> argparse.Namespace:
@@ -41,12 +42,8 @@ def parse_args() -> argparse.Namespace:
                         "(Label Studio's LOCAL_FILES_DOCUMENT_ROOT)")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launcher_args(parser)
+    return parser.parse_args()
 
 
 def main() -> int:

@@ -11,11 +11,12 @@ cycle_NN/annotation/ and the run stops until tools/al_ingest.py brings the
 labels back; then run it again with --resume.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 from mmengine.config import Config, DictAction
+
+from mmal.utils.dist import add_launcher_args
 
 
 def parse_args() -> argparse.Namespace:
@@ -34,13 +35,8 @@ def parse_args() -> argparse.Namespace:
                         '(writes each batch for a labeling tool and stops until '
                         'tools/al_ingest.py brings the labels back); default: the config\'s '
                         'active_learning.oracle')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launcher_args(parser)
+    return parser.parse_args()
 
 
 def main() -> int:
