@@ -236,8 +236,10 @@ class VAALStrategy(BaseStrategy):
             self.epochs * (len(labeled) + len(unlabeled)) / (self.batch_size * world_size))
         run = dict(seed=seed, num_labeled=len(labeled), num_unlabeled=len(unlabeled),
                    iterations=iterations, world_size=world_size, **self._settings())
-        # rank 0 alone reads and writes the record; its refusal stops every rank
-        checkpoint = on_rank0(lambda: self._prepare_work_dir(work_dir, run), ValueError)
+        # rank 0 alone reads and writes the record; its refusal, or a failed write, stops
+        # every rank instead of leaving the others waiting in the Runner's first collective
+        checkpoint = on_rank0(lambda: self._prepare_work_dir(work_dir, run), ValueError,
+                              OSError)
         images = np.concatenate([labeled, unlabeled])
         is_labeled = np.concatenate([np.ones(len(labeled)), np.zeros(len(unlabeled))])
         states = random.getstate(), np.random.get_state()
