@@ -75,13 +75,12 @@ def pose_batches(config: str, batch_size: int, num_batches: int, train: bool) ->
 def detection_batches(config: str, batch_size: int, num_batches: int, train: bool) -> list:
     """Batches from a detection config's own pipeline over generated VOC data."""
     import mmal  # noqa: F401  (registers our modules)
+    from mmal.datasets import leaf_configs
     cfg = Config.fromfile(str(REPO / config))
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     from mmdet.registry import DATASETS
     loader = cfg.train_dataloader if train else cfg.test_dataloader
-    leaf = loader.dataset
-    while 'dataset' in leaf or 'datasets' in leaf:
-        leaf = leaf['dataset'] if 'dataset' in leaf else leaf['datasets'][0]
+    leaf = leaf_configs(loader.dataset)[0]
     pipeline = copy.deepcopy(leaf['pipeline'])
     if not train:
         pipeline = [t for t in pipeline if t['type'] != 'LoadAnnotations']

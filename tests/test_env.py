@@ -19,11 +19,6 @@ def test_package_versions_are_the_installed_ones_and_none_when_missing(monkeypat
                                       'no-such-distribution-mmal': None}
 
 
-def test_the_state_records_the_same_versions():
-    from mmal.loop.resume import versions
-    assert versions() == env.package_versions()
-
-
 def test_a_benchmark_machine_description_is_json_with_the_keys_reports_read():
     spec = importlib.util.spec_from_file_location('bench_common', REPO / 'bench/common.py')
     common = importlib.util.module_from_spec(spec)

@@ -9,7 +9,8 @@ from mmengine.registry import MODELS
 from ..datasets import Pool
 from ..utils import ConfigError, check_data_paths
 from ..utils.dist import differences_from_rank0
-from .resume import config_digests, versions
+from ..utils.env import package_versions
+from .resume import config_digests
 from .settings import ActiveLearningSettings
 from .state import digest_ids
 
@@ -66,7 +67,7 @@ def check_same_experiment_on_every_rank(cfg: Config, settings: ActiveLearningSet
     digest = {'pool (the data under train_dataloader.dataset.data_root)': digest_ids(pool.ids)}
     digest.update((f'config key `{k}`', v) for k, v in config_digests(cfg).items())
     digest.update((f'active_learning.{k}', v) for k, v in settings.to_dict().items())
-    digest.update((f'{name} version', v) for name, v in versions().items())
+    digest.update((f'{name} version', v) for name, v in package_versions().items())
     differences = differences_from_rank0(digest)
     if differences:
         raise ConfigError(

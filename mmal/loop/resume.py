@@ -9,7 +9,7 @@ from mmengine.config import Config
 
 from ..datasets import Pool
 from ..utils import ConfigError
-from ..utils.env import package_versions as versions  # the state's ``versions``
+from ..utils.env import package_versions
 from .settings import ActiveLearningSettings
 from .state import ExperimentState, digest_ids
 
@@ -39,7 +39,7 @@ def open_state(work_dir: Path, cfg: Config, settings: ActiveLearningSettings, po
             log(f'--resume: no experiment in {work_dir}, starting a new one')
         state = ExperimentState.create(
             work_dir, settings=settings.to_dict(), config_digests=digests,
-            versions=versions(), pool_ids=pool.ids)
+            versions=package_versions(), pool_ids=pool.ids)
         state.save()
         return state
     problems = settings.differences(existing.data['settings'])
