@@ -78,6 +78,23 @@ def check_same_experiment_on_every_rank(cfg: Config, settings: ActiveLearningSet
             '(mmal and its packages at the same versions)')
 
 
+def check_same_labeled_set_on_every_rank(entry: dict) -> None:
+    """Refuse, on every rank, a cycle whose labeled set differs between ranks (no-op alone).
+
+    Every rank derives the set from its own copy of the record and the
+    broadcast selection; they must agree, and this checks it rather than
+    assume it: a rank training on other samples would silently mix another
+    experiment into the gradients. A collective: every rank calls it at the
+    start of every cycle (which is where the previous one ends).
+    """
+    differences = differences_from_rank0({'labeled set': digest_ids(entry['labeled'])})
+    if differences:
+        raise RuntimeError(
+            f'cycle {entry["cycle"]}: ranks {sorted(differences)} hold another labeled set than '
+            f'rank 0 ({entry["num_labeled"]} samples on this rank); resume the run with '
+            '--resume so every rank reads the record again')
+
+
 def check_disjoint(entry: dict) -> None:
     """Refuse a cycle whose labeled set repeats a sample or holds one it selected."""
     labeled = set(entry['labeled'])

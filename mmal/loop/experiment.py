@@ -36,6 +36,7 @@ from .checks import (
     check_experiment_config,
     check_model_outputs,
     check_same_experiment_on_every_rank,
+    check_same_labeled_set_on_every_rank,
     task_of,
 )
 from .oracle import build_oracle
@@ -113,6 +114,7 @@ class ActiveLearningExperiment:
             entry = self.state.cycle(c) or self.state.start_cycle(
                 c, self.oracle.labeled_ids(c, self.state))
             check_disjoint(entry)
+            check_same_labeled_set_on_every_rank(entry)
             if c == 0 and self.shared_initial_dir and not phase_done(entry, 'evaluated'):
                 self._adopt_shared_initial(entry)
             if not phase_done(entry, 'trained'):
