@@ -309,9 +309,8 @@ def roi_gradient_embeddings(bbox_head: nn.Module, calls: ModuleCalls,
     fc_cls = class_layer(bbox_head)
     num_images = len(num_rois)
     device = fc_cls.weight.device
-    blocks = torch.zeros(num_images, fc_cls.out_features, fc_cls.in_features, device=device)
-    if sum(len(r) for r in rows) == 0:
-        return blocks.flatten(1)   # mmdet skips the box head when there are no proposals
+    if sum(len(r) for r in rows) == 0:   # mmdet skips the box head without proposals
+        return torch.zeros(num_images, fc_cls.out_features * fc_cls.in_features, device=device)
     head_calls = [out for module, _, out in calls.records if module is bbox_head]
     layer_calls = [(x, out) for module, x, out in calls.records if module is fc_cls]
     if len(head_calls) != 1 or len(layer_calls) != 1 or head_calls[0][0] is not layer_calls[0][1]:
@@ -326,13 +325,16 @@ def roi_gradient_embeddings(bbox_head: nn.Module, calls: ModuleCalls,
             f'{owner}: fc_cls maps {tuple(features.shape)} to {tuple(logits.shape)}, not '
             f'one row per proposal ({sum(num_rois)}) to {bbox_head.num_classes + 1} '
             'class logits')
-    starts = torch.tensor([0, *num_rois[:-1]]).cumsum(0).tolist()
+    counts = torch.as_tensor([len(r) for r in rows], device=device)
+    image = torch.repeat_interleave(torch.arange(num_images, device=device), counts)
+    starts = torch.as_tensor([0, *num_rois[:-1]], device=device).cumsum(0)
+    h = features[torch.cat(list(rows)).to(device) + starts[image]].float()    # (M, D)
+    residual = pseudo_label_residual(torch.cat(list(posteriors)).to(device), 'softmax')
+    # Each RoI's residual goes to its image's rows: one matmul for the batch.
+    spread = residual.new_zeros(len(h), num_images, residual.shape[1])
+    spread[torch.arange(len(h), device=device), image] = residual
     with torch.autocast(device.type, enabled=False):   # fp16 scoring: sum in float32
-        for i, (probs, keep, start) in enumerate(zip(posteriors, rows, starts)):
-            if len(keep):
-                h = features[start + keep.to(features.device)].float()        # (N_i, D)
-                blocks[i] = pseudo_label_residual(probs, 'softmax').T @ h
-    return blocks.flatten(1)
+        return (spread.flatten(1).T @ h).view(num_images, -1)
 
 
 def _total(terms) -> Tensor:
