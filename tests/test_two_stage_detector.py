@@ -48,7 +48,7 @@ def test_builds_from_the_config(frcnn_cfg):
     assert type(model.task_model).__name__ == 'FasterRCNN'
     assert model.posterior_kind == 'softmax'
     assert LearningLossTwoStageDetector.unsupported_outputs(
-        {'posteriors', 'boxes', 'proposals', 'heatmaps'}) == ['heatmaps']
+        {'posteriors', 'boxes', 'proposals', 'grad_embedding', 'heatmaps'}) == ['heatmaps']
     assert model.score_cfg == dict(num_boxes=100, score_thr=0.05)
     assert model.loss_prediction.in_channels == [32, 32, 32, 32]
     data = model.data_preprocessor(batch(frcnn_cfg, 2), False)
