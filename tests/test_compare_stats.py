@@ -90,7 +90,8 @@ def test_parse_strategy_names_options_and_refusals():
                                                              diagnostic=True)
     with pytest.raises(ConfigError, match='key=value'):
         parse_strategy('EntropyStrategy:sum')
-    with pytest.raises(ConfigError, match=r"unknown strategy type\(s\) \['EntropyStrateg'\]"):
+    with pytest.raises(ConfigError, match=r"--strategies 'EntropyStrateg': type='EntropyStrateg' "
+                                          r"is not a strategy; did you mean \['EntropyStrategy'"):
         plan_runs(['EntropyStrateg'], [0])
     with pytest.raises(ConfigError, match='more than once'):
         plan_runs(['EntropyStrategy', 'EntropyStrategy:aggregation=sum'], [0])

@@ -221,3 +221,18 @@ def test_a_last_batch_of_one_sample_is_dropped_and_only_then(num_samples, sample
     assert no_single_sample_batch(cfg, num_samples) is dropped
     where = cfg.train_dataloader.get('batch_sampler') or cfg.train_dataloader
     assert where.get('drop_last', False) is dropped
+
+
+@pytest.mark.parametrize('strategy, match', [
+    (dict(type='BADGEStrategy'), r"strategy.type='BADGEStrategy' is not a strategy; "
+                                 r"did you mean \['BadgeStrategy'\]\? known: \["),
+    (dict(type='NoSuchThing'), r"strategy.type='NoSuchThing' is not a strategy; known: \["),
+    (dict(type='EntropyStrategy', agregation='sum'),
+     r"active_learning.strategy=.*unexpected keyword argument 'agregation'.*EntropyStrategy"),
+])
+def test_a_strategy_typo_is_a_config_error_naming_it(strategy, match):
+    from mmal.strategies import build_strategy
+    with pytest.raises(ConfigError, match=match):
+        build_strategy(strategy, 'detection')
+    assert type(build_strategy(dict(type='BadgeStrategy'), 'detection')).__name__ == \
+        'BadgeStrategy'

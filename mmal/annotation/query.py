@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 
 from ..datasets import build_pool
 from ..datasets.mpii_format import MPII_JOINTS
@@ -27,7 +26,7 @@ from ..loop.human import predictions_of
 from ..loop.runner import CycleRunner, phase_config
 from ..loop.selection import CycleSelection
 from ..loop.settings import ActiveLearningSettings
-from ..registry import STRATEGIES
+from ..strategies import build_strategy
 from ..utils import ConfigError
 from ..utils.atomic import atomic_write_text
 from ..utils.dist import broadcast_from_rank0, on_rank0
@@ -85,9 +84,7 @@ class CheckpointScorer:
             section['strategy'] = strategy
         self.settings = ActiveLearningSettings.from_config(section)
         self.task = task_of(cfg)
-        with DefaultScope.overwrite_default_scope('mmal'):
-            self.strategy = STRATEGIES.build(copy.deepcopy(self.settings.strategy),
-                                             default_args=dict(task=self.task))
+        self.strategy = build_strategy(self.settings.strategy, self.task)
         if self.strategy.needs_labels:
             raise ConfigError(f"{self.settings.strategy['type']} reads the candidates' labels; "
                               'choose a strategy that scores unlabeled images')

@@ -16,9 +16,8 @@ from pathlib import Path
 
 from mmengine.config import Config
 
-from .. import strategies as _registered_strategies  # noqa: F401  (registers them)
 from ..loop.state import ExperimentState
-from ..registry import STRATEGIES
+from ..strategies import check_strategy_type
 from ..utils import ConfigError
 
 SHARED_DIR = '_shared'
@@ -80,10 +79,8 @@ def plan_runs(strategies: list[str], seeds: list[int]) -> list[RunSpec]:
                           "e.g. 'entropy_sum=EntropyStrategy:aggregation=sum'")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f'--seeds {seeds} repeats a seed')
-    known = sorted(STRATEGIES.module_dict)
-    unknown = [s['type'] for _, s in parsed if s['type'] not in known]
-    if unknown:
-        raise ConfigError(f'--strategies: unknown strategy type(s) {unknown}; known: {known}')
+    for text, (_, strategy) in zip(strategies, parsed):
+        check_strategy_type(strategy['type'], key=f'--strategies {text!r}: type')
     return [RunSpec(name, strategy, seed) for seed in seeds for name, strategy in parsed]
 
 

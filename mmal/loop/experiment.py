@@ -15,7 +15,6 @@ Runner each phase builds (:mod:`.runner`), the phases below, the selection
 Distributed, every rank runs this same code; rank 0 alone reads and writes
 the shared files, through :func:`mmal.utils.dist.on_rank0`.
 """
-import copy
 import gc
 import time
 from pathlib import Path
@@ -23,11 +22,11 @@ from pathlib import Path
 import numpy as np
 from mmengine.config import Config
 from mmengine.logging import MMLogger, print_log
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from ..datasets import Pool, build_pool, subset_config
-from ..registry import STRATEGIES
+from ..strategies import build_strategy
 from ..utils import ConfigError
 from ..utils.dist import broadcast_from_rank0, on_rank0
 from . import reporting
@@ -72,11 +71,7 @@ class ActiveLearningExperiment:
         self.settings = ActiveLearningSettings.from_config(cfg.get('active_learning'))
         init_default_scope(cfg.get('default_scope', 'mmdet'))
         self.task = task_of(cfg)
-        # Strategies live in mmal's own registry: build them in its scope, not the
-        # task's (which would warn that 'mmdet'/'mmpose' is not in its tree).
-        with DefaultScope.overwrite_default_scope('mmal'):
-            self.strategy = STRATEGIES.build(copy.deepcopy(self.settings.strategy),
-                                             default_args=dict(task=self.task))
+        self.strategy = build_strategy(self.settings.strategy, self.task)
         self.strategy.check_config(cfg)
         check_model_outputs(cfg, self.strategy)
         self.strategy_name = self.settings.strategy['type']
