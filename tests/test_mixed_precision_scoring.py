@@ -26,6 +26,7 @@ from .conftest import voc_config
 from .test_score_loop import score_runner
 
 FCOS_CONFIG = 'tests/data/fcos-tiny_ll_synthetic-voc.py'
+TWO_STAGE_CONFIG = 'configs/learning_loss/faster-rcnn-tiny_ll_synthetic-voc.py'
 POSITIONS = [0, 2, 3, 5, 7, 8]
 DETECTION_OUTPUTS = ('pred_loss', 'posteriors', 'grad_embedding')
 POSE_OUTPUTS = ('pred_loss', 'heatmaps', 'grad_embedding')
@@ -35,7 +36,7 @@ EMBEDDING_RTOL = 5e-2
 PROBABILITY_ATOL = 5e-3
 
 
-@pytest.fixture(params=['ssd', 'fcos', 'pose'])
+@pytest.fixture(params=['ssd', 'fcos', 'two_stage', 'pose'])
 def scored(request, tmp_path):
     """(case, outputs, full-precision outputs, mixed-precision outputs, backbone dtypes).
 
@@ -45,8 +46,9 @@ def scored(request, tmp_path):
     if request.param == 'pose':
         cfg, outputs = request.getfixturevalue('pose_cfg'), POSE_OUTPUTS
     else:
-        cfg = (request.getfixturevalue('tiny_cfg') if request.param == 'ssd'
-               else voc_config(FCOS_CONFIG, request.getfixturevalue('voc_root')))
+        cfg = (request.getfixturevalue('tiny_cfg') if request.param == 'ssd' else voc_config(
+            FCOS_CONFIG if request.param == 'fcos' else TWO_STAGE_CONFIG,
+            request.getfixturevalue('voc_root')))
         cfg = copy.deepcopy(cfg)
         # every prior a candidate: an untrained head's confidences nearly tie, and
         # at a cut any rounding swaps candidates, which would test tie-breaking
@@ -93,6 +95,11 @@ def test_scoring_under_autocast_gives_float32_outputs_close_to_full_precision(sc
             < EMBEDDING_RTOL).all()
     if case == 'pose':
         assert (relative_l2(mixed['heatmaps'], full['heatmaps']) < HEATMAP_RTOL).all()
+        return
+    if case == 'two_stage':
+        # the RPN and RoI head ran in float32 (mmcv's nms and RoIAlign refuse bf16),
+        # on proposals from bf16 features: other RoIs, so no row-wise comparison
+        assert all(np.allclose(p.sum(axis=1), 1, atol=1e-5) for p in mixed['posteriors'])
         return
     for got, want in zip(mixed['posteriors'], full['posteriors']):
         # the same boxes (every prior), ranked by their own rounded confidences:

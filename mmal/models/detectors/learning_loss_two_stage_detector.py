@@ -207,13 +207,13 @@ class LearningLossTwoStageDetector(LearningLossModel):
                 f'{type(roi_head).__name__} has {type(bbox_head).__name__} as bbox_head; '
                 'task outputs need a single BBoxHead (a StandardRoIHead)')
         metas = [sample.metainfo for sample in data_samples]
-        rpn_results = self._rpn_results(feats, data_samples)
-        proposals = [get_box_tensor(res.bboxes) for res in rpn_results]
         recorded = [bbox_head, class_layer(bbox_head)] if 'grad_embedding' in wanted else []
-        with ModuleCalls(recorded) as calls:
+        with mmcv_ops_precision(feats) as feats, ModuleCalls(recorded) as calls:
+            rpn_results = self._rpn_results(feats, data_samples)
             # rcnn_test_cfg=None: mmdet's raw per-RoI scores and per-class boxes, no NMS
             raw = roi_head.predict_bbox(feats, metas, rpn_results, rcnn_test_cfg=None,
                                         rescale=False)
+        proposals = [get_box_tensor(res.bboxes) for res in rpn_results]
         num_classes = bbox_head.num_classes
         result: dict = {key: [] for key in wanted if key != 'grad_embedding'}
         kept_posteriors, kept_rows = [], []
@@ -241,8 +241,9 @@ class LearningLossTwoStageDetector(LearningLossModel):
     def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list) -> list:
         """mmdet's post-processed predictions, rescaled to the original image."""
         detector = self.task_model
-        rpn_results = self._rpn_results(feats, data_samples)
-        results = detector.roi_head.predict(feats, rpn_results, data_samples, rescale=True)
+        with mmcv_ops_precision(feats) as feats:
+            rpn_results = self._rpn_results(feats, data_samples)
+            results = detector.roi_head.predict(feats, rpn_results, data_samples, rescale=True)
         return detector.add_pred_to_datasample(data_samples, results)
 
     def _rpn_results(self, feats: tuple, data_samples: list) -> list:
@@ -250,6 +251,25 @@ class LearningLossTwoStageDetector(LearningLossModel):
         if data_samples[0].get('proposals', None) is not None:
             return [sample.proposals for sample in data_samples]
         return self.task_model.rpn_head.predict(feats, data_samples, rescale=False)
+
+
+@contextlib.contextmanager
+def mmcv_ops_precision(feats: tuple) -> Iterator[tuple]:
+    """``feats`` as the RPN and RoI head can take them under autocast.
+
+    Under bf16 autocast (a CPU's, or a GPU's ``AmpOptimWrapper(dtype=
+    'bfloat16')``) mmcv's ``nms`` and ``RoIAlign`` get bf16 tensors, which
+    their kernels refuse ("expected scalar type Float but found BFloat16",
+    "ROIAlign_forward not implemented for 'BFloat16'"): the heads then run in
+    float32, the backbone and neck keeping bf16. fp16 passes through as is.
+    """
+    device = feats[0].device.type
+    if not (torch.is_autocast_enabled(device)
+            and torch.get_autocast_dtype(device) == torch.bfloat16):
+        yield feats
+        return
+    with torch.autocast(device, enabled=False):
+        yield tuple(f.float() for f in feats)
 
 
 # ------------------------------------------------------------------ gradient embeddings
