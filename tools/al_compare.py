@@ -106,7 +106,7 @@ def main() -> int:
                       flush=True)
     if not args.no_report:
         try:  # rank 0 writes; its error stops every rank, which all wait here
-            on_rank0(lambda: report(work_dir, args), ValueError, OSError)
+            on_rank0(lambda: report(work_dir, args))
         except (ValueError, OSError) as err:
             print(f'error: {err}', file=sys.stderr)
             return 2

@@ -151,7 +151,7 @@ def query(cfg: Config, checkpoint: str, budget: int, out_dir: str | Path, *,
     ids, scores = scorer.rank(budget)
     tasks = scorer.tasks(ids, scores)
     # Rank 0 writes; a write that fails (disk full, a bad record) stops every rank.
-    on_rank0(lambda: scorer.write(out_dir, tasks, cycle), OSError, ValueError, KeyError)
+    on_rank0(lambda: scorer.write(out_dir, tasks, cycle))
     return tasks
 
 

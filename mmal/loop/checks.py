@@ -65,6 +65,9 @@ def check_same_experiment_on_every_rank(cfg: Config, settings: ActiveLearningSet
     A collective: every rank calls it at the same point.
     """
     digest = {'pool (the data under train_dataloader.dataset.data_root)': digest_ids(pool.ids)}
+    if settings.oracle == 'human':  # the labels people gave are read from each node's disk
+        digest['which samples have labels on disk'] = digest_ids(
+            [i for i, labeled in zip(pool.ids, pool.has_labels) if labeled])
     digest.update((f'config key `{k}`', v) for k, v in config_digests(cfg).items())
     digest.update((f'active_learning.{k}', v) for k, v in settings.to_dict().items())
     digest.update((f'{name} version', v) for name, v in package_versions().items())
@@ -78,21 +81,22 @@ def check_same_experiment_on_every_rank(cfg: Config, settings: ActiveLearningSet
             '(mmal and its packages at the same versions)')
 
 
-def check_same_labeled_set_on_every_rank(entry: dict) -> None:
+def check_same_labeled_set_on_every_rank(cycle: int, labeled: list[str]) -> None:
     """Refuse, on every rank, a cycle whose labeled set differs between ranks (no-op alone).
 
-    Every rank derives the set from its own copy of the record and the
-    broadcast selection; they must agree, and this checks it rather than
-    assume it: a rank training on other samples would silently mix another
-    experiment into the gradients. A collective: every rank calls it at the
-    start of every cycle (which is where the previous one ends).
+    Every rank derives the set from its own copy of the record, the
+    broadcast selection and (people as the oracle) the labels on its disk;
+    they must agree, and this checks it rather than assume it: a rank
+    training on other samples would silently mix another experiment into
+    the gradients. A collective: every rank calls it at the start of every
+    cycle (which is where the previous one ends), before the set is recorded.
     """
-    differences = differences_from_rank0({'labeled set': digest_ids(entry['labeled'])})
+    differences = differences_from_rank0({'labeled set': digest_ids(labeled)})
     if differences:
         raise RuntimeError(
-            f'cycle {entry["cycle"]}: ranks {sorted(differences)} hold another labeled set than '
-            f'rank 0 ({entry["num_labeled"]} samples on this rank); resume the run with '
-            '--resume so every rank reads the record again')
+            f'cycle {cycle}: ranks {sorted(differences)} hold another labeled set than rank 0 '
+            f'({len(labeled)} samples on this rank); every node must see the same data and '
+            'labels under data_root (shared storage), and the same work dir')
 
 
 def check_disjoint(entry: dict) -> None:

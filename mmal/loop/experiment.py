@@ -27,7 +27,6 @@ from mmengine.runner import Runner, find_latest_checkpoint
 
 from ..datasets import Pool, build_pool, subset_config
 from ..strategies import build_strategy
-from ..utils import ConfigError
 from ..utils.dist import broadcast_from_rank0, on_rank0
 from . import reporting
 from .checks import (
@@ -87,8 +86,7 @@ class ActiveLearningExperiment:
         # Rank 0 alone reads or creates the record and the others take its copy:
         # a rank that looked later would find rank 0's new file and refuse it.
         self.state: ExperimentState = on_rank0(
-            lambda: open_state(self.work_dir, cfg, self.settings, self.pool, resume, self._log),
-            ConfigError)
+            lambda: open_state(self.work_dir, cfg, self.settings, self.pool, resume, self._log))
         saved_on_rank0(self.state)
         self.oracle.check_plan(self.state)
 
@@ -106,10 +104,12 @@ class ActiveLearningExperiment:
                   f'K={s.budget_per_cycle}, {s.num_cycles} cycles, candidates '
                   f'{s.candidate_pool}, model_init={s.model_init}, work dir {self.work_dir}')
         for c in range(s.num_cycles):
-            entry = self.state.cycle(c) or self.state.start_cycle(
-                c, self.oracle.labeled_ids(c, self.state))
+            entry = self.state.cycle(c)
+            if entry is None:
+                labeled = self.oracle.labeled_ids(c, self.state)
+                check_same_labeled_set_on_every_rank(c, labeled)
+                entry = self.state.start_cycle(c, labeled)
             check_disjoint(entry)
-            check_same_labeled_set_on_every_rank(entry)
             if c == 0 and self.shared_initial_dir and not phase_done(entry, 'evaluated'):
                 self._adopt_shared_initial(entry)
             if not phase_done(entry, 'trained'):
@@ -187,7 +187,7 @@ class ActiveLearningExperiment:
         picked = broadcast_from_rank0(None if order is None else [
             dict(id=self.pool.ids[candidates[i]], score=float(scores[i])) for i in order])
         on_rank0(lambda: write_scores(self._cycle_dir(c),
-                                      [self.pool.ids[p] for p in candidates], scores), OSError)
+                                      [self.pool.ids[p] for p in candidates], scores))
         timings = dict(entry['timings'], score_s=elapsed(start))
         self._log(f'cycle {c}: selected {len(picked)} samples (top score '
                   f'{picked[0]["score"]:.4f}, K-th {picked[-1]["score"]:.4f})')
@@ -232,7 +232,7 @@ class ActiveLearningExperiment:
     def _write_reports(self) -> None:
         """The metrics table and curve so far, on rank 0. Call it on every rank."""
         on_rank0(lambda: reporting.write_reports(self.work_dir, self.state.cycles,
-                                                 self.strategy_name), OSError)
+                                                 self.strategy_name))
 
     def _log_metrics(self, c: int, entry: dict, note: str = '') -> None:
         shown = ', '.join(f'{k}={v:.4f}' for k, v in entry['metrics'].items())
@@ -250,5 +250,5 @@ def saved_on_rank0(state: ExperimentState) -> ExperimentState:
     leaving the others waiting in the next collective.
     """
     save = state.save
-    state.save = lambda: on_rank0(save, OSError)
+    state.save = lambda: on_rank0(save)
     return state

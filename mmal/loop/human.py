@@ -147,7 +147,7 @@ class HumanOracle:
                         cycle=cycle, extra=dict(requeued=requeued))
             if requeued and previous is not None:
                 carry_received(previous['annotation']['folder'], folder, requeued)
-        on_rank0(write_files, OSError, ValueError, KeyError)  # the others wait for the files
+        on_rank0(write_files)  # the others wait for the files
         return dict(folder=str(folder), status='waiting', num_tasks=len(ids))
 
     def waiting_message(self, c: int, entry: dict, work_dir: Path, config: str) -> str:

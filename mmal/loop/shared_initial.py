@@ -107,9 +107,9 @@ class SharedInitialCycle:
             False when it took a finished evaluation from the record.
         """
         # Checked before the lock, so a folder rank 0 cannot write stops every rank.
-        on_rank0(lambda: check_writable(self.folder), ConfigError)
+        on_rank0(lambda: check_writable(self.folder))
         with self.locked() if get_rank() == 0 else contextlib.nullcontext():
-            record = on_rank0(self.read, ConfigError)
+            record = on_rank0(self.read)
             entry['shared_from'] = str(self.folder)
             if 'checkpoint' not in record:
                 log(f'cycle 0: training the shared initial model in {self.folder}')
@@ -128,4 +128,4 @@ class SharedInitialCycle:
 
     def _write_on_rank0(self, record: dict) -> None:
         """:meth:`write` ``record`` on rank 0; its error on every rank. Call it on every rank."""
-        on_rank0(lambda: self.write(**record), OSError, ConfigError)
+        on_rank0(lambda: self.write(**record))

@@ -67,8 +67,9 @@ class ExperimentState:
                               f'writes it half, so it was changed outside the loop: {fix}'
                               ) from err
         if data.get('format') not in READABLE_FORMATS:
-            raise ValueError(f'{path} has format {data.get("format")!r}; this MMAL reads '
-                             f'formats {READABLE_FORMATS}: use the MMAL that wrote it')
+            raise ConfigError(f'{path} has format {data.get("format")!r}; this MMAL reads '
+                              f'formats {READABLE_FORMATS}: resume it with the MMAL that '
+                              'wrote it, or start in another --work-dir')
         data['format'] = FORMAT_VERSION
         _expand_labeled(data['cycles'], path)
         return cls(work_dir, data)

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from ..models.vaal import BOTTLENECK, BalancedBatchSampler, ImageSet, VAALModel
 from ..registry import STRATEGIES
 from ..scoring import MAIN, ScorePass
+from ..utils.atomic import atomic_write_text
 from ..utils.dist import on_rank0
 from .base import BaseStrategy, require, top_k
 
@@ -238,8 +239,7 @@ class VAALStrategy(BaseStrategy):
                    iterations=iterations, world_size=world_size, **self._settings())
         # rank 0 alone reads and writes the record; its refusal, or a failed write, stops
         # every rank instead of leaving the others waiting in the Runner's first collective
-        checkpoint = on_rank0(lambda: self._prepare_work_dir(work_dir, run), ValueError,
-                              OSError)
+        checkpoint = on_rank0(lambda: self._prepare_work_dir(work_dir, run))
         images = np.concatenate([labeled, unlabeled])
         is_labeled = np.concatenate([np.ones(len(labeled)), np.zeros(len(unlabeled))])
         states = random.getstate(), np.random.get_state()
@@ -316,7 +316,7 @@ class VAALStrategy(BaseStrategy):
                 raise ValueError(f'VAALStrategy: {work_dir} holds checkpoints of another VAAL '
                                  f'run (recorded vs now: {diff}); {hint}delete the folder to '
                                  'train anew')
-        path.write_text(json.dumps(run, indent=1))
+        atomic_write_text(path, json.dumps(run, indent=1))  # a kill never leaves half
         return checkpoint
 
     def _runner(self, model: 'VAALModel', images: np.ndarray, is_labeled: np.ndarray,

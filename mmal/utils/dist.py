@@ -2,6 +2,7 @@
 import argparse
 import contextlib
 import os
+import pickle
 from collections.abc import Callable
 from unittest import mock
 
@@ -106,19 +107,24 @@ def broadcast_from_rank0(obj):
     return holder[0]
 
 
-def on_rank0(fn: Callable, *catch: type[BaseException]):
-    """``fn()`` computed on rank 0 alone, its result (or one of ``catch``) on every rank.
+def on_rank0(fn: Callable):
+    """``fn()`` computed on rank 0 alone, its result (or its error) on every rank.
 
     The one way the experiment lets a single rank read or write shared
-    files: an error in ``catch`` raised on rank 0 is re-raised on every
-    rank instead of leaving the others waiting in the broadcast.
+    files: any error raised there is re-raised on every rank, instead of
+    leaving the others waiting in the broadcast until the process group's
+    timeout. An error that cannot be pickled arrives as a RuntimeError
+    with its type and message.
     """
     outcome = None
     if get_rank() == 0:
         try:
             outcome = fn()
-        except catch as err:
+        except Exception as err:  # noqa: BLE001 - every error must reach every rank
             outcome = _Raised(err)
+    if get_world_size() > 1 and isinstance(outcome, _Raised) and not _picklable(outcome.error):
+        outcome = _Raised(RuntimeError(f'{type(outcome.error).__name__} on rank 0: '
+                                       f'{outcome.error}'))
     outcome = broadcast_from_rank0(outcome)
     if isinstance(outcome, _Raised):
         raise outcome.error
@@ -147,6 +153,14 @@ def differences_from_rank0(digest: dict) -> dict[int, list[str]]:
         if differ:
             out[rank] = differ
     return out
+
+
+def _picklable(obj) -> bool:
+    try:
+        pickle.dumps(obj)
+        return True
+    except Exception:  # noqa: BLE001 - whatever pickling raises, it cannot be sent
+        return False
 
 
 class _Raised:
