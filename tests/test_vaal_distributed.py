@@ -3,11 +3,13 @@ a rank killed mid-training resumes to the same weights, the experiment runs end 
 import json
 import math
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from .conftest import REPO
 from .test_distributed import CONFIG, TORCHRUN, _options, needs_torchrun
@@ -29,6 +31,7 @@ def records(folder: Path, select: int = 1) -> list[dict]:
     return [json.loads((folder / f'rank{r}_select{select}.json').read_text()) for r in (0, 1)]
 
 
+@pytest.mark.slow
 @needs_torchrun
 def test_two_ranks_train_one_vaal_select_alike_and_resume_a_killed_run(tmp_path):
     """Both ranks end with the same weights (DDP averaged their different batches) and return
@@ -44,12 +47,15 @@ def test_two_ranks_train_one_vaal_select_alike_and_resume_a_killed_run(tmp_path)
     assert (run['world_size'], run['iterations']) == (2, 24)
     assert (tmp_path / 'whole' / 'iter_24.pth').exists()
     # the checkpoints hold the plain networks' names, not DDP's `vae.module.*`
-    assert 'unexpected key' not in whole.stderr + whole.stdout
+    state = torch.load(tmp_path / 'whole' / 'iter_24.pth', map_location='cpu',
+                       weights_only=False)['state_dict']
+    assert state and not [key for key in state if '.module.' in key or
+                          key.startswith('module.')], list(state)[:5]
 
     killed = torchrun([str(CHILD), 'select', str(tmp_path / 'killed')], tmp_path, 29633,
                       tmp_path / 'killed_rec', MMAL_VAAL_KILL='13')
     assert killed.returncode != 0
-    assert 'exitcode  : -9' in killed.stderr, killed.stderr[-3000:]
+    assert re.search(r'exitcode\s*:\s*-9', killed.stderr), killed.stderr[-3000:]
     assert (tmp_path / 'killed' / 'iter_8.pth').exists()
     assert not (tmp_path / 'killed' / 'iter_16.pth').exists()
     resumed = torchrun([str(CHILD), 'select', str(tmp_path / 'killed')], tmp_path, 29635,
@@ -164,7 +170,8 @@ def test_a_vaal_experiment_runs_on_two_processes_and_resumes_a_kill_in_vaal(voc_
     killed_work = tmp_path / 'killed'
     killed = torchrun(_al_train(voc_root, tmp_path, killed_work), tmp_path, 29641,
                       tmp_path / 'killed_rec', timeout=900, MMAL_VAAL_KILL='6')
-    assert killed.returncode != 0 and 'exitcode  : -9' in killed.stderr, killed.stderr[-3000:]
+    assert killed.returncode != 0 and re.search(r'exitcode\s*:\s*-9', killed.stderr), \
+        killed.stderr[-3000:]
     killed_dir = killed_work / 'cycle_00' / 'strategy'
     assert (killed_dir / 'iter_4.pth').exists() and not (killed_dir / 'iter_8.pth').exists()
     resumed = torchrun(_al_train(voc_root, tmp_path, killed_work, '--resume'), tmp_path,
