@@ -251,10 +251,20 @@ def dense_gradient_embeddings(head, cls_scores: list[Tensor], calls: ModuleCalls
             continue
         # rows run over (y, x, anchor), as dense_candidates flattens the logits
         location = torch.div(all_rows[on] - offset, anchors, rounding_mode='floor')
-        h = x[image[on], :, location // width, location % width].float()      # (M, D)
-        # Each box's residual goes to its image's rows: one matmul for the batch.
-        spread = residual.new_zeros(len(h), num_images, channels)
-        spread[torch.arange(len(h), device=device), image[on]] = residual[on]
-        with torch.autocast(device.type, enabled=False):   # fp16 scoring: sum in float32
-            blocks[id(conv)] += spread.flatten(1).T @ h
+        h = x[image[on], :, location // width, location % width]               # (M, D)
+        blocks[id(conv)] += outer_sums_per_image(residual[on], h, image[on], num_images)
     return torch.cat([blocks[id(conv)].view(num_images, -1) for conv in convs], dim=1)
+
+
+def outer_sums_per_image(residual: Tensor, h: Tensor, image: Tensor, num_images: int) -> Tensor:
+    """``sum over rows r of image i of residual[r] ⊗ h[r]``, ``(num_images * K, D)``.
+
+    The weight gradient of a linear class layer, summed over an image's
+    boxes; rows of ``residual`` ``(M, K)`` and ``h`` ``(M, D)`` belong to
+    the images ``image`` ``(M,)``. Each row's residual goes to its image's
+    block, so the batch is one matmul, summed in float32 under autocast.
+    """
+    spread = residual.new_zeros(len(h), num_images, residual.shape[1])
+    spread[torch.arange(len(h), device=h.device), image] = residual
+    with torch.autocast(h.device.type, enabled=False):
+        return spread.flatten(1).T.float() @ h.float()

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..last_layer import ModuleCalls
 from ..learning_loss import LearningLossModel
-from .candidates import check_score_cfg, pseudo_label_residual
+from .candidates import check_score_cfg, outer_sums_per_image, pseudo_label_residual
 from .learning_loss_detector import (
     UnsupportedScoreOutputError,
     _summed_losses,
@@ -348,13 +348,9 @@ def roi_gradient_embeddings(bbox_head: nn.Module, calls: ModuleCalls,
     counts = torch.as_tensor([len(r) for r in rows], device=device)
     image = torch.repeat_interleave(torch.arange(num_images, device=device), counts)
     starts = torch.as_tensor([0, *num_rois[:-1]], device=device).cumsum(0)
-    h = features[torch.cat(list(rows)).to(device) + starts[image]].float()    # (M, D)
+    h = features[torch.cat(list(rows)).to(device) + starts[image]]            # (M, D)
     residual = pseudo_label_residual(torch.cat(list(posteriors)).to(device), 'softmax')
-    # Each RoI's residual goes to its image's rows: one matmul for the batch.
-    spread = residual.new_zeros(len(h), num_images, residual.shape[1])
-    spread[torch.arange(len(h), device=device), image] = residual
-    with torch.autocast(device.type, enabled=False):   # fp16 scoring: sum in float32
-        return (spread.flatten(1).T @ h).view(num_images, -1)
+    return outer_sums_per_image(residual, h, image, num_images).view(num_images, -1)
 
 
 def _total(terms) -> Tensor:
