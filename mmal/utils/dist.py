@@ -1,6 +1,8 @@
 """Process-group set-up that also works on CPU-only machines, and the launcher flags."""
 import argparse
+import atexit
 import contextlib
+import gc
 import os
 import pickle
 from collections.abc import Callable
@@ -67,6 +69,7 @@ def setup_distributed(launcher: str, cfg: Config) -> None:
         return
     if launcher not in LAUNCHERS:
         raise ValueError(f"--launcher {launcher!r}: choose 'none', 'pytorch' or 'slurm'")
+    atexit.register(_destroy_group)
     dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg') or {})
     # A collective that waits longer than this for a rank fails the run
     # instead of hanging (a rank killed, a node lost); --resume goes on.
@@ -80,6 +83,18 @@ def setup_distributed(launcher: str, cfg: Config) -> None:
     cfg.model_wrapper_cfg = dict(
         type='MMDistributedDataParallel', device_ids=None,
         find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
+def _destroy_group() -> None:
+    """Free DDP wrappers, then the group, before the interpreter tears down.
+
+    A gloo group still alive at interpreter exit, or a DDP reducer freed
+    after it, can abort a rank ("terminate called without an active
+    exception", SIGABRT) after all its work is done, failing the run.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        gc.collect()
+        torch.distributed.destroy_process_group()
 
 
 def _without_cuda_device(launcher: str) -> contextlib.AbstractContextManager:
