@@ -29,12 +29,12 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f'{__name__}.{_module.name}')
 
 
-
 def check_strategy_type(type_name: str, key: str = 'active_learning.strategy.type') -> None:
     """Refuse a strategy type that is not registered, suggesting the near names."""
     known = sorted(STRATEGIES.module_dict)
     if type_name in known:
         return
+
     def stem(name: str) -> str:  # 'Strategy' is in every name: compare the rest
         return str(name).lower().removesuffix('strategy')
     by_stem = {stem(name): name for name in known}
