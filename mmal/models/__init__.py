@@ -1,4 +1,5 @@
 """The Learning Loss method: module, ranking loss, taps and task wrappers."""
+from .backbones import EfficientNetLite
 from .detectors import LearningLossDetector, LearningLossTwoStageDetector
 from .heads import PerImageLossSSDHead
 from .learning_loss import LearningLossModel
@@ -8,7 +9,7 @@ from .ranking_loss import LossPredictionLoss, ranking_accuracy
 from .taps import FeatureTaps
 
 __all__ = [
-    'CompactHourglassNet', 'FeatureTaps', 'LearningLossDetector', 'LearningLossModel',
-    'LearningLossPoseEstimator', 'LearningLossTwoStageDetector', 'LossPredictionLoss',
-    'LossPredictionModule', 'PerImageLossSSDHead', 'ranking_accuracy'
+    'CompactHourglassNet', 'EfficientNetLite', 'FeatureTaps', 'LearningLossDetector',
+    'LearningLossModel', 'LearningLossPoseEstimator', 'LearningLossTwoStageDetector',
+    'LossPredictionLoss', 'LossPredictionModule', 'PerImageLossSSDHead', 'ranking_accuracy'
 ]
