@@ -1,0 +1,12 @@
+# The same experiment evaluated on NEU-DET's val split (180 images carved
+# from the training side, never in the pool): for tuning the schedule
+# without looking at test. Tuning recipe (bench/results/real_neu-det_tuning.md):
+# random sampling at the final budget is one cycle of 400 random images,
+#   python tools/al_train.py configs/real/ll_retinanet-lite0_neu-det_val.py \
+#       --work-dir work_dirs/tune_neu-det/E20_lr1e-3 \
+#       --cfg-options active_learning.initial_size=400 active_learning.num_cycles=1 \
+#       max_epochs=20 optim_wrapper.optimizer.lr=1e-3
+_base_ = './ll_retinanet-lite0_neu-det.py'
+
+test_dataloader = dict(dataset=dict(ann_file='VOC2007/ImageSets/Main/val.txt'))
+val_dataloader = test_dataloader
