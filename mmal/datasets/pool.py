@@ -15,6 +15,8 @@ import numpy as np
 from mmengine.registry import DATASETS
 
 from ..utils.config_checks import is_leaf_dataset, walk_dataset_configs
+from .label_checks import DEFAULT_TOLERANCE, LabelProblem, scan_dataset
+from .partial import image_size
 
 _ANNOTATION_LOADERS = ('LoadAnnotations',)
 #: mmdet / mmpose augmentations that draw random numbers but whose names do
@@ -63,11 +65,15 @@ class Pool:
             (False for the unlabeled samples of
             :mod:`mmal.datasets.partial` datasets and for pose records
             without a visible joint).
+        bad_labels (list[LabelProblem]): The labels that would break
+            training (:mod:`mmal.datasets.label_checks`), found while the
+            pool was read.
     """
 
     ids: list[str]
     leaf_sizes: list[int]
     has_labels: list[bool] = field(default_factory=list)
+    bad_labels: list[LabelProblem] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -87,16 +93,28 @@ def leaf_configs(dataset_cfg: dict) -> list[dict]:
     return [ds for _, ds in walk_dataset_configs(dataset_cfg) if is_leaf_dataset(ds)]
 
 
-def build_pool(dataset_cfg: dict) -> Pool:
-    """Build the leaves of a training dataset config and read their sample ids."""
+def build_pool(dataset_cfg: dict, label_tolerance: float = DEFAULT_TOLERANCE) -> Pool:
+    """Build the leaves of a training dataset config, read their sample ids and check
+    their labels (``label_tolerance``: see :func:`~.label_checks.box_problems`)."""
     ids: list[str] = []
     sizes = [0] * len(leaf_configs(dataset_cfg))
     has_labels: list[bool] = []
-    for leaf_index, sample_id, info in iter_samples(dataset_cfg):
-        ids.append(sample_id)
-        has_labels.append(_has_labels(info))
-        sizes[leaf_index] += 1
-    return Pool(ids=ids, leaf_sizes=sizes, has_labels=has_labels)
+
+    def infos():  # one pass over the dataset: ids, labeled flags and the label check
+        for leaf_index, sample_id, info in iter_samples(dataset_cfg):
+            ids.append(sample_id)
+            has_labels.append(_has_labels(info))
+            sizes[leaf_index] += 1
+            yield info
+    bad = scan_dataset(infos(), image_size, label_tolerance)
+    return Pool(ids=ids, leaf_sizes=sizes, has_labels=has_labels, bad_labels=bad)
+
+
+def find_bad_labels(dataset_cfg: dict, label_tolerance: float = DEFAULT_TOLERANCE
+                    ) -> list[LabelProblem]:
+    """The bad labels of every sample of a dataset config (e.g. the test set)."""
+    return scan_dataset((info for _, _, info in iter_samples(dataset_cfg)), image_size,
+                        label_tolerance)
 
 
 def iter_samples(dataset_cfg: dict) -> Iterator[tuple[int, str, dict]]:

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
+from ...datasets.label_checks import box_problems, joint_problems
 from ..records import Box, ExportError, Keypoint, LabelSpace, Task
 
 #: Coordinates this far outside the image (pixels) are taken as the border:
@@ -77,10 +78,8 @@ def image_name(task: Task, image_url: Callable[[Task], str] | None) -> str:
     return image_url(task) if image_url is not None else task.image
 
 
-def to_border(value: float, size: float) -> float | None:
-    """``value`` clipped to ``[0, size]``, or None if it is clearly outside."""
-    if value < -BORDER_TOLERANCE or value > size + BORDER_TOLERANCE:
-        return None
+def to_border(value: float, size: float) -> float:
+    """``value`` clipped to ``[0, size]`` (a value within the tolerance outside)."""
     return min(max(value, 0.0), float(size))
 
 
@@ -91,13 +90,15 @@ def checked_box(label: str, x1: float, y1: float, x2: float, y2: float, task: Ta
         problems.add(record, f'unknown label {label!r}; the labels are {list(space.names)}',
                      'relabel it with one of the classes, or delete it')
         return None
-    clipped = [to_border(x1, task.width), to_border(y1, task.height),
-               to_border(x2, task.width), to_border(y2, task.height)]
-    if None in clipped:
-        problems.add(record, f'box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is outside the '
-                     f'{task.width}x{task.height} image', 'redraw it inside the image')
+    # The pool's definition of a bad box (mmal.datasets.label_checks), at the
+    # tools' rounding tolerance; what is within it is snapped to the border.
+    for _, kind in box_problems([x1, y1, x2, y2], task.width, task.height, BORDER_TOLERANCE):
+        problems.add(record, f'box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is {kind}',
+                     'redraw it inside the image' if kind.startswith('outside') else
+                     'redraw or delete it')
         return None
-    x1, y1, x2, y2 = clipped
+    x1, y1, x2, y2 = (to_border(v, size) for v, size in zip(
+        (x1, y1, x2, y2), (task.width, task.height) * 2))
     if x2 - x1 < MIN_BOX_SIZE or y2 - y1 < MIN_BOX_SIZE:
         problems.add(record, f'box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is degenerate '
                      f'(under {MIN_BOX_SIZE:g} pixel wide or high)', 'redraw or delete it')
@@ -112,12 +113,11 @@ def checked_keypoint(name: str, x: float, y: float, task: Task, space: LabelSpac
         problems.add(record, f'unknown joint {name!r}; the joints are {list(space.names)}',
                      'relabel it with one of the joints, or delete it')
         return None
-    cx, cy = to_border(x, task.width), to_border(y, task.height)
-    if cx is None or cy is None:
-        problems.add(record, f'joint {name!r} at ({x:g}, {y:g}) is outside the '
-                     f'{task.width}x{task.height} image',
+    for _, kind in joint_problems([x, y], [1], task.width, task.height, BORDER_TOLERANCE):
+        problems.add(record, f'joint {name!r} at ({x:g}, {y:g}) is {kind}',
                      'move it into the image, or leave the joint unlabeled')
         return None
+    cx, cy = to_border(x, task.width), to_border(y, task.height)
     return Keypoint(name, cx, cy)
 
 
