@@ -44,7 +44,7 @@ def main() -> int:
     if not osp.isfile(args.config):
         print(f'error: config file {args.config!r} not found', file=sys.stderr)
         return 2
-    from mmal.loop import ActiveLearningExperiment
+    from mmal.loop import ActiveLearningExperiment, CycleFailedError
     from mmal.utils import ConfigError, setup_distributed
 
     cfg = Config.fromfile(args.config)
@@ -63,7 +63,11 @@ def main() -> int:
     except (ConfigError, FileExistsError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    experiment.run()
+    try:
+        experiment.run()
+    except CycleFailedError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
     if experiment.waiting:
         print(experiment.waiting)
     return 0

@@ -7,6 +7,8 @@ from mmengine.config import Config
 from mmengine.registry import MODELS
 
 from ..datasets import Pool
+from ..datasets.label_checks import describe
+from ..datasets.pool import find_bad_labels
 from ..utils import ConfigError, check_data_paths
 from ..utils.dist import differences_from_rank0
 from ..utils.env import package_versions
@@ -34,6 +36,27 @@ def check_experiment_config(cfg: Config) -> None:
             raise ConfigError(f'the config has no `{key}`; an experiment trains on '
                               'train_dataloader and evaluates with the test loop')
     check_data_paths(cfg, ('train_dataloader', 'test_dataloader'))
+
+
+def check_labels(cfg: Config, settings: ActiveLearningSettings, pool: Pool, log) -> None:
+    """Refuse bad labels in the pool or the test set before any work, listing each,
+    or log how many ``active_learning.bad_labels`` drops or clips."""
+    found = [('the pool (train_dataloader.dataset)', pool.bad_labels),
+             ('the test set (test_dataloader.dataset)',
+              find_bad_labels(cfg.test_dataloader.dataset, settings.label_tolerance))]
+    text = '\n'.join(describe(problems, where) for where, problems in found if problems)
+    if not text:
+        return
+    if settings.bad_labels == 'refuse':
+        raise ConfigError(
+            f'{text}\nSuch labels break training (a box of zero size makes SSD\'s loss '
+            'infinite). Fix them in the annotation files, or set active_learning.bad_labels '
+            "to 'drop' (train without them) or 'clip' (clip them to the image), e.g. "
+            '--cfg-options active_learning.bad_labels=drop')
+    log(f'{text}\nactive_learning.bad_labels={settings.bad_labels!r}: '
+        + ('they are left out while loading' if settings.bad_labels == 'drop' else
+           'corners are ordered and boxes and joints clipped to the image while loading; '
+           'boxes still empty are left out'))
 
 
 def check_model_outputs(cfg: Config, strategy) -> None:

@@ -26,12 +26,14 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from ..datasets import Pool, build_pool, subset_config
+from ..hooks import TrainingDivergedError
 from ..strategies import build_strategy
 from ..utils.dist import broadcast_from_rank0, on_rank0
 from . import reporting
 from .checks import (
     check_disjoint,
     check_experiment_config,
+    check_labels,
     check_model_outputs,
     check_same_experiment_on_every_rank,
     check_same_labeled_set_on_every_rank,
@@ -75,7 +77,7 @@ class ActiveLearningExperiment:
         check_model_outputs(cfg, self.strategy)
         self.strategy_name = self.settings.strategy['type']
         check_experiment_config(cfg)
-        self.pool: Pool = build_pool(cfg.train_dataloader.dataset)
+        self.pool: Pool = build_pool(cfg.train_dataloader.dataset, self.settings.label_tolerance)
         self.oracle = build_oracle(cfg, self.settings, self.pool, self.task, self.strategy)
         self.position = {sample_id: i for i, sample_id in enumerate(self.pool.ids)}
         check_same_experiment_on_every_rank(cfg, self.settings, self.pool)
@@ -83,6 +85,7 @@ class ActiveLearningExperiment:
         self.logger = MMLogger.get_instance(
             f'mmal_{self.work_dir.name}_{time.time_ns()}', logger_name='mmal',
             log_file=str(self.work_dir / 'al_train.log'), log_level='INFO')
+        check_labels(cfg, self.settings, self.pool, self._log)
         # Rank 0 alone reads or creates the record and the others take its copy:
         # a rank that looked later would find rank 0's new file and refuse it.
         self.state: ExperimentState = on_rank0(
@@ -110,6 +113,8 @@ class ActiveLearningExperiment:
                 check_same_labeled_set_on_every_rank(c, labeled)
                 entry = self.state.start_cycle(c, labeled)
             check_disjoint(entry)
+            if 'failure' in entry:
+                self._retry(c)
             if c == 0 and self.shared_initial_dir and not phase_done(entry, 'evaluated'):
                 self._adopt_shared_initial(entry)
             if not phase_done(entry, 'trained'):
@@ -140,7 +145,15 @@ class ActiveLearningExperiment:
                   + (' (resuming from its last checkpoint)' if resume else ''))
         start = time.perf_counter()
         runner = self._runner(c, entry, 'train', cycle_dir, resume=resume, load_from=load_from)
-        runner.train()
+        try:
+            runner.train()
+        except TrainingDivergedError as err:
+            self.state.fail(c, err.record())
+            raise CycleFailedError(
+                f'cycle {c}: {err}. The cycle is recorded as failed, with no metric. Fix the '
+                'cause (bad labels: see active_learning.bad_labels; a learning rate too high '
+                f'for the labeled set) and run again with --resume: cycle {c} then trains '
+                'again from its start') from err
         checkpoint = find_latest_checkpoint(str(cycle_dir))
         del runner
         gc.collect()
@@ -159,6 +172,24 @@ class ActiveLearningExperiment:
         self._write_reports()
         self._log_metrics(c, entry)
         return dict(metrics=metrics, timings=timings)
+
+    def _retry(self, c: int) -> None:
+        """Train a failed cycle again from its start: its checkpoints (written before
+        it failed) are moved to ``cycle_NN/failed_<k>/``, kept for a look."""
+        failure = self.state.cycle(c).get('failure', {})
+        cycle_dir = self._cycle_dir(c)
+        kept = cycle_dir / f'failed_{len(self.state.cycle(c).get("failures", []))}'
+
+        def move_checkpoints() -> None:
+            for path in [*cycle_dir.glob('*.pth'), cycle_dir / 'last_checkpoint']:
+                if path.exists():
+                    kept.mkdir(parents=True, exist_ok=True)
+                    path.rename(kept / path.name)
+        on_rank0(move_checkpoints)
+        self.state.retry(c)
+        self._log(f'cycle {c}: it failed last time ({failure.get("kind")} at iteration '
+                  f'{failure.get("iteration")}, {failure.get("term")}); training it again '
+                  f'from its start (the old checkpoints are in {kept})')
 
     def _adopt_shared_initial(self, entry: dict) -> None:
         """Cycle 0 from the folder this seed's runs share, trained there first if nobody has."""
@@ -240,6 +271,10 @@ class ActiveLearningExperiment:
 
     def _log(self, msg: str) -> None:
         print_log(msg, logger=self.logger)
+
+
+class CycleFailedError(RuntimeError):
+    """A cycle could not complete (its training diverged); the state records it."""
 
 
 def saved_on_rank0(state: ExperimentState) -> ExperimentState:

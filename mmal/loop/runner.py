@@ -14,7 +14,9 @@ from mmengine.config import Config
 from mmengine.dist import get_world_size
 from mmengine.runner import Runner
 
-from ..hooks import EpochSeedHook
+from ..datasets.label_checks import DEFAULT_TOLERANCE
+from ..datasets.label_transforms import with_label_fixes
+from ..hooks import EpochSeedHook, StopOnNonFiniteLossHook
 
 
 class CycleRunner(Runner):
@@ -56,6 +58,8 @@ def phase_config(cfg: Config, phase: str, work_dir: str | Path, *,
     The ``active_learning`` section goes (mmengine does not know it), and so
     does validation: every phase evaluates, if at all, with the test loop,
     and a validation at the end of training would repeat the evaluation.
+    Its ``bad_labels`` fix goes into the datasets' pipelines, and a training
+    stops at the first non-finite loss (:class:`~mmal.hooks.StopOnNonFiniteLossHook`).
 
     Args:
         cfg (Config): The model config (it is not changed).
@@ -78,17 +82,20 @@ def phase_config(cfg: Config, phase: str, work_dir: str | Path, *,
             sample is dropped (see :func:`no_single_sample_batch`).
     """
     cfg = copy.deepcopy(cfg)
-    cfg.pop('active_learning', None)
+    section = cfg.pop('active_learning', None) or {}
     if train_dataset is not None:
         cfg.train_dataloader.dataset = train_dataset
     if test is not None:
         cfg.test_dataloader, cfg.test_cfg = test
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    fix_bad_labels(cfg, section.get('bad_labels', 'refuse'),
+                   section.get('label_tolerance', DEFAULT_TOLERANCE))
     if phase == 'train':
         if num_train is None:
             raise ValueError("phase_config(phase='train') needs num_train, the number of "
                              'training samples')
         reproducible_training(cfg)
+        add_hook(cfg, 'StopOnNonFiniteLossHook', StopOnNonFiniteLossHook)
         if no_single_sample_batch(cfg, num_train) and log is not None:
             log(f'{num_train} labeled samples would leave a last training batch of one, '
                 'which BatchNorm refuses: it is dropped')
@@ -112,9 +119,23 @@ def reproducible_training(cfg: Config) -> None:
     moment per epoch).
     """
     cfg.train_dataloader.persistent_workers = False
+    add_hook(cfg, 'EpochSeedHook', EpochSeedHook)
+
+
+def add_hook(cfg: Config, name: str, hook_class: type) -> None:
+    """Append ``dict(type=name)`` to ``custom_hooks`` unless the config has it."""
     hooks = list(cfg.get('custom_hooks') or [])
-    if not any(h.get('type') in ('EpochSeedHook', EpochSeedHook) for h in hooks):
-        cfg.custom_hooks = hooks + [dict(type='EpochSeedHook')]
+    if not any(h.get('type') in (name, hook_class) for h in hooks):
+        cfg.custom_hooks = hooks + [dict(type=name)]
+
+
+def fix_bad_labels(cfg: Config, action: str, tolerance: float) -> None:
+    """Make the training and test datasets drop or clip bad labels while loading
+    (``active_learning.bad_labels``; with ``'refuse'`` the experiment refused
+    them before any work and nothing changes)."""
+    for key in ('train_dataloader', 'test_dataloader'):
+        if cfg.get(key) and cfg[key].get('dataset'):
+            cfg[key].dataset = with_label_fixes(cfg[key].dataset, action, tolerance)
 
 
 def no_single_sample_batch(cfg: Config, num_samples: int) -> bool:

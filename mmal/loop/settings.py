@@ -1,6 +1,8 @@
 """The ``active_learning`` section of a config, checked before any work."""
 from dataclasses import MISSING, asdict, dataclass, field
 
+from ..datasets.label_checks import ACTIONS as BAD_LABEL_ACTIONS
+from ..datasets.label_checks import DEFAULT_TOLERANCE
 from ..utils import ConfigError
 
 MODEL_INITS = ('reset', 'continue')
@@ -52,6 +54,14 @@ class ActiveLearningSettings:
             ``score_spill/`` folder in a compact dtype, so memory stays flat
             over big pools (:mod:`mmal.scoring.store`); None keeps all in
             memory.
+        bad_labels (str): What to do with boxes of zero or negative size,
+            swapped corners, or boxes and joints outside their image
+            (:mod:`mmal.datasets.label_checks`), in the pool, the test set
+            and what people send back: ``'refuse'`` them before any work,
+            listing each; ``'drop'`` them; or ``'clip'`` them to the image
+            (dropping what stays empty). Each kept fix is logged with counts.
+        label_tolerance (float): Pixels beyond the image border accepted as
+            rounding by that check.
     """
 
     budget_per_cycle: int
@@ -68,6 +78,8 @@ class ActiveLearningSettings:
     oracle: str = 'dataset'
     annotation: dict = field(default_factory=dict)
     score_spill_mb: int | None = 1024
+    bad_labels: str = 'refuse'
+    label_tolerance: float = DEFAULT_TOLERANCE
 
     @classmethod
     def from_config(cls, section: dict | None) -> 'ActiveLearningSettings':
@@ -130,6 +142,12 @@ class ActiveLearningSettings:
                 not isinstance(self.candidate_pool, int) or self.candidate_pool < 1):
             raise ConfigError(f'active_learning.candidate_pool={self.candidate_pool!r} must '
                               "be an integer >= 1 or 'all'")
+        if self.bad_labels not in BAD_LABEL_ACTIONS:
+            raise ConfigError(f'active_learning.bad_labels={self.bad_labels!r} must be one of '
+                              f'{BAD_LABEL_ACTIONS}')
+        if not isinstance(self.label_tolerance, (int, float)) or self.label_tolerance < 0:
+            raise ConfigError(f'active_learning.label_tolerance={self.label_tolerance!r} must '
+                              'be a number of pixels >= 0')
         if self.oracle not in ORACLES:
             raise ConfigError(f'active_learning.oracle={self.oracle!r} must be one of {ORACLES}')
         from ..annotation.settings import AnnotationSettings  # the check names the keys

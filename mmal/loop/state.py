@@ -106,6 +106,24 @@ class ExperimentState:
         entry['status'] = phase
         self.save()
 
+    def fail(self, index: int, failure: dict) -> None:
+        """Record that cycle ``index`` failed (e.g. its training diverged): the
+        experiment's status is ``'failed'`` and the cycle keeps its last
+        completed phase, so no metric is ever recorded for it."""
+        self.cycles[index]['failure'] = failure
+        self.data['status'] = 'failed'
+        self.save()
+
+    def retry(self, index: int) -> dict:
+        """Start cycle ``index`` again after a failure; the failure moves to the
+        cycle's ``failures`` history. Returns the failure."""
+        entry = self.cycles[index]
+        failure = entry.pop('failure')
+        entry.setdefault('failures', []).append(failure)
+        self.data['status'] = 'running'
+        self.save()
+        return failure
+
     def finish(self) -> None:
         self.data['status'] = 'finished'
         self.save()
