@@ -25,13 +25,17 @@ class Run:
     path: Path
     finished: bool
     cycles: list[dict] = field(default_factory=list)
+    #: Why the run stopped without finishing (e.g. a cycle's training
+    #: diverged); such a run is listed, never averaged.
+    failure: str | None = None
 
 
 def collect_runs(roots: list[Path]) -> list[Run]:
     """Every ``<root>/<name>/seed<k>/al_state.json`` under the given folders.
 
     The same (name, seed) found twice is refused: merging must not count a
-    run twice. Runs with no evaluated cycle yet are left out.
+    run twice. Runs with no evaluated cycle yet are left out, unless they
+    failed (then they are listed as such).
     """
     runs: dict[tuple[str, int], Run] = {}
     for root in roots:
@@ -46,10 +50,23 @@ def collect_runs(roots: list[Path]) -> list[Run]:
                 raise ValueError(f'two runs of {name} seed {seed}: {runs[key].path} and '
                                  f'{path.parent}; merge each run once')
             cycles = evaluated_cycles(data['cycles'])
-            if cycles:
+            failure = run_failure(data)
+            if cycles or failure:
                 runs[key] = Run(name, seed, path.parent, data.get('status') == 'finished',
-                                cycles)
+                                cycles, failure)
     return list(runs.values())
+
+
+def run_failure(data: dict) -> str | None:
+    """Why a run's state says it failed, or None."""
+    for entry in data['cycles']:
+        failure = entry.get('failure')
+        if failure:
+            what = ', '.join(f'{k} {failure[k]}' for k in ('iteration', 'epoch')
+                             if k in failure)
+            term = f'; {failure["term"]} = {failure["value"]}' if 'term' in failure else ''
+            return f'cycle {entry["cycle"]} {failure.get("kind", "failed")} ({what}{term})'
+    return 'failed' if data.get('status') == 'failed' else None
 
 
 def compare(runs: list[Run], baseline: str = 'RandomStrategy', metric: str | None = None,
@@ -70,8 +87,11 @@ def compare(runs: list[Run], baseline: str = 'RandomStrategy', metric: str | Non
             default the primary one (mAP, PCKh).
         confidence (float): Of the confidence intervals.
     """
+    failed = sorted(f'{r.name} seed {r.seed}: {r.failure}' for r in runs if r.failure)
+    runs = [r for r in runs if not r.failure]
     if not runs:
-        raise ValueError('no run with an evaluated cycle to compare')
+        raise ValueError('no run with an evaluated cycle to compare'
+                         + (f'; failed: {"; ".join(failed)}' if failed else ''))
     metric = metric or primary_metric(runs[0].cycles[0]['metrics'])
     summarised = [r for r in runs if r.finished] or runs
     horizon = min(len(r.cycles) for r in summarised)
@@ -79,7 +99,7 @@ def compare(runs: list[Run], baseline: str = 'RandomStrategy', metric: str | Non
     result = dict(metric=metric, baseline=baseline if baseline in names else None,
                   confidence=confidence, horizon=horizon,
                   unfinished=sorted(f'{r.name} seed {r.seed}' for r in runs if not r.finished),
-                  strategies={})
+                  failed=failed, strategies={})
     for name in names:
         result['strategies'][name] = _strategy_summary(
             [r for r in runs if r.name == name], [r for r in summarised if r.name == name],
@@ -89,6 +109,7 @@ def compare(runs: list[Run], baseline: str = 'RandomStrategy', metric: str | Non
         return result
     end, target = base['summary_curve'][-1]
     result['baseline_final'] = target
+    result['seed_warnings'] = _seed_warnings(summarised, baseline)
     result['horizon_labeled'] = end
     for name, summary in result['strategies'].items():
         points = summary['summary_curve']
@@ -146,6 +167,18 @@ def _strategy_summary(group: list[Run], summarised: list[Run], metric: str,
     return dict(seeds=sorted(r.seed for r in group), cycles=table, curve=curve,
                 auc=dict(mean=mean, std=std, n=n, per_seed=auc), final_per_seed=final,
                 summary_curve=summary_curve)
+
+
+def _seed_warnings(summarised: list[Run], baseline: str) -> list[str]:
+    """Where the baseline's summary rests on fewer seeds than a strategy's."""
+    seeds: dict[str, set[int]] = {}
+    for r in summarised:
+        seeds.setdefault(r.name, set()).add(r.seed)
+    base = seeds.get(baseline, set())
+    return [f'{baseline} has {len(base)} seed(s) {sorted(base)} in the summary, {name} '
+            f'{len(mine)} {sorted(mine)}: the Δ columns pair the {len(base & mine)} common '
+            'seed(s), the labels columns compare means over different seeds'
+            for name, mine in sorted(seeds.items()) if name != baseline and len(base) < len(mine)]
 
 
 def _difference(strategy: dict, baseline: dict, confidence: float) -> dict:
@@ -238,6 +271,11 @@ def to_markdown(result: dict) -> str:
                   for p in result['strategies'][name]['cycles']}
             cells = [_pm(at[c]) if at.get(c) else '–' for c in cycles]
             lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+    if result.get('seed_warnings'):
+        lines += [''] + [f'Note: {w}.' for w in result['seed_warnings']]
+    if result.get('failed'):
+        lines += ['', 'Failed runs, left out of every figure above (fix the cause and resume '
+                  'them): ' + '; '.join(result['failed'])]
     if result.get('unfinished'):
         lines += ['', 'Runs not finished yet (in the per-cycle means, not in AUC, Δ and '
                   'labels): ' + ', '.join(result['unfinished'])]
