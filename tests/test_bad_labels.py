@@ -235,3 +235,31 @@ def test_ingest_refuses_bad_boxes_as_bad_records_by_the_pools_definition(tmp_pat
     assert "task 0 (img/0)" in errors[0] and 'box (90, 10, 160, 30) is outside the 100x80 image' \
         in errors[0]
     assert 'task 1 (img/1)' in errors[1] and 'is zero width or height' in errors[1]
+
+
+def test_unlabeled_persons_of_a_pose_pool_are_not_bad_labels(mpii_root, tmp_path):
+    """People label them later (oracle='human'): a person with no joint in the pool
+    is unlabeled, not broken; in the test set it is a bad label."""
+    import json
+    import shutil
+
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmal.datasets import build_pool
+    from mmal.datasets.pool import find_bad_labels
+
+    from .conftest import POSE_TINY_CONFIG, REPO, use_mpii_root
+    root = tmp_path / 'mpii'
+    shutil.copytree(mpii_root, root)
+    ann = root / 'annotations' / 'mpii_train.json'
+    records = json.loads(ann.read_text())
+    records[0]['joints_vis'] = [0] * len(records[0]['joints_vis'])
+    ann.write_text(json.dumps(records))
+    cfg = use_mpii_root(Config.fromfile(str(REPO / POSE_TINY_CONFIG)), root)
+    init_default_scope('mmpose')
+    pool = build_pool(cfg.train_dataloader.dataset)
+    assert pool.has_labels.count(False) == 1 and pool.bad_labels == []
+    as_test_set = dict(cfg.train_dataloader.dataset)
+    problems = find_bad_labels(as_test_set)
+    assert [p.kind for p in problems] == ['no annotated joint']

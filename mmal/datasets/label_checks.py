@@ -139,7 +139,8 @@ def sample_problems(info: dict, image_size: Callable[[str], tuple[int, int]],
     Detection infos carry ``instances`` with ``bbox`` and the image's
     ``width`` / ``height``; pose infos carry ``keypoints`` and
     ``keypoints_visible`` of one person, and the image size is read from
-    the file's header with ``image_size(path)``. A person with no annotated joint is reported too.
+    the file's header with ``image_size(path)``. A person with no annotated joint
+    is reported too (the pool leaves its unlabeled samples out of the check).
     """
     source = info.get('xml_path') or info.get('img_path') or str(info.get('img_id'))
     out = []

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from mmengine.registry import DATASETS
 
-from ..utils.config_checks import is_leaf_dataset, walk_dataset_configs
+from .dataset_configs import is_leaf_dataset, walk_dataset_configs
 from .label_checks import DEFAULT_TOLERANCE, LabelProblem, scan_dataset
 from .partial import image_size
 
@@ -105,7 +105,8 @@ def build_pool(dataset_cfg: dict, label_tolerance: float = DEFAULT_TOLERANCE) ->
             ids.append(sample_id)
             has_labels.append(_has_labels(info))
             sizes[leaf_index] += 1
-            yield info
+            if has_labels[-1]:  # an unlabeled sample (people label it later) has none to check
+                yield info
     bad = scan_dataset(infos(), image_size, label_tolerance)
     return Pool(ids=ids, leaf_sizes=sizes, has_labels=has_labels, bad_labels=bad)
 
