@@ -3,6 +3,7 @@
 _base_ = [
     '../_base_/models/faster_rcnn_tiny.py',
     '../_base_/datasets/synthetic_voc.py',
+    '../_base_/schedules/adamw_cosine_40e.py',
     'mmdet::_base_/default_runtime.py',
 ]
 
@@ -20,19 +21,7 @@ model = dict(
     rank_loss_weight=1.0,
     score_cfg=dict(num_boxes=100, score_thr=0.05))
 
-max_epochs = 40
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-3, weight_decay=1e-4),
-    clip_grad=dict(max_norm=10.))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5),
-]
+optim_wrapper = dict(optimizer=dict(lr=2e-3))
 
 custom_hooks = [
     dict(type='LossPredictionStopGradientHook', stop_fraction=0.6),

@@ -3,6 +3,7 @@
 _base_ = [
     '../_base_/models/ssd_tiny.py',
     '../_base_/datasets/synthetic_voc.py',
+    '../_base_/schedules/adamw_cosine_40e.py',
     'mmdet::_base_/default_runtime.py',
 ]
 
@@ -18,20 +19,6 @@ model = dict(
         type='LossPredictionModule', in_channels=[32, 64, 128, 128, 128], width=128),
     rank_loss=dict(type='LossPredictionLoss', margin=1.0),
     rank_loss_weight=1.0)
-
-max_epochs = 40
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=4e-3, weight_decay=1e-4),
-    clip_grad=dict(max_norm=10.))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5),
-]
 
 custom_hooks = [
     dict(type='LossPredictionStopGradientHook', stop_fraction=0.6),
