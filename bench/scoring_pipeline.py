@@ -11,7 +11,7 @@ for the small hourglass), images/s of:
   ``OutputStore``) on batches already read, decoded, transformed and
   collated in memory;
 * ``e2e``: the same scoring fed by the real scoring dataloader
-  (``CycleSelection.loader_cfg``: file read, JPEG decode, the test pipeline,
+  (``Scorer.loader_cfg``: file read, JPEG decode, the test pipeline,
   collate) for each loader setting: workers (0, 1, 2, 4, ... up to
   ``os.cpu_count()``), ``pin_memory``, ``prefetch_factor`` and
   ``persistent_workers``;
@@ -145,13 +145,12 @@ def generated_root(task: str, images: int) -> str:
 def scoring_loader_cfg(config: str, images: int, batch_size: int | None) -> dict:
     """The loader a cycle's scoring pass builds over the first ``images`` pool samples.
 
-    The loader comes from :meth:`CycleSelection.loader_cfg` with the
-    default ``active_learning`` settings (``batch_size`` overrides theirs).
+    The loader comes from :meth:`mmal.scoring.Scorer.loader_cfg` with the
+    default scoring settings (``batch_size`` overrides theirs).
     """
     import mmal  # noqa: F401  (registers our modules)
     from mmal.datasets import build_pool, leaf_configs
-    from mmal.loop.selection import CycleSelection
-    from mmal.loop.settings import ActiveLearningSettings
+    from mmal.scoring import Scorer, ScoringSettings
     cfg = Config.fromfile(str(REPO / config))
     scope = cfg.get('default_scope', 'mmdet')
     init_default_scope(scope)
@@ -160,15 +159,15 @@ def scoring_loader_cfg(config: str, images: int, batch_size: int | None) -> dict
     for loader in (cfg.train_dataloader, cfg.test_dataloader):
         for leaf in leaf_configs(loader.dataset):
             leaf['data_root'] = root
-    settings = ActiveLearningSettings(initial_size=1, budget_per_cycle=1, num_cycles=1)
+    settings = ScoringSettings()
     if batch_size:
-        settings = dataclasses.replace(settings, score_batch_size=batch_size)
+        settings = dataclasses.replace(settings, batch_size=batch_size)
     pool = build_pool(cfg.train_dataloader.dataset)
     # A pose image holds one or two people: take the first ``images`` samples.
     positions = list(range(min(images, len(pool))))
-    selection = CycleSelection(cfg, settings, pool, strategy=None, task=task, make_runner=None,
-                               log=print, work_dir=Path(tempfile.gettempdir()))
-    return selection.loader_cfg(positions)
+    scorer = Scorer(cfg, pool, settings, make_runner=None,
+                    work_dir=Path(tempfile.gettempdir()))
+    return scorer.loader_cfg(positions)
 
 
 def build_loader(loader_cfg: dict):

@@ -241,7 +241,8 @@ def test_bad_config_names_the_key(tiny_cfg, change, match):
 
 
 def test_missing_data_root_names_the_key(tiny_cfg, tmp_path):
-    from mmal.utils import ConfigError, check_data_paths
+    from mmal.datasets.dataset_configs import check_data_paths
+    from mmal.utils import ConfigError
     tiny_cfg.train_dataloader.dataset.data_root = str(tmp_path / 'nowhere')
     with pytest.raises(ConfigError, match=r"train_dataloader.dataset.data_root='.*nowhere'"):
         check_data_paths(tiny_cfg)

@@ -21,6 +21,7 @@ from mmal.datasets import (
     generate_mpii_dataset,
     validate_mpii_annotations,
 )
+from mmal.datasets.dataset_configs import check_data_paths
 from mmal.datasets.mpii_format import MPII_HEADBOX_KEYS, MPII_MAT_JOINT_NAMES, MPII_RECORD_KEYS
 from mmal.hooks import LossPredictionStopGradientHook
 from mmal.models import CompactHourglassNet, LearningLossPoseEstimator
@@ -29,7 +30,7 @@ from mmal.models.pose.learning_loss_pose_estimator import (
     _looped_sample_values,
     _LossCalls,
 )
-from mmal.utils import ConfigError, check_data_paths
+from mmal.utils import ConfigError
 
 from .conftest import REPO, use_mpii_root
 

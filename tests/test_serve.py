@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from mmal.annotation.queue import QUEUE_FILE, InformativenessQueue, StreamThreshold
+from mmal.service.queue import QUEUE_FILE, InformativenessQueue, StreamThreshold
 
 
 def test_the_queue_hands_out_in_order_and_survives_a_restart(tmp_path):
@@ -51,9 +51,9 @@ def test_the_server_pushes_ingests_retrains_and_reorders(tmp_path):
     from mmengine.registry import init_default_scope
 
     from mmal.annotation.projects import FolderProject
-    from mmal.annotation.serve import AnnotationServer
     from mmal.annotation.simulate import hide_labels, labelstudio_export
     from mmal.datasets import VOCSceneConfig, generate_voc_dataset
+    from mmal.service.serve import AnnotationServer
 
     from .test_human_loop import _untrained_checkpoint, human_config
     root = tmp_path / 'VOCdevkit'
@@ -123,7 +123,7 @@ def test_the_server_pushes_ingests_retrains_and_reorders(tmp_path):
 def test_images_nobody_finished_in_time_go_back_into_the_queue(tmp_path, monkeypatch):
     queue = InformativenessQueue.create(tmp_path, ['a', 'b', 'c'], dict(a=3, b=2, c=1), 'm')
     clock = [1000.0]
-    monkeypatch.setattr('mmal.annotation.queue.time.time', lambda: clock[0])
+    monkeypatch.setattr('mmal.service.queue.time.time', lambda: clock[0])
     queue.take(2)
     clock[0] += 100
     assert queue.overdue(150) == [] and queue.overdue(50) == ['a', 'b']

@@ -12,7 +12,7 @@ import torch
 from mmal.registry import STRATEGIES
 from mmal.strategies import k_center_greedy, min_distances
 from mmal.strategies.density_weighted import mean_cosine_similarity
-from mmal.strategies.entropy import normalised_entropy
+from mmal.strategies.measures import normalised_entropy
 
 UNCERTAINTY = ('LeastConfidenceStrategy', 'MarginStrategy', 'EntropyStrategy')
 

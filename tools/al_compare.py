@@ -18,7 +18,7 @@ import os.path as osp
 import sys
 from pathlib import Path
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 from mmal.utils.dist import add_launcher_args
 
@@ -56,6 +56,7 @@ def main() -> int:
     from mmal.compare import plan_runs, run_one
     from mmal.compare.runs import run_in_parallel
     from mmal.utils import ConfigError, setup_distributed
+    from mmal.utils.config import default_work_dir, load_config
     from mmal.utils.dist import on_rank0
 
     if not args.plot_only:
@@ -70,8 +71,7 @@ def main() -> int:
             print('error: --jobs runs several single-process runs; with --launcher '
                   f'{args.launcher} runs go one after another (--jobs 1)', file=sys.stderr)
             return 2
-    work_dir = Path(args.work_dir or osp.join(
-        './work_dirs', 'compare_' + osp.splitext(osp.basename(args.config or 'runs'))[0]))
+    work_dir = Path(args.work_dir or default_work_dir(args.config or 'runs', prefix='compare_'))
     failed: list[str] = []
     if not args.plot_only:
         try:
@@ -84,9 +84,7 @@ def main() -> int:
         if args.jobs > 1:
             failed = run_in_parallel(specs, args.jobs, sys.argv, work_dir)
         else:
-            cfg = Config.fromfile(args.config)
-            if args.cfg_options is not None:
-                cfg.merge_from_dict(args.cfg_options)
+            cfg = load_config(args.config, args.cfg_options, scope=False)
             setup_distributed(args.launcher, cfg)
             for i, spec in enumerate(specs):
                 print(f'[{i + 1}/{len(specs)}] {spec.name} seed {spec.seed}: '

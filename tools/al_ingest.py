@@ -18,7 +18,7 @@ import argparse
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,18 +47,15 @@ def main() -> int:
         if not osp.isfile(path):
             print(f'error: {path!r} not found', file=sys.stderr)
             return 2
-    from mmengine.registry import init_default_scope
 
     from mmal.annotation import ExportError
-    from mmal.loop.human import ingest_and_write, ingest_into_experiment
+    from mmal.annotation.ingest import ingest_and_write
+    from mmal.loop.human import ingest_into_experiment
     from mmal.utils import ConfigError
+    from mmal.utils.config import default_work_dir, load_config
 
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args.config, args.cfg_options)
+    work_dir = args.work_dir or default_work_dir(args.config, cfg)
     try:
         if args.batch:
             cycle = None

@@ -18,7 +18,7 @@ import argparse
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 from mmal.utils.dist import add_launcher_args
 
@@ -58,14 +58,12 @@ def main() -> int:
     if args.budget < 1:
         print(f'error: --budget {args.budget} must be >= 1', file=sys.stderr)
         return 2
-    from mmengine.registry import init_default_scope
 
-    from mmal.annotation.query import query
+    from mmal.service.query import query
     from mmal.utils import ConfigError, setup_distributed
+    from mmal.utils.config import load_config
 
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     annotation = dict((cfg.get('active_learning') or {}).get('annotation') or {})
     if args.format:
         annotation['formats'] = args.format
@@ -73,7 +71,6 @@ def main() -> int:
         annotation['image_root'] = args.image_root
     cfg.setdefault('active_learning', {})
     cfg.active_learning['annotation'] = annotation
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
     setup_distributed(args.launcher, cfg)
     try:
         tasks = query(cfg, args.checkpoint, args.budget, args.out, images=args.images,

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,17 +64,14 @@ def main() -> int:
     if not osp.isfile(args.config):
         print(f'error: config file {args.config!r} not found', file=sys.stderr)
         return 2
-    from mmengine.registry import init_default_scope
 
     from mmal.annotation.projects import FolderProject, LabelStudioProject
-    from mmal.annotation.serve import AnnotationServer
     from mmal.datasets import image_paths
+    from mmal.service.serve import AnnotationServer
     from mmal.utils import ConfigError
+    from mmal.utils.config import load_config
 
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    cfg = load_config(args.config, args.cfg_options)
     project = (FolderProject(args.folder) if args.folder else
                LabelStudioProject(args.label_studio, args.token, args.project))
     try:

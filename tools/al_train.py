@@ -11,10 +11,9 @@ cycle_NN/annotation/ and the run stops until tools/al_ingest.py brings the
 labels back; then run it again with --resume.
 """
 import argparse
-import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 from mmal.utils.dist import add_launcher_args
 
@@ -41,21 +40,20 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    if not osp.isfile(args.config):
-        print(f'error: config file {args.config!r} not found', file=sys.stderr)
-        return 2
     from mmal.loop import ActiveLearningExperiment, CycleFailedError
     from mmal.utils import ConfigError, setup_distributed
+    from mmal.utils.config import default_work_dir, load_config
 
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    try:
+        cfg = load_config(args.config, args.cfg_options, scope=False)
+    except ConfigError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     if args.oracle is not None and cfg.get('active_learning') is not None:
         cfg.active_learning.oracle = args.oracle
         if args.oracle == 'human':  # cycle 0 trains on what is labeled on disk
             cfg.active_learning.pop('initial_size', None)
-    work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+    work_dir = args.work_dir or default_work_dir(args.config, cfg)
     setup_distributed(args.launcher, cfg)
     try:
         experiment = ActiveLearningExperiment(cfg, work_dir, resume=args.resume,

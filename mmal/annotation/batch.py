@@ -5,6 +5,7 @@ against); ``batch.csv`` ranks it for people who read lists; the tools'
 files come from :mod:`.formats`. Every file is written atomically, so a
 batch folder is whole or absent.
 """
+import copy
 import csv
 import io
 import json
@@ -13,9 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from mmengine.config import Config
+from mmengine.registry import DATASETS
 
 from ..datasets.partial import image_size
+from ..datasets.pool import leaf_configs, sample_infos
 from ..utils.atomic import atomic_write_text
+from .formats import FORMATS
 from .records import Box, Keypoint, Labels, LabelSpace, Task
 from .settings import AnnotationSettings
 
@@ -29,11 +34,6 @@ def label_space(cfg, task: str) -> LabelSpace:
     Read from the dataset's own metainfo (built lazily: no annotation is
     loaded), so a config's ``metainfo`` overrides count as in training.
     """
-    import copy
-
-    from mmengine.registry import DATASETS
-
-    from ..datasets import leaf_configs
     leaf = copy.deepcopy(leaf_configs(cfg.train_dataloader.dataset)[0])
     leaf.update(pipeline=[], lazy_init=True)
     leaf.pop('indices', None)
@@ -104,7 +104,6 @@ def tasks_of_samples(dataset_cfg: dict, ids: Sequence[str], scores: Sequence[flo
                      predictions: Sequence, space: LabelSpace,
                      settings: AnnotationSettings) -> list[Task]:
     """Tasks of pool samples (ids of ``dataset_cfg``) with the model's predictions."""
-    from ..datasets.pool import sample_infos
     infos = sample_infos(dataset_cfg, ids)
     labels = [prediction_labels(i, p, space, settings.prediction_score_thr)
               for i, p in zip(ids, predictions)]
@@ -116,7 +115,6 @@ def write_batch(out_dir: str | Path, tasks: Sequence[Task], space: LabelSpace,
                 settings: AnnotationSettings, *, strategy: str, cycle: int | None = None,
                 extra: dict | None = None) -> list[Path]:
     """Write ``batch.json``, ``batch.csv`` and each configured tool's files."""
-    from .formats import FORMATS
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -172,3 +170,21 @@ def append_to_batch(folder: str | Path, tasks: Sequence[Task], space: LabelSpace
     record['tasks'] += [task_record(t) for t in tasks if t.task_id not in known]
     Path(folder).mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(record, indent=1) + '\n')
+
+
+def batch_samples(cfg: Config, batch_dir: Path, record: dict, ids: list[str]) -> dict:
+    """``{id: (leaf config, data info)}`` of a query batch's samples, for writing labels.
+
+    Samples of the training dataset are its own. Images named with
+    ``--images`` get their labels in the batch folder: VOC XML in
+    ``labels/Annotations/`` (detection), the batch's ``persons.json`` (pose).
+    """
+    source = record.get('candidates_dataset')
+    if source is None:
+        return sample_infos(cfg.train_dataloader.dataset, ids)
+    samples = sample_infos(source, ids)
+    if source['type'] == 'UnlabeledImageDataset':
+        for _, info in samples.values():
+            info['xml_path'] = str(batch_dir / 'labels' / 'Annotations' /
+                                   (Path(info['img_path']).stem + '.xml'))
+    return samples

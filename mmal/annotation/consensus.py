@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from ..utils.boxes import iou, pairwise_iou
 from .records import Box, Keypoint, Labels
 
 #: ``Labels.annotator`` of merged labels.
@@ -200,15 +201,11 @@ def merge_boxes(labels: Sequence[Labels], *, iou_threshold: float = 0.5,
 
 def box_iou(a: Box, b: Box) -> float:
     """Intersection over union of two boxes; 0 when both are empty."""
-    inter_w = min(a.x2, b.x2) - max(a.x1, b.x1)
-    inter_h = min(a.y2, b.y2) - max(a.y1, b.y1)
-    inter = max(inter_w, 0.0) * max(inter_h, 0.0)
-    union = _area(a) + _area(b) - inter
-    return inter / union if union > 0 else 0.0
+    return iou(_xyxy(a), _xyxy(b))
 
 
-def _area(box: Box) -> float:
-    return max(box.x2 - box.x1, 0.0) * max(box.y2 - box.y1, 0.0)
+def _xyxy(box: Box) -> tuple[float, float, float, float]:
+    return (box.x1, box.y1, box.x2, box.y2)
 
 
 def _mean_box(boxes: Sequence[Box], label: str) -> Box:
@@ -226,8 +223,9 @@ def _match_boxes(latest: dict[str, Labels],
             # The object's first box names it: its class only breaks near-ties here.
             centres = [_mean_box(list(c.values()), next(iter(c.values())).label)
                        for c in clusters]
-            gain = np.array([[box_iou(c, b) + _SAME_LABEL_BONUS * (c.label == b.label)
-                              for b in lab.boxes] for c in centres])
+            same_label = np.array([[c.label == b.label for b in lab.boxes] for c in centres])
+            gain = pairwise_iou([_xyxy(c) for c in centres], [_xyxy(b) for b in lab.boxes]
+                                ) + _SAME_LABEL_BONUS * same_label
             for ci, bi in zip(*linear_sum_assignment(gain, maximize=True)):
                 if box_iou(centres[ci], lab.boxes[bi]) >= iou_threshold:
                     clusters[ci][annotator] = lab.boxes[bi]

@@ -15,9 +15,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..utils import ConfigError
 from ..utils.atomic import atomic_write_text
-from .batch import read_batch
+from ..utils.config import task_of
+from .batch import batch_samples, label_space, read_batch
 from .consensus import Consensus, merge
+from .dataset_labels import remove_labels, write_labels
 from .formats import FORMATS
 from .records import Box, ExportError, Keypoint, Labels, LabelSpace, Task
 from .settings import AnnotationSettings
@@ -198,3 +201,38 @@ def _load_received(batch_dir: Path) -> dict[tuple[str, str], Labels]:
 def _save_received(batch_dir: Path, received: dict[tuple[str, str], Labels]) -> None:
     items = [asdict(lab) for _, lab in sorted(received.items())]
     atomic_write_text(batch_dir / RECEIVED_FILE, json.dumps(items, indent=1) + '\n')
+
+
+def ingest_and_write(cfg, batch_dir: str | Path, exports: list, *, fmt: str = 'auto',
+                     on_error: str = 'skip', annotation: dict | None = None,
+                     other_batches: bool = False) -> tuple['Decision', list[Path]]:
+    """Ingest exports into a batch and write its accepted labels; the decision and the files.
+
+    A batch of the experiment, or of ``al_query.py`` over the training
+    dataset, writes into the dataset; one over ``--images`` into the batch
+    folder (see :func:`mmal.annotation.batch.batch_samples`). Labels of a
+    task accepted before and no longer (a new annotator made a tie) are
+    removed again. ``annotation``: the settings to decide with (default:
+    the config's).
+
+    Raises:
+        ConfigError: When the exports hold no label of this batch at all.
+    """
+    if annotation is None:
+        annotation = (cfg.get('active_learning') or {}).get('annotation')
+    settings = AnnotationSettings.from_dict(annotation)
+    space = label_space(cfg, task_of(cfg))
+    batch_dir = Path(batch_dir)
+    record, _ = read_batch(batch_dir)
+    before = accepted_before(batch_dir)
+    decision = ingest_batch(batch_dir, exports, space, settings, fmt=fmt, on_error=on_error,
+                            other_batches=other_batches)
+    if not received_count(batch_dir) and not other_batches:
+        problems = '; '.join(map(str, decision.errors[:3])) or 'no annotation in them'
+        raise ConfigError(f'the exports hold no label of the batch in {batch_dir} ({problems}); '
+                          'nothing was ingested. Export the project that labeled this batch')
+    withdrawn = [i for i in before if i not in decision.accepted]
+    samples = batch_samples(cfg, batch_dir, record, [*decision.accepted, *withdrawn])
+    changed = write_labels({i: c.labels for i, c in decision.accepted.items()}, samples, space)
+    changed += remove_labels(withdrawn, samples, space)
+    return decision, changed

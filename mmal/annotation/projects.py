@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..utils.atomic import atomic_write_text
+from .batch import write_batch
 from .formats import labelstudio
 from .records import LabelSpace, Task
 from .settings import AnnotationSettings
@@ -79,7 +80,6 @@ class FolderProject:
 
     def push(self, tasks: Sequence[Task], space: LabelSpace,
              settings: AnnotationSettings) -> None:
-        from .batch import write_batch
         numbers = [int(p.name.split('_')[1]) for p in self.outbox.glob('push_*')]
         number = max(numbers, default=-1) + 1  # never over an existing push
         write_batch(self.outbox / f'push_{number:04d}', tasks, space, settings,

@@ -1,4 +1,5 @@
 """Data generators in the real on-disk formats, and the pool / subset helpers."""
+from .dataset_configs import check_data_paths, walk_dataset_configs
 from .mpii_format import (
     MPII_JOINTS,
     MPIIAnnotationError,
@@ -24,6 +25,7 @@ from .pool import (
 from .voc_generator import SYNTHETIC_VOC_CLASSES, VOCSceneConfig, generate_voc_dataset
 
 __all__ = [
+    'check_data_paths', 'walk_dataset_configs',
     'MPII_JOINTS', 'MPIIAnnotationError', 'MPIISceneConfig', 'PartiallyLabeledMpiiDataset',
     'PartiallyLabeledVOCDataset', 'Pool',
     'UnlabeledImageDataset', 'image_paths', 'SYNTHETIC_VOC_CLASSES',

@@ -1,12 +1,11 @@
-"""Checks that turn a bad config into one clear message before any work."""
+"""Dataset configs: the one walker of wrappers, and the data-path checks run before any work."""
 import os.path as osp
 from collections.abc import Iterator
 
 from mmengine.config import Config
 
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and the fix."""
+from ..utils.errors import ConfigError
+from .mpii_format import MPIIAnnotationError, validate_mpii_annotations
 
 
 def check_data_paths(cfg: Config, dataloaders: tuple[str, ...] = (
@@ -75,7 +74,6 @@ def check_mpii_dataset(ds: dict, key: str) -> None:
     Raises:
         ConfigError: Naming the config key, the file and the bad record.
     """
-    from ..datasets.mpii_format import MPIIAnnotationError, validate_mpii_annotations
     root = ds.get('data_root') or ''
     ann = ds.get('ann_file')
     if not ann:

@@ -7,25 +7,19 @@ from mmengine.config import Config
 from mmengine.registry import MODELS
 
 from ..datasets import Pool
+from ..datasets.dataset_configs import check_data_paths
 from ..datasets.label_checks import describe
 from ..datasets.pool import find_bad_labels
-from ..utils import ConfigError, check_data_paths
+from ..utils import ConfigError
 from ..utils.dist import differences_from_rank0
 from ..utils.env import package_versions
 from .resume import config_digests
 from .settings import ActiveLearningSettings
 from .state import digest_ids
 
-_TASKS = {'mmdet': 'detection', 'mmpose': 'pose'}
 #: What an experiment runs: it trains on the first and evaluates with the
 #: others (the validation loop is not used).
 _REQUIRED_KEYS = ('train_dataloader', 'test_dataloader', 'test_evaluator', 'test_cfg')
-
-
-def task_of(cfg: Config) -> str:
-    """``'detection'`` or ``'pose'``, from the config's ``default_scope``."""
-    scope = cfg.get('default_scope', 'mmdet')
-    return _TASKS.get(scope, scope)
 
 
 def check_experiment_config(cfg: Config) -> None:

@@ -27,7 +27,9 @@ from mmengine.runner import Runner, find_latest_checkpoint
 
 from ..datasets import Pool, build_pool, subset_config
 from ..hooks import TrainingDivergedError
+from ..scoring import Scorer, ScoringSettings
 from ..strategies import build_strategy
+from ..utils.config import task_of
 from ..utils.dist import broadcast_from_rank0, on_rank0
 from . import reporting
 from .checks import (
@@ -37,12 +39,12 @@ from .checks import (
     check_model_outputs,
     check_same_experiment_on_every_rank,
     check_same_labeled_set_on_every_rank,
-    task_of,
 )
 from .oracle import build_oracle
+from .ranking import evaluate_ranking
 from .resume import check_writable, open_state
 from .runner import CycleRunner, phase_config
-from .selection import CycleSelection, elapsed, write_scores
+from .selection import CycleSelection, draw_candidates, elapsed, write_scores
 from .settings import ActiveLearningSettings
 from .shared_initial import SharedInitialCycle
 from .state import ExperimentState, phase_done
@@ -70,6 +72,7 @@ class ActiveLearningExperiment:
         self.launcher = launcher
         self.shared_initial_dir = shared_initial_dir
         self.settings = ActiveLearningSettings.from_config(cfg.get('active_learning'))
+        self.scoring = ScoringSettings.from_config(cfg)
         init_default_scope(cfg.get('default_scope', 'mmdet'))
         self.task = task_of(cfg)
         self.strategy = build_strategy(self.settings.strategy, self.task)
@@ -205,16 +208,19 @@ class ActiveLearningExperiment:
     def _select(self, c: int, entry: dict) -> None:
         s = self.settings
         rng = np.random.default_rng([s.seed, c, 1])
-        selection = self._selection(c, entry)
+        scorer = self._scorer(c, entry)
+        selection = CycleSelection(scorer, self.strategy,
+                                   lambda msg: self._log(f'cycle {c}: {msg}'), self._cycle_dir(c))
         previous = self.state.cycle(c - 1)
         labeled = sorted(self.position[i] for i in entry['labeled'])
         # What the oracle could not settle last time goes first, not as a candidate.
         requeued = {self.position[i] for i in self.oracle.requeued(previous)}
-        candidates = selection.candidates(set(labeled) | requeued, rng)
+        candidates = draw_candidates(len(self.pool), set(labeled) | requeued, s.candidate_pool,
+                                     rng)
         self._log(f'cycle {c}: scoring {len(candidates)} of {len(self.pool) - len(labeled)} '
                   f'unlabeled samples with {self.strategy_name}')
         start = time.perf_counter()
-        order, scores = selection.select(candidates, labeled, rng)
+        order, scores = selection.select(candidates, labeled, s.budget_per_cycle, rng)
         picked = broadcast_from_rank0(None if order is None else [
             dict(id=self.pool.ids[candidates[i]], score=float(scores[i])) for i in order])
         on_rank0(lambda: write_scores(self._cycle_dir(c),
@@ -222,11 +228,13 @@ class ActiveLearningExperiment:
         timings = dict(entry['timings'], score_s=elapsed(start))
         self._log(f'cycle {c}: selected {len(picked)} samples (top score '
                   f'{picked[0]["score"]:.4f}, K-th {picked[-1]["score"]:.4f})')
-        picked, fields = self.oracle.ask(c, picked, previous, self._cycle_dir(c), selection)
+        picked, fields = self.oracle.ask(c, picked, previous, self._cycle_dir(c),
+                                         scorer.predictions)
         if s.ranking_eval_size and self.oracle.knows_labels:
             start = time.perf_counter()
-            fields['ranking_accuracy'] = result = selection.ranking_accuracy(
-                candidates, scores, np.random.default_rng([s.seed, c, 2]))
+            fields['ranking_accuracy'] = result = evaluate_ranking(
+                scorer, self.task, candidates, scores, s.ranking_eval_size,
+                np.random.default_rng([s.seed, c, 2]))
             timings['ranking_eval_s'] = elapsed(start)
             self._log(f'cycle {c}: ranking accuracy on {result["num_samples"]} candidates: '
                       + ', '.join(f'{k}={v:.3f}' for k, v in result.items()
@@ -236,13 +244,12 @@ class ActiveLearningExperiment:
         self._write_reports()
 
     # -------------------------------------------------------------- helpers
-    def _selection(self, c: int, entry: dict) -> CycleSelection:
+    def _scorer(self, c: int, entry: dict) -> Scorer:
+        """Scoring with cycle ``c``'s final weights."""
         def make_runner(phase: str, test_dataloader: dict, test_cfg: dict) -> Runner:
             return self._runner(c, entry, phase, load_from=entry['checkpoint'],
                                 test=(test_dataloader, test_cfg))
-        return CycleSelection(self.cfg, self.settings, self.pool, self.strategy, self.task,
-                              make_runner, lambda msg: self._log(f'cycle {c}: {msg}'),
-                              self._cycle_dir(c))
+        return Scorer(self.cfg, self.pool, self.scoring, make_runner, self._cycle_dir(c))
 
     def _runner(self, c: int, entry: dict, phase: str, cycle_dir: Path | None = None,
                 **options) -> Runner:

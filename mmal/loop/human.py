@@ -14,22 +14,15 @@ A cycle's ``annotation`` entry: ``folder`` (the batch), ``status``
 """
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..annotation.batch import label_space, tasks_of_samples, write_batch
-from ..annotation.ingest import carry_received
+from ..annotation.ingest import Decision, carry_received, ingest_and_write
 from ..annotation.settings import AnnotationSettings
 from ..datasets import Pool
-from ..scoring import MAIN, ScorePass
 from ..utils import ConfigError
 from ..utils.dist import on_rank0
-from .checks import task_of
+from .settings import ActiveLearningSettings
 from .state import ExperimentState
-
-if TYPE_CHECKING:
-    from ..annotation.ingest import Decision
-    from .selection import CycleSelection
-    from .settings import ActiveLearningSettings
 
 BATCH_FOLDER = 'annotation'
 
@@ -51,7 +44,7 @@ class HumanOracle:
     #: People have not labeled the candidates: no ranking evaluation.
     knows_labels = False
 
-    def __init__(self, cfg, settings: 'ActiveLearningSettings', pool: Pool, task: str) -> None:
+    def __init__(self, cfg, settings: ActiveLearningSettings, pool: Pool, task: str) -> None:
         self.cfg = cfg
         self.plan = settings
         self.pool = pool
@@ -105,12 +98,13 @@ class HumanOracle:
         return entry.get('annotation', {}).get('status') == 'waiting'
 
     def ask(self, c: int, picked: list[dict], previous: dict | None, cycle_dir: Path,
-            selection: 'CycleSelection') -> tuple[list[dict], dict]:
+            predict: Callable[[list[str]], list | None]) -> tuple[list[dict], dict]:
         """Write the batch of the requeued samples and ``picked``; what the cycle records.
 
         The requeued samples (see :meth:`requeued`) go first, with the score
-        they were picked with. Call it on every rank: the predictions are a
-        scoring pass on every rank, the files are written on rank 0.
+        they were picked with. Call it on every rank: ``predict(ids)`` (the
+        model's predictions on rank 0) is a scoring pass on every rank, the
+        files are written on rank 0.
 
         Returns:
             The picks to record (requeued ones flagged) and the cycle's
@@ -120,9 +114,7 @@ class HumanOracle:
         if requeued:
             before = {p['id']: p['score'] for p in previous['selected']}
             picked = [dict(id=i, score=before[i], requeued=True) for i in requeued] + picked
-        annotation = self.write(picked, cycle_dir, c,
-                                lambda ids: predictions_of(selection, self.pool, ids),
-                                previous=previous)
+        annotation = self.write(picked, cycle_dir, c, predict, previous=previous)
         return picked, dict(annotation=annotation)
 
     def write(self, picked: list[dict], cycle_dir: Path, cycle: int,
@@ -159,26 +151,8 @@ class HumanOracle:
                 '--resume`')
 
 
-def prediction_pass() -> dict[str, ScorePass]:
-    return {MAIN: ScorePass(('predictions',))}
-
-
-def predictions_of(selection: 'CycleSelection', pool: Pool, ids: list[str]) -> list | None:
-    """The model's predictions of ``ids``, in that order, on rank 0 (None elsewhere).
-
-    A scoring pass on every rank (call it on every rank), in pool order.
-    """
-    position = {sample_id: p for p, sample_id in enumerate(pool.ids)}
-    positions = [position[i] for i in ids]
-    outputs = selection.score(sorted(positions), prediction_pass(), phase='predict')
-    if outputs is None:
-        return None
-    by_position = dict(zip(sorted(positions), outputs['predictions']))
-    return [by_position[p] for p in positions]
-
-
 def ingest_into_experiment(cfg, work_dir: str | Path, exports: list, *, fmt: str = 'auto',
-                           on_error: str = 'skip') -> tuple[int, 'Decision', list[Path]]:
+                           on_error: str = 'skip') -> tuple[int, Decision, list[Path]]:
     """Ingest exports into the batch the experiment in ``work_dir`` waits for.
 
     Writes the accepted labels into the training dataset's files and
@@ -213,42 +187,3 @@ def ingest_into_experiment(cfg, work_dir: str | Path, exports: list, *, fmt: str
         entry['annotation'] = record
         state.save()
     return c, decision, changed
-
-
-def ingest_and_write(cfg, batch_dir: str | Path, exports: list, *, fmt: str = 'auto',
-                     on_error: str = 'skip', annotation: dict | None = None,
-                     other_batches: bool = False) -> tuple['Decision', list[Path]]:
-    """Ingest exports into a batch and write its accepted labels; the decision and the files.
-
-    A batch of the experiment, or of ``al_query.py`` over the training
-    dataset, writes into the dataset; one over ``--images`` into the batch
-    folder (see :func:`mmal.annotation.query.batch_samples`). Labels of a
-    task accepted before and no longer (a new annotator made a tie) are
-    removed again. ``annotation``: the settings to decide with (default:
-    the config's).
-
-    Raises:
-        ConfigError: When the exports hold no label of this batch at all.
-    """
-    from ..annotation.batch import read_batch
-    from ..annotation.dataset_labels import remove_labels, write_labels
-    from ..annotation.ingest import accepted_before, ingest_batch, received_count
-    from ..annotation.query import batch_samples
-    if annotation is None:
-        annotation = (cfg.get('active_learning') or {}).get('annotation')
-    settings = AnnotationSettings.from_dict(annotation)
-    space = label_space(cfg, task_of(cfg))
-    batch_dir = Path(batch_dir)
-    record, _ = read_batch(batch_dir)
-    before = accepted_before(batch_dir)
-    decision = ingest_batch(batch_dir, exports, space, settings, fmt=fmt, on_error=on_error,
-                            other_batches=other_batches)
-    if not received_count(batch_dir) and not other_batches:
-        problems = '; '.join(map(str, decision.errors[:3])) or 'no annotation in them'
-        raise ConfigError(f'the exports hold no label of the batch in {batch_dir} ({problems}); '
-                          'nothing was ingested. Export the project that labeled this batch')
-    withdrawn = [i for i in before if i not in decision.accepted]
-    samples = batch_samples(cfg, batch_dir, record, [*decision.accepted, *withdrawn])
-    changed = write_labels({i: c.labels for i, c in decision.accepted.items()}, samples, space)
-    changed += remove_labels(withdrawn, samples, space)
-    return decision, changed

@@ -8,14 +8,17 @@ questions, so the loop has no branch for either:
 
 - ``labeled_ids(c, state)``: cycle ``c``'s labeled set;
 - ``requeued(previous)``: samples the last batch left open, which go first;
-- ``ask(c, picked, previous, cycle_dir, selection)``: hand the picks over,
-  giving the picks to record and the cycle entry's extra fields;
+- ``ask(c, picked, previous, cycle_dir, predict)``: hand the picks over,
+  giving the picks to record and the cycle entry's extra fields
+  (``predict(ids)``: the model's predictions, for a batch people correct);
 - ``waiting(entry)`` / ``waiting_message(...)``: whether the run stops there;
 - ``knows_labels``: whether the candidates' labels can be read (the
   ranking evaluation needs them);
 - ``check_plan(state)``, ``initial_description``.
 """
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -23,6 +26,26 @@ from ..datasets import Pool
 from .human import HumanOracle
 from .settings import ActiveLearningSettings
 from .state import ExperimentState
+
+
+class Oracle(Protocol):
+    """What the experiment asks whoever labels its picks (see the module docstring)."""
+
+    knows_labels: bool
+
+    @property
+    def initial_description(self) -> str: ...
+
+    def check_plan(self, state: ExperimentState) -> None: ...
+
+    def labeled_ids(self, c: int, state: ExperimentState) -> list[str]: ...
+
+    def requeued(self, previous: dict | None) -> list[str]: ...
+
+    def ask(self, c: int, picked: list[dict], previous: dict | None, cycle_dir: Path,
+            predict: Callable[[list[str]], list | None]) -> tuple[list[dict], dict]: ...
+
+    def waiting(self, entry: dict) -> bool: ...
 
 
 class DatasetOracle:
@@ -64,7 +87,7 @@ class DatasetOracle:
         return []
 
     def ask(self, c: int, picked: list[dict], previous: dict | None, cycle_dir: Path,
-            selection) -> tuple[list[dict], dict]:
+            predict: Callable[[list[str]], list | None]) -> tuple[list[dict], dict]:
         """The picks as they are, nothing more to record: their labels are on disk."""
         return picked, {}
 
@@ -74,7 +97,7 @@ class DatasetOracle:
 
 
 def build_oracle(cfg, settings: ActiveLearningSettings, pool: Pool, task: str,
-                 strategy) -> 'DatasetOracle | HumanOracle':
+                 strategy) -> Oracle:
     """The oracle ``settings.oracle`` names, refusing a strategy or plan it cannot serve."""
     if settings.oracle == 'human':
         HumanOracle.check_config(strategy)

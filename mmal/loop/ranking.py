@@ -9,40 +9,55 @@ beside it). Only benchmarks can do this: it reads the candidates' labels,
 which the selection never sees.
 """
 import numpy as np
+import torch
+from mmengine.dist import get_rank
+
+from ..models.ranking_loss import ranking_accuracy
+from ..scoring import MAIN, ScorePass, Scorer
+from ..strategies import EntropyStrategy
+from ..utils.dist import broadcast_from_rank0
 
 
-def pairwise_ranking_accuracy(scores: np.ndarray, losses: np.ndarray,
-                              chunk_size: int = 2048) -> float:
-    """Fraction of pairs whose score order matches the order of their true losses.
-
-    Pairs with equal true losses are left out; a pair with equal scores
-    counts one half (a coin flip of the tie-breaker), so constant scores give
-    0.5, perfectly ordered scores 1.0 and reversed ones 0.0; this is
-    ``(1 + Kendall's tau-a over the untied pairs) / 2``. Samples with a
-    non-finite score or loss are left out. NaN when every true loss is
-    equal. Computed in blocks of ``chunk_size`` rows.
-    """
+def pairwise_ranking_accuracy(scores, losses, chunk_size: int = 2048) -> float:
+    """:func:`mmal.models.ranking_accuracy` of two vectors (in float64), as a float."""
     scores = np.asarray(scores, dtype=np.float64)
     losses = np.asarray(losses, dtype=np.float64)
     if scores.shape != losses.shape or scores.ndim != 1:
         raise ValueError(f'scores {scores.shape} and losses {losses.shape} must be two '
                          'vectors of one length')
-    keep = np.isfinite(scores) & np.isfinite(losses)
-    scores, losses = scores[keep], losses[keep]
-    agree = pairs = 0.0
-    for start in range(0, len(scores), chunk_size):
-        rows = slice(start, start + chunk_size)
-        true_order = np.sign(losses[rows, None] - losses[None, :])
-        score_order = np.sign(scores[rows, None] - scores[None, :])
-        # Each unordered pair appears twice (i, j) and (j, i): symmetric, so
-        # counting both halves gives the same fraction.
-        valid = true_order != 0
-        pairs += valid.sum()
-        agree += (score_order == true_order)[valid].sum() + 0.5 * (score_order == 0)[valid].sum()
-    return float(agree / pairs) if pairs else float('nan')
+    return float(ranking_accuracy(torch.from_numpy(scores), torch.from_numpy(losses),
+                                  chunk_size))
 
 
 def ranking_sample(num_candidates: int, size: int, rng: np.random.Generator) -> np.ndarray:
     """Sorted positions (into the candidates) of the fixed random ranking sample."""
     size = min(size, num_candidates)
     return np.sort(rng.choice(num_candidates, size=size, replace=False))
+
+
+def evaluate_ranking(scorer: Scorer, task: str, candidates: np.ndarray,
+                     scores: np.ndarray | None, size: int,
+                     rng: np.random.Generator) -> dict:
+    """Pairwise ranking accuracy of the strategy's and the reference scores (Fig. 5),
+    on a fixed random sample of ``size`` candidates, on every rank.
+
+    A scoring pass with labels on every rank (call it on every rank);
+    ``scores`` (the strategy's, per candidate) are read on rank 0.
+    """
+    sample = ranking_sample(len(candidates), size, rng)
+    entropy = EntropyStrategy(task=task)
+    outputs = scorer.score(candidates[sample].tolist(),
+                           {MAIN: ScorePass(('target_loss', 'pred_loss', *entropy.outputs))},
+                           phase='rank', with_labels=True)
+    result = None
+    if get_rank() == 0:
+        losses = outputs['target_loss']
+        references = dict(LearningLossStrategy=outputs['pred_loss'],
+                          EntropyStrategy=entropy.scores(outputs, {}))
+        result = dict(num_samples=int(len(sample)),
+                      strategy=pairwise_ranking_accuracy(scores[sample], losses))
+        result.update({name: pairwise_ranking_accuracy(ref, losses)
+                       for name, ref in references.items()})
+        del outputs
+        scorer.clear_spill()
+    return broadcast_from_rank0(result)

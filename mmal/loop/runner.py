@@ -39,7 +39,9 @@ class CycleRunner(Runner):
                 handler.setLevel(level)
 
     def _log_env(self, env_cfg: dict) -> None:
-        # The first call after the logger exists: quiet its console from here.
+        # Kept private: Runner.__init__ has no public hook between creating the
+        # logger and printing the report; this is its first call after the logger
+        # exists, so the console is quieted from here.
         for handler in self.logger.handlers:
             if isinstance(handler, logging.StreamHandler) and not isinstance(
                     handler, logging.FileHandler):

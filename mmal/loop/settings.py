@@ -1,8 +1,10 @@
 """The ``active_learning`` section of a config, checked before any work."""
 from dataclasses import MISSING, asdict, dataclass, field
 
+from ..annotation.settings import AnnotationSettings
 from ..datasets.label_checks import ACTIONS as BAD_LABEL_ACTIONS
 from ..datasets.label_checks import DEFAULT_TOLERANCE
+from ..scoring import ScoringSettings
 from ..utils import ConfigError
 
 MODEL_INITS = ('reset', 'continue')
@@ -112,7 +114,7 @@ class ActiveLearningSettings:
         return settings
 
     def _check(self) -> None:
-        keys = ('budget_per_cycle', 'num_cycles', 'score_batch_size')
+        keys = ('budget_per_cycle', 'num_cycles')
         if self.oracle == 'dataset':
             keys = ('initial_size', *keys)
         elif self.initial_size is not None:
@@ -127,17 +129,7 @@ class ActiveLearningSettings:
         if not isinstance(self.ranking_eval_size, int) or self.ranking_eval_size < 0:
             raise ConfigError(f'active_learning.ranking_eval_size={self.ranking_eval_size!r} '
                               'must be an integer >= 0 (0 turns the ranking evaluation off)')
-        if self.target_loss_pipeline is not None and not isinstance(
-                self.target_loss_pipeline, (list, tuple)):
-            raise ConfigError('active_learning.target_loss_pipeline must be a list of '
-                              f'transforms or None, got {self.target_loss_pipeline!r}')
-        if self.score_spill_mb is not None and (
-                not isinstance(self.score_spill_mb, (int, float)) or self.score_spill_mb < 0):
-            raise ConfigError(f'active_learning.score_spill_mb={self.score_spill_mb!r} must be '
-                              'a number of MiB >= 0, or None to keep scoring outputs in memory')
-        if not isinstance(self.score_num_workers, int) or self.score_num_workers < 0:
-            raise ConfigError(f'active_learning.score_num_workers={self.score_num_workers!r} '
-                              'must be an integer >= 0')
+        ScoringSettings.from_config({}, asdict(self))  # the score_* keys, checked there
         if self.candidate_pool != 'all' and (
                 not isinstance(self.candidate_pool, int) or self.candidate_pool < 1):
             raise ConfigError(f'active_learning.candidate_pool={self.candidate_pool!r} must '
@@ -150,7 +142,6 @@ class ActiveLearningSettings:
                               'be a number of pixels >= 0')
         if self.oracle not in ORACLES:
             raise ConfigError(f'active_learning.oracle={self.oracle!r} must be one of {ORACLES}')
-        from ..annotation.settings import AnnotationSettings  # the check names the keys
         AnnotationSettings.from_dict(self.annotation)
         if self.model_init not in MODEL_INITS:
             raise ConfigError(f'active_learning.model_init={self.model_init!r} must be one '

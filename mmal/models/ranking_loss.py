@@ -52,21 +52,31 @@ class LossPredictionLoss(nn.Module):
         return (self.margin - sign * pred_diff).clamp(min=0).mean()
 
 
-def ranking_accuracy(pred: Tensor, target: Tensor) -> Tensor:
-    """Fraction of sample pairs that ``pred`` orders like ``target``.
+def ranking_accuracy(pred: Tensor, target: Tensor, chunk_size: int = 2048) -> Tensor:
+    """Fraction of sample pairs that ``pred`` orders like ``target``: the one definition
+    of ranking accuracy, in training logs (in-batch) and in the per-cycle ranking
+    evaluation (:mod:`mmal.loop.ranking`, the paper's Fig. 5).
 
-    All ``B (B - 1) / 2`` pairs whose true losses differ are counted, so the
-    figure is an in-batch estimate of the ranking quality the selection
-    relies on; a pair that ``pred`` ties counts one half, as in the
-    per-cycle ranking evaluation (:func:`mmal.loop.ranking.pairwise_ranking_accuracy`).
-    NaN when no such pair exists.
+    Every pair whose true losses differ counts; a pair that ``pred`` ties
+    counts one half (a coin flip of the tie-breaker), so constant scores
+    give 0.5, perfectly ordered ones 1.0 and reversed ones 0.0: this is
+    ``(1 + Kendall's tau-a over the untied pairs) / 2``. Samples with a
+    non-finite value are left out. NaN when every true loss is equal.
+    Computed in blocks of ``chunk_size`` rows (each pair is seen as (i, j)
+    and (j, i); symmetric, so the fraction is the same).
     """
-    pred, target = pred.detach(), target.detach()
-    i, j = torch.triu_indices(len(pred), len(pred), offset=1, device=pred.device)
-    true_order = torch.sign(target[i] - target[j])
-    valid = true_order != 0
-    if not valid.any():
+    pred, target = pred.detach().flatten(), target.detach().flatten()
+    keep = torch.isfinite(pred) & torch.isfinite(target)
+    pred, target = pred[keep], target[keep]
+    agree = pairs = pred.new_zeros((), dtype=torch.float64)
+    for start in range(0, len(pred), chunk_size):
+        rows = slice(start, start + chunk_size)
+        true_order = torch.sign(target[rows, None] - target[None, :])
+        pred_order = torch.sign(pred[rows, None] - pred[None, :])
+        valid = true_order != 0
+        pairs = pairs + valid.sum()
+        agree = agree + ((pred_order == true_order) & valid).sum() + 0.5 * (
+            (pred_order == 0) & valid).sum()
+    if not pairs:
         return pred.new_tensor(float('nan'))
-    pred_order = torch.sign(pred[i] - pred[j])
-    agree = (pred_order == true_order).float() + 0.5 * (pred_order == 0).float()
-    return agree[valid].mean()
+    return (agree / pairs).to(pred.dtype)

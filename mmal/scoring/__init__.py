@@ -10,9 +10,10 @@ from .score_loop import (
                          score_batches,
                          stack_outputs,
 )
+from .scorer import SPILL_FOLDER, Scorer, ScoringSettings
 from .snapshots import SnapshotWeights, find_snapshots
 
 __all__ = ['FeatureDropout', 'GaussianNoise', 'HorizontalFlip', 'MAIN', 'NUM_SAMPLES',
-           'POSTERIOR_KIND', 'ScoreLoop', 'ScorePass', 'build_transform', 'run_pass',
-           'run_passes', 'score_batches', 'stack_outputs', 'SnapshotWeights',
-           'find_snapshots']
+           'POSTERIOR_KIND', 'SPILL_FOLDER', 'ScoreLoop', 'ScorePass', 'Scorer',
+           'ScoringSettings', 'SnapshotWeights', 'build_transform', 'find_snapshots', 'run_pass',
+           'run_passes', 'score_batches', 'stack_outputs']

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from mmengine.model import is_model_wrapper
 from mmengine.registry import LOOPS
-from mmengine.runner import TestLoop
 from mmengine.runner.amp import autocast
 from mmengine.runner.base_loop import BaseLoop
 from torch import Tensor
@@ -29,7 +28,7 @@ POSTERIOR_KIND = 'posterior_kind'
 
 
 @LOOPS.register_module()
-class ScoreLoop(TestLoop):
+class ScoreLoop(BaseLoop):
     """Runs ``passes`` of the model's ``score_step`` over the dataloader.
 
     Built by the Runner from ``test_cfg = dict(type='ScoreLoop', passes=...)``
@@ -62,7 +61,7 @@ class ScoreLoop(TestLoop):
     def __init__(self, runner, dataloader, passes: dict, fp16: bool = False,
                  evaluator=None, spill_dir: str | None = None,
                  spill_bytes: int | None = None, every_rank: bool = False) -> None:
-        BaseLoop.__init__(self, runner, dataloader)
+        super().__init__(runner, dataloader)
         self.passes = {name: p if isinstance(p, ScorePass) else ScorePass(**p)
                        for name, p in passes.items()}
         self.fp16 = fp16
@@ -127,7 +126,7 @@ class ScoreLoop(TestLoop):
         count = max((p.snapshots for p in self.passes.values()), default=0)
         if not count:
             return None
-        loaded = getattr(self.runner, '_load_from', None)
+        loaded = self.runner.cfg.get('load_from')
         folder = Path(loaded).parent if loaded else Path(self.runner.work_dir)
         return SnapshotWeights(self._model(), find_snapshots(folder, count, upto=loaded))
 

@@ -5,12 +5,11 @@ The candidates are the unlabeled samples of the config's training dataset
 folder or list for detection, an MPII-style JSON of persons (joints
 optional) for pose. The labeled set, for strategies that compare with it
 (core-set), is what the training dataset has labeled. Scoring and
-selection are the experiment's own (:class:`~mmal.loop.selection.CycleSelection`
-on a Runner loading the checkpoint), and the batch is written as the
-experiment writes it for people.
+selection are the experiment's own (a :class:`~mmal.scoring.Scorer` on a
+Runner loading the checkpoint, :class:`~mmal.loop.selection.CycleSelection`),
+and the batch is written as the experiment writes it for people.
 """
 import copy
-import dataclasses
 import json
 import os.path as osp
 from pathlib import Path
@@ -18,21 +17,19 @@ from pathlib import Path
 import numpy as np
 from mmengine.config import Config
 
+from ..annotation.batch import label_space, tasks_of_samples, write_batch
+from ..annotation.records import Task
+from ..annotation.settings import AnnotationSettings
 from ..datasets import build_pool
 from ..datasets.mpii_format import MPII_JOINTS
-from ..datasets.pool import sample_infos
-from ..loop.checks import task_of
-from ..loop.human import predictions_of
 from ..loop.runner import CycleRunner, phase_config
 from ..loop.selection import CycleSelection
-from ..loop.settings import ActiveLearningSettings
+from ..scoring import Scorer, ScoringSettings
 from ..strategies import build_strategy
 from ..utils import ConfigError
 from ..utils.atomic import atomic_write_text
+from ..utils.config import task_of
 from ..utils.dist import broadcast_from_rank0, on_rank0
-from .batch import label_space, tasks_of_samples, write_batch
-from .records import Task
-from .settings import AnnotationSettings
 
 
 def candidate_dataset(cfg: Config, images: str, out_dir: Path) -> dict:
@@ -78,15 +75,13 @@ class CheckpointScorer:
         self.checkpoint, self.out_dir, self.launcher = str(checkpoint), Path(out_dir), launcher
         cfg = copy.deepcopy(cfg)
         section = dict(cfg.get('active_learning') or {})
-        section.update(budget_per_cycle=1, num_cycles=1, oracle='human')
-        section.pop('initial_size', None)
-        if strategy is not None:
-            section['strategy'] = strategy
-        self.settings = ActiveLearningSettings.from_config(section)
+        self.strategy_cfg = dict(strategy or section.get('strategy') or
+                                 dict(type='LearningLossStrategy'))
+        self.seed = section.get('seed', 0)
         self.task = task_of(cfg)
-        self.strategy = build_strategy(self.settings.strategy, self.task)
+        self.strategy = build_strategy(self.strategy_cfg, self.task)
         if self.strategy.needs_labels:
-            raise ConfigError(f"{self.settings.strategy['type']} reads the candidates' labels; "
+            raise ConfigError(f"{self.strategy_cfg['type']} reads the candidates' labels; "
                               'choose a strategy that scores unlabeled images')
         self.train = cfg.train_dataloader.dataset
         self.candidates_cfg = None
@@ -100,19 +95,19 @@ class CheckpointScorer:
         self.labeled = [p for p in range(first) if self.pool.has_labels[p]]
         self.candidates = np.array(list(range(first, len(self.pool))) if images else [
             p for p in range(len(self.pool)) if not self.pool.has_labels[p]], dtype=int)
-        self.annotation = AnnotationSettings.from_dict(self.settings.annotation)
+        self.annotation = AnnotationSettings.from_dict(section.get('annotation'))
         self.space = label_space(cfg, self.task)
-        self.selection = CycleSelection(cfg, self.settings, self.pool, self.strategy, self.task,
-                                        self._runner, print, self.out_dir)
+        self.scorer = Scorer(cfg, self.pool, ScoringSettings.from_config(cfg, section),
+                             self._runner, self.out_dir)
+        self.selection = CycleSelection(self.scorer, self.strategy, print, self.out_dir)
 
     def rank(self, k: int | None = None) -> tuple[list[str], list[float]]:
         """The strategy's ``k`` picks of the candidates (all by default), best first, and scores."""
         k = len(self.candidates) if k is None else k
         if len(self.candidates) < k:
             raise ConfigError(f'--budget {k}: only {len(self.candidates)} unlabeled candidates')
-        self.selection.settings = dataclasses.replace(self.settings, budget_per_cycle=k)
-        order, scores = self.selection.select(self.candidates, self.labeled,
-                                              np.random.default_rng(self.settings.seed))
+        order, scores = self.selection.select(self.candidates, self.labeled, k,
+                                              np.random.default_rng(self.seed))
         ranked = None if order is None else (
             [self.pool.ids[self.candidates[i]] for i in order], [float(scores[i]) for i in order])
         return broadcast_from_rank0(ranked)
@@ -122,7 +117,7 @@ class CheckpointScorer:
 
         A scoring pass on every rank: call it on every rank.
         """
-        predictions = predictions_of(self.selection, self.pool, ids)
+        predictions = self.scorer.predictions(ids)
         if predictions is None:
             return []
         return tasks_of_samples(self.cfg.train_dataloader.dataset, ids, scores, predictions,
@@ -130,7 +125,7 @@ class CheckpointScorer:
 
     def write(self, folder: str | Path, tasks: list[Task], cycle: int | None = None) -> None:
         write_batch(folder, tasks, self.space, self.annotation,
-                    strategy=self.settings.strategy['type'], cycle=cycle,
+                    strategy=self.strategy_cfg['type'], cycle=cycle,
                     extra=dict(checkpoint=self.checkpoint,
                                candidates_dataset=_plain(self.candidates_cfg)))
 
@@ -158,21 +153,3 @@ def query(cfg: Config, checkpoint: str, budget: int, out_dir: str | Path, *,
 def _plain(cfg: dict | None) -> dict | None:
     """A dataset config as JSON can hold it (ingest rebuilds the candidates from it)."""
     return None if cfg is None else json.loads(json.dumps(cfg, default=list))
-
-
-def batch_samples(cfg: Config, batch_dir: Path, record: dict, ids: list[str]) -> dict:
-    """``{id: (leaf config, data info)}`` of a query batch's samples, for writing labels.
-
-    Samples of the training dataset are its own. Images named with
-    ``--images`` get their labels in the batch folder: VOC XML in
-    ``labels/Annotations/`` (detection), the batch's ``persons.json`` (pose).
-    """
-    source = record.get('candidates_dataset')
-    if source is None:
-        return sample_infos(cfg.train_dataloader.dataset, ids)
-    samples = sample_infos(source, ids)
-    if source['type'] == 'UnlabeledImageDataset':
-        for _, info in samples.values():
-            info['xml_path'] = str(batch_dir / 'labels' / 'Annotations' /
-                                   (Path(info['img_path']).stem + '.xml'))
-    return samples

@@ -1,8 +1,8 @@
 """A serving queue's retraining job: train on what is labeled now, order the pool again.
 
-    python -m mmal.annotation.retrain SERVE_CONFIG FOLDER
+    python -m mmal.service.retrain SERVE_CONFIG FOLDER
 
-Run in the background by :class:`~mmal.annotation.serve.AnnotationServer`.
+Run in the background by :class:`~mmal.service.serve.AnnotationServer`.
 Trains the config's model on the training samples labeled on disk (a fresh
 Runner, resumable from its checkpoints in FOLDER), scores the unlabeled
 ones with the config's strategy, and writes ``FOLDER/order.json`` last

@@ -16,9 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..annotation.batch import append_to_batch
+from ..annotation.ingest import ingest_and_write
+from ..annotation.records import ExportError
 from ..utils import ConfigError
 from ..utils.atomic import atomic_write_text
-from .batch import append_to_batch
+from .query import CheckpointScorer
 from .queue import InformativenessQueue, StreamThreshold
 
 ORDER_FILE = 'order.json'
@@ -82,8 +85,6 @@ class AnnotationServer:
         project holds them all). An export that is not one (a half-copied
         file in the inbox) is reported and left out, not fatal.
         """
-        from ..loop.human import ingest_and_write
-        from .records import ExportError
         exports = self.project.exports(self.work_dir)
         batches = [b for b in [self.batch_dir, *sorted(self.work_dir.glob('stream/*'))]
                    if (b / 'batch.json').exists()]
@@ -117,7 +118,7 @@ class AnnotationServer:
                 scorer = self._scorer(self.queue.data['model'])
                 tasks = scorer.tasks(ids, [self.queue.score(i) for i in ids])
                 append_to_batch(self.batch_dir, tasks, scorer.space,
-                                scorer.settings.strategy['type'])
+                                scorer.strategy_cfg['type'])
                 self.project.push(tasks, scorer.space, scorer.annotation)
             except BaseException:
                 self.queue.release(ids)  # not handed to anyone: pushed again next time
@@ -143,7 +144,7 @@ class AnnotationServer:
         self.queue.save()
         log = open(folder / 'job.log', 'a')  # noqa: SIM115  (the job's, closed at its end)
         self.job = subprocess.Popen(
-            [sys.executable, '-m', 'mmal.annotation.retrain',
+            [sys.executable, '-m', 'mmal.service.retrain',
              str(self.work_dir / SERVE_CONFIG), str(folder)], stdout=log, stderr=log)
         atomic_write_text(folder / 'job.pid', str(self.job.pid))
 
@@ -204,7 +205,6 @@ class AnnotationServer:
 
     def _scorer(self, checkpoint: str, images: str | None = None,
                 out_dir: Path | None = None):
-        from .query import CheckpointScorer
         return CheckpointScorer(self.cfg, checkpoint, out_dir or self.work_dir / 'scoring',
                                 images=images)
 

@@ -21,6 +21,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
+from ..utils.boxes import pairwise_iou
+
 #: Defaults of torchvision's Faster R-CNN post-processing, which the
 #: public code of CALD and of its re-implementation of Kao et al. uses.
 DEFAULT_SCORE_THR = 0.05
@@ -67,29 +69,6 @@ def detections(boxes: Tensor, posteriors: Tensor, score_thr: float,
         return keep[confidence[keep].argsort(descending=True, stable=True)]
     labels = posteriors[keep, :-1].argmax(dim=1)
     return keep[batched_nms(boxes[keep], confidence[keep], labels, nms_iou)]
-
-
-def _iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of broadcast xyxy boxes ``(..., 4)``; 0 where both are empty (no 0/0)."""
-    area_a = (a[..., 2] - a[..., 0]).clamp(min=0) * (a[..., 3] - a[..., 1]).clamp(min=0)
-    area_b = (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
-    low = torch.maximum(a[..., :2], b[..., :2])
-    high = torch.minimum(a[..., 2:], b[..., 2:])
-    inter = (high - low).clamp(min=0).prod(dim=-1)
-    union = area_a + area_b - inter
-    return inter / union.clamp(min=torch.finfo(union.dtype).tiny)
-
-
-def pairwise_iou(a: Tensor, b: Tensor) -> Tensor:
-    """``(n, m)`` IoU of every box of ``a`` with every box of ``b``."""
-    if len(a) == 0 or len(b) == 0:
-        return a.new_zeros(len(a), len(b))
-    return _iou(a[:, None, :], b[None, :, :])
-
-
-def paired_iou(a: Tensor, b: Tensor) -> Tensor:
-    """``(n,)`` IoU of ``a[i]`` with ``b[i]``."""
-    return _iou(a, b)
 
 
 def best_match(reference: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:

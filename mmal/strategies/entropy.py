@@ -1,11 +1,10 @@
 """Entropy sampling: label the samples whose predicted distributions are flattest."""
-import math
 
-import torch
 from torch import Tensor
 
 from ..registry import STRATEGIES
-from .uncertainty import UncertaintyStrategy, binary_entropy, sum_normalised
+from .measures import binary_entropy, heatmap_distribution, normalised_entropy, sum_normalised
+from .uncertainty import UncertaintyStrategy
 
 
 @STRATEGIES.register_module()
@@ -34,16 +33,4 @@ class EntropyStrategy(UncertaintyStrategy):
         return sum_normalised(binary_entropy(probs), probs.shape[-1])
 
     def joint_uncertainty(self, heatmaps: Tensor) -> Tensor:
-        mass = heatmaps.flatten(2).clamp(min=0.0)
-        total = mass.sum(dim=-1, keepdim=True)
-        uniform = torch.full_like(mass, 1.0 / mass.shape[-1])
-        probs = torch.where(total > 0, mass / total.clamp(min=torch.finfo(mass.dtype).tiny),
-                            uniform)
-        return normalised_entropy(probs)
-
-
-def normalised_entropy(probs: Tensor) -> Tensor:
-    """Entropy over the last dim divided by its maximum ``log(n)`` (0 when ``n == 1``)."""
-    n = probs.shape[-1]
-    entropy = -torch.special.xlogy(probs, probs).sum(dim=-1)
-    return entropy / math.log(n) if n > 1 else torch.zeros_like(entropy)
+        return normalised_entropy(heatmap_distribution(heatmaps))

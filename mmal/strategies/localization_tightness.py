@@ -3,6 +3,7 @@ import numpy as np
 
 from ..models.learning_loss import UnsupportedScoreOutputError
 from ..registry import STRATEGIES
+from ..utils.boxes import paired_iou
 from .base import BaseStrategy, require
 from .box_views import (
     DEFAULT_NMS_IOU,
@@ -11,7 +12,6 @@ from .box_views import (
     check_empty_score,
     detections,
     foreground,
-    paired_iou,
     rows,
 )
 

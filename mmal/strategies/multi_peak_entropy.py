@@ -8,7 +8,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from ..registry import STRATEGIES
 from .base import BaseStrategy, require
-from .uncertainty import AGGREGATIONS, aggregate
+from .measures import AGGREGATIONS, aggregate, check_choice
 
 NORMALISATIONS = ('softmax', 'sum')
 #: The public re-implementation finds peaks at least 5 pixels apart on
@@ -93,11 +93,8 @@ class MultiPeakEntropyStrategy(BaseStrategy):
                 or not 0.0 <= threshold <= 1.0:
             raise ValueError(f"{name}: threshold={threshold!r} must lie in [0, 1] (a fraction "
                              "of the joint's highest heatmap value)")
-        if normalise not in NORMALISATIONS:
-            raise ValueError(f'{name}: normalise={normalise!r} must be one of {NORMALISATIONS}')
-        if aggregation not in AGGREGATIONS:
-            raise ValueError(f'{name}: aggregation={aggregation!r} must be one of '
-                             f'{AGGREGATIONS}')
+        check_choice(name, 'normalise', normalise, NORMALISATIONS)
+        check_choice(name, 'aggregation', aggregation, AGGREGATIONS)
         self.num_peaks = num_peaks
         self.min_distance = min_distance
         self.threshold = float(threshold)

@@ -2,12 +2,21 @@
 import math
 
 import numpy as np
+import torch
 
 from ..registry import STRATEGIES
 from ..scoring import MAIN, POSTERIOR_KIND, ScorePass
 from ..utils import ConfigError
+from ..utils.boxes import pairwise_iou
 from .base import BaseStrategy, require
-from .uncertainty import AGGREGATIONS
+from .measures import (
+    AGGREGATIONS,
+    aggregate,
+    check_choice,
+    entropy,
+    heatmap_distribution,
+    kl_to_mean,
+)
 
 COMMITTEES = ('dropout', 'snapshots')
 MEASURES = ('vote_entropy', 'kl_to_mean')
@@ -128,11 +137,8 @@ class QueryByCommitteeStrategy(BaseStrategy):
         if committee == 'dropout' and dropout == 0:
             raise ValueError(f'{name}: committee=\'dropout\' with dropout=0 gives identical '
                              'members; set dropout > 0 (e.g. 0.2)')
-        if measure not in MEASURES:
-            raise ValueError(f'{name}: measure={measure!r} must be one of {MEASURES}')
-        if aggregation not in AGGREGATIONS:
-            raise ValueError(f'{name}: aggregation={aggregation!r} must be one of '
-                             f'{AGGREGATIONS}')
+        check_choice(name, 'measure', measure, MEASURES)
+        check_choice(name, 'aggregation', aggregation, AGGREGATIONS)
         if not isinstance(iou_threshold, (int, float)) or not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f'{name}: iou_threshold={iou_threshold!r} must lie in (0, 1]')
         if not isinstance(vote_cell, int) or isinstance(vote_cell, bool) or vote_cell < 1:
@@ -223,7 +229,7 @@ class QueryByCommitteeStrategy(BaseStrategy):
                 per_box = disagreement(table, self.measure)
             else:
                 per_box = binary_disagreement(table[..., :-1], self.measure)
-            out[i] = aggregate(per_box, self.aggregation)
+            out[i] = float(aggregate(per_box, self.aggregation))
         return out
 
     def pose_scores(self, heatmaps) -> np.ndarray:
@@ -236,7 +242,7 @@ class QueryByCommitteeStrategy(BaseStrategy):
                                  f'W) heatmaps, got {maps.shape}')
             self._check_members(len(maps), i)
             per_joint = heatmap_disagreement(maps, self.measure, self.vote_cell)
-            out[i] = aggregate(per_joint, self.aggregation)
+            out[i] = float(aggregate(per_joint, self.aggregation))
         return out
 
     def _check_members(self, got: int, sample: int) -> None:
@@ -246,17 +252,6 @@ class QueryByCommitteeStrategy(BaseStrategy):
 
 
 # ---------------------------------------------------------------- matching
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of xyxy boxes ``(A, 4)`` and ``(B, 4)`` -> ``(A, B)``."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
 def match_boxes(boxes: list[np.ndarray], confidences: list[np.ndarray],
                 iou_threshold: float) -> np.ndarray:
     """Group the members' boxes: ``(G, M)`` row index of each member's box, -1 for none.
@@ -272,7 +267,7 @@ def match_boxes(boxes: list[np.ndarray], confidences: list[np.ndarray],
     anchors = np.zeros((0, 4))
     groups: list[list[int]] = []
     for m, (rects, conf) in enumerate(zip(boxes, confidences)):
-        ious = box_iou(rects, anchors)
+        ious = pairwise_iou(rects, anchors)
         free = np.ones(len(anchors), dtype=bool)
         new = []
         for j in np.argsort(-conf, kind='stable'):
@@ -345,8 +340,7 @@ def heatmap_disagreement(maps: np.ndarray, measure: str, cell: int) -> np.ndarra
     total = mass.sum(axis=-1, keepdims=True)
     nowhere = total[..., 0] <= 0
     if measure == 'kl_to_mean':
-        probs = np.where(total > 0, mass / np.where(total > 0, total, 1.0),
-                         1.0 / mass.shape[-1])
+        probs = heatmap_distribution(torch.from_numpy(np.ascontiguousarray(maps))).numpy()
         return kl_to_mean(np.moveaxis(probs, 0, 1)) / math.log(min(members, height * width))
     peak = mass.argmax(axis=-1)
     rows, cols = (peak // width) // cell, (peak % width) // cell
@@ -355,29 +349,3 @@ def heatmap_disagreement(maps: np.ndarray, measure: str, cell: int) -> np.ndarra
     votes = np.where(nowhere, cells, rows * cells_x + cols).T    # (K, M)
     share = (votes[..., None] == np.arange(cells + 1)).mean(axis=-2)
     return entropy(share) / math.log(min(members, cells + 1))
-
-
-def entropy(p: np.ndarray) -> np.ndarray:
-    """Entropy over the last dim, in nats."""
-    return -_xlogy(p, p).sum(axis=-1)
-
-
-def kl_to_mean(probs: np.ndarray) -> np.ndarray:
-    """``(..., M, n)`` -> ``(...)``: ``1/M sum_m KL(P_m || mean_m P_m)``."""
-    mean = probs.mean(axis=-2, keepdims=True)
-    kl = (_xlogy(probs, probs) - _xlogy(probs, mean)).sum(axis=-1)
-    return np.clip(kl.mean(axis=-1), 0.0, None)
-
-
-def _xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``x log y`` with ``0 log 0 = 0`` (where x is 0, y may be 0 too)."""
-    return np.where(x > 0, x * np.log(np.where(x > 0, y, 1.0)), 0.0)
-
-
-def aggregate(values: np.ndarray, how: str) -> float:
-    """Reduce one sample's box-group or joint values to one number."""
-    if how == 'max':
-        return float(values.max())
-    if how == 'sum':
-        return float(values.sum())
-    return float(values.mean())

@@ -4,7 +4,6 @@ Not a strategy itself: :class:`LeastConfidenceStrategy`,
 :class:`MarginStrategy` and :class:`EntropyStrategy` each register one
 measure on top of it.
 """
-import math
 from abc import ABCMeta, abstractmethod
 
 import numpy as np
@@ -13,8 +12,7 @@ from torch import Tensor
 
 from ..scoring import POSTERIOR_KIND
 from .base import BaseStrategy, require
-
-AGGREGATIONS = ('max', 'mean', 'sum')
+from .measures import AGGREGATIONS, aggregate, check_choice
 
 
 class UncertaintyStrategy(BaseStrategy, metaclass=ABCMeta):
@@ -80,9 +78,7 @@ class UncertaintyStrategy(BaseStrategy, metaclass=ABCMeta):
                  empty_score: float | str = 'max') -> None:
         super().__init__(task)
         name = type(self).__name__
-        if aggregation not in AGGREGATIONS:
-            raise ValueError(f'{name}: aggregation={aggregation!r} must be one of '
-                             f'{AGGREGATIONS}')
+        check_choice(name, 'aggregation', aggregation, AGGREGATIONS)
         if empty_score != 'max' and not isinstance(empty_score, (int, float)):
             raise ValueError(f"{name}: empty_score={empty_score!r} must be 'max' or a number")
         self.aggregation = aggregation
@@ -157,22 +153,3 @@ class UncertaintyStrategy(BaseStrategy, metaclass=ABCMeta):
         uncertainty = self.joint_uncertainty(heatmaps)
         return np.asarray([float(aggregate(u, self.aggregation)) for u in uncertainty],
                           dtype=np.float64)
-
-
-def aggregate(values: Tensor, how: str) -> Tensor:
-    """Reduce one sample's ``(N,)`` box or joint values to one number."""
-    if how == 'max':
-        return values.amax()
-    if how == 'sum':
-        return values.sum()
-    return values.sum() / len(values)
-
-
-def binary_entropy(p: Tensor) -> Tensor:
-    """Entropy of Bernoulli(p), in nats."""
-    return -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p))
-
-
-def sum_normalised(values: Tensor, columns: int) -> Tensor:
-    """Sum over the last dim divided by ``columns * log 2``: binary entropies into [0, 1]."""
-    return values.sum(dim=-1) / (columns * math.log(2))

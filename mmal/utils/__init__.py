@@ -1,8 +1,8 @@
+"""Helpers that know nothing of MMAL's other packages."""
 from .checkpoint import patch_mmengine_checkpoint_loading
-from .config_checks import ConfigError, check_data_paths, is_leaf_dataset, walk_dataset_configs
 from .dist import setup_distributed
 from .env import package_versions
+from .errors import ConfigError
 
-__all__ = ['ConfigError', 'check_data_paths', 'package_versions',
-           'patch_mmengine_checkpoint_loading', 'setup_distributed',
-           'is_leaf_dataset', 'walk_dataset_configs']
+__all__ = ['ConfigError', 'package_versions', 'patch_mmengine_checkpoint_loading',
+           'setup_distributed']

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
 from ...datasets.label_checks import box_problems, joint_problems
+from ...utils.boxes import iou
 from ..records import Box, ExportError, Keypoint, LabelSpace, Task
 
 #: Coordinates this far outside the image (pixels) are taken as the border:
@@ -163,17 +164,6 @@ class ImageIndex:
 
 def _ends_with(path: str, tail: str) -> bool:
     return path.endswith('/' + tail.lstrip('/'))
-
-
-def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def points_box(points: Sequence[tuple[float, float]]) -> tuple[float, float, float, float]:
