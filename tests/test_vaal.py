@@ -12,9 +12,10 @@ import pytest
 import torch
 from mmengine.hooks import Hook
 
+from mmal.models.vaal import BalancedBatchSampler
+from mmal.models.vaal_trainer import RUN_FILE
 from mmal.registry import STRATEGIES
 from mmal.scoring import MAIN, ScorePass
-from mmal.strategies.vaal import RUN_FILE, BalancedBatchSampler
 
 from .cycles import one_epoch_two_cycles, run_and_check_selection
 
