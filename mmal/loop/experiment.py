@@ -89,12 +89,12 @@ class ActiveLearningExperiment:
             f'mmal_{self.work_dir.name}_{time.time_ns()}', logger_name='mmal',
             log_file=str(self.work_dir / 'al_train.log'), log_level='INFO')
         check_labels(cfg, self.settings, self.pool, self._log)
+        self.oracle.check_plan(ExperimentState.load(self.work_dir) if resume else None)
         # Rank 0 alone reads or creates the record and the others take its copy:
         # a rank that looked later would find rank 0's new file and refuse it.
         self.state: ExperimentState = on_rank0(
             lambda: open_state(self.work_dir, cfg, self.settings, self.pool, resume, self._log))
         saved_on_rank0(self.state)
-        self.oracle.check_plan(self.state)
 
     # ------------------------------------------------------------------ run
     def run(self) -> ExperimentState:

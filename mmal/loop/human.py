@@ -62,13 +62,13 @@ class HumanOracle:
     def initial_description(self) -> str:
         return f'{sum(self.pool.has_labels)} labeled on disk'
 
-    def check_plan(self, state: ExperimentState) -> None:
+    def check_plan(self, recorded: ExperimentState | None) -> None:
         """Refuse a plan the pool cannot hold, counting from cycle 0's labels.
 
-        Labels on disk grow with every ingest: a resumed run counts what
-        cycle 0 started with, as the first run did.
+        Labels on disk grow with every ingest: a resumed run (``recorded``)
+        counts what cycle 0 started with, as the first run did.
         """
-        start = state.cycle(0)
+        start = recorded.cycle(0) if recorded is not None else None
         self.plan.check_plan(len(self.pool), labeled_on_disk=(
             start['num_labeled'] if start else sum(self.pool.has_labels)))
 

@@ -14,7 +14,8 @@ questions, so the loop has no branch for either:
 - ``waiting(entry)`` / ``waiting_message(...)``: whether the run stops there;
 - ``knows_labels``: whether the candidates' labels can be read (the
   ranking evaluation needs them);
-- ``check_plan(state)``, ``initial_description``.
+- ``check_plan(recorded)``: the one plan check, before anything is written;
+- ``initial_description``.
 """
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +37,10 @@ class Oracle(Protocol):
     @property
     def initial_description(self) -> str: ...
 
-    def check_plan(self, state: ExperimentState) -> None: ...
+    def check_plan(self, recorded: ExperimentState | None) -> None:
+        """Refuse a plan the pool cannot hold, before any work (``recorded``: the
+        experiment being resumed, if any)."""
+        ...
 
     def labeled_ids(self, c: int, state: ExperimentState) -> list[str]: ...
 
@@ -62,7 +66,6 @@ class DatasetOracle:
     knows_labels = True
 
     def __init__(self, settings: ActiveLearningSettings, pool: Pool) -> None:
-        settings.check_plan(len(pool))
         self.settings = settings
         self.pool = pool
 
@@ -70,8 +73,9 @@ class DatasetOracle:
     def initial_description(self) -> str:
         return str(self.settings.initial_size)
 
-    def check_plan(self, state: ExperimentState) -> None:
-        """Nothing more: the plan was checked against the pool when built."""
+    def check_plan(self, recorded: ExperimentState | None) -> None:
+        """Refuse a plan the pool cannot hold (initial_size + the budgets)."""
+        self.settings.check_plan(len(self.pool))
 
     def labeled_ids(self, c: int, state: ExperimentState) -> list[str]:
         """Cycle ``c``'s labeled set: the seeded initial draw, then grown by each selection."""
