@@ -236,3 +236,19 @@ def test_a_strategy_typo_is_a_config_error_naming_it(strategy, match):
         build_strategy(strategy, 'detection')
     assert type(build_strategy(dict(type='BadgeStrategy'), 'detection')).__name__ == \
         'BadgeStrategy'
+
+
+def test_the_ranking_evaluation_scores_its_references_from_one_pass():
+    from mmal.loop.ranking import RankingEvaluation
+    from mmal.scoring import MAIN
+    default = RankingEvaluation(50, settings().ranking_references, 'detection')
+    assert list(default.references) == ['LearningLossStrategy', 'EntropyStrategy']
+    outputs = default.passes()[MAIN].outputs
+    assert outputs[:2] == ('target_loss', 'pred_loss') and len(set(outputs)) == len(outputs)
+    named = RankingEvaluation(50, [dict(type='EntropyStrategy', name='entropy_sum',
+                                        aggregation='sum')], 'detection')
+    assert list(named.references) == ['entropy_sum']
+    with pytest.raises(ConfigError, match='CoreSetStrategy needs more than one pass'):
+        RankingEvaluation(50, [dict(type='CoreSetStrategy')], 'detection')
+    with pytest.raises(ConfigError, match='ranking_references'):
+        settings(ranking_references=['EntropyStrategy'])

@@ -41,7 +41,7 @@ from .checks import (
     check_same_labeled_set_on_every_rank,
 )
 from .oracle import build_oracle
-from .ranking import evaluate_ranking
+from .ranking import RankingEvaluation
 from .resume import check_writable, open_state
 from .runner import CycleRunner, phase_config
 from .selection import CycleSelection, draw_candidates, elapsed, write_scores
@@ -82,6 +82,9 @@ class ActiveLearningExperiment:
         check_experiment_config(cfg)
         self.pool: Pool = build_pool(cfg.train_dataloader.dataset, self.settings.label_tolerance)
         self.oracle = build_oracle(cfg, self.settings, self.pool, self.task, self.strategy)
+        self.ranking = RankingEvaluation(self.settings.ranking_eval_size,
+                                         self.settings.ranking_references, self.task
+                                         ) if self.settings.ranking_eval_size else None
         self.position = {sample_id: i for i, sample_id in enumerate(self.pool.ids)}
         check_same_experiment_on_every_rank(cfg, self.settings, self.pool)
         check_writable(self.work_dir)
@@ -230,11 +233,10 @@ class ActiveLearningExperiment:
                   f'{picked[0]["score"]:.4f}, K-th {picked[-1]["score"]:.4f})')
         picked, fields = self.oracle.ask(c, picked, previous, self._cycle_dir(c),
                                          scorer.predictions)
-        if s.ranking_eval_size and self.oracle.knows_labels:
+        if self.ranking is not None and self.oracle.knows_labels:
             start = time.perf_counter()
-            fields['ranking_accuracy'] = result = evaluate_ranking(
-                scorer, self.task, candidates, scores, s.ranking_eval_size,
-                np.random.default_rng([s.seed, c, 2]))
+            fields['ranking_accuracy'] = result = self.ranking.evaluate(
+                scorer, candidates, scores, np.random.default_rng([s.seed, c, 2]))
             timings['ranking_eval_s'] = elapsed(start)
             self._log(f'cycle {c}: ranking accuracy on {result["num_samples"]} candidates: '
                       + ', '.join(f'{k}={v:.3f}' for k, v in result.items()

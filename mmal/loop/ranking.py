@@ -14,7 +14,8 @@ from mmengine.dist import get_rank
 
 from ..models.ranking_loss import ranking_accuracy
 from ..scoring import MAIN, ScorePass, Scorer
-from ..strategies import EntropyStrategy
+from ..strategies import build_strategy
+from ..utils import ConfigError
 from ..utils.dist import broadcast_from_rank0
 
 
@@ -35,29 +36,59 @@ def ranking_sample(num_candidates: int, size: int, rng: np.random.Generator) -> 
     return np.sort(rng.choice(num_candidates, size=size, replace=False))
 
 
-def evaluate_ranking(scorer: Scorer, task: str, candidates: np.ndarray,
-                     scores: np.ndarray | None, size: int,
-                     rng: np.random.Generator) -> dict:
-    """Pairwise ranking accuracy of the strategy's and the reference scores (Fig. 5),
-    on a fixed random sample of ``size`` candidates, on every rank.
+class RankingEvaluation:
+    """The ranking evaluation after each selection, a diagnostic the config turns on
+    (``active_learning.ranking_eval_size`` > 0).
 
-    A scoring pass with labels on every rank (call it on every rank);
-    ``scores`` (the strategy's, per candidate) are read on rank 0.
+    Args:
+        size (int): Candidates in the fixed random sample scored with labels.
+        references (list[dict]): Strategies whose scores are compared too,
+            each under its ``type`` (or ``name``, popped before building):
+            single-pass strategies that score candidates alone (Learning
+            Loss, the uncertainty family).
+        task (str): ``'detection'`` or ``'pose'``.
+
+    Raises:
+        ConfigError: A reference that needs more than one pass over the
+            candidates, or the labeled set.
     """
-    sample = ranking_sample(len(candidates), size, rng)
-    entropy = EntropyStrategy(task=task)
-    outputs = scorer.score(candidates[sample].tolist(),
-                           {MAIN: ScorePass(('target_loss', 'pred_loss', *entropy.outputs))},
-                           phase='rank', with_labels=True)
-    result = None
-    if get_rank() == 0:
-        losses = outputs['target_loss']
-        references = dict(LearningLossStrategy=outputs['pred_loss'],
-                          EntropyStrategy=entropy.scores(outputs, {}))
-        result = dict(num_samples=int(len(sample)),
-                      strategy=pairwise_ranking_accuracy(scores[sample], losses))
-        result.update({name: pairwise_ranking_accuracy(ref, losses)
-                       for name, ref in references.items()})
-        del outputs
-        scorer.clear_spill()
-    return broadcast_from_rank0(result)
+
+    def __init__(self, size: int, references: list[dict], task: str) -> None:
+        self.size = size
+        self.references = {}
+        for cfg in references:
+            cfg = dict(cfg)
+            name = cfg.pop('name', cfg['type'])
+            strategy = build_strategy(cfg, task)
+            if strategy.labeled_passes() or set(strategy.candidate_passes()) - {MAIN}:
+                raise ConfigError(f'active_learning.ranking_references: {name} needs more than '
+                                  'one pass over the candidates (or the labeled set); a '
+                                  'reference scores candidates from one pass, like '
+                                  'LearningLossStrategy or EntropyStrategy')
+            self.references[name] = strategy
+
+    def passes(self) -> dict[str, ScorePass]:
+        outputs = ('target_loss', *(o for r in self.references.values() for o in r.outputs))
+        return {MAIN: ScorePass(tuple(dict.fromkeys(outputs)))}
+
+    def evaluate(self, scorer: Scorer, candidates: np.ndarray, scores: np.ndarray | None,
+                 rng: np.random.Generator) -> dict:
+        """Pairwise ranking accuracy of the strategy's and the references' scores
+        (Fig. 5) on the sample, on every rank.
+
+        A scoring pass with labels on every rank (call it on every rank);
+        ``scores`` (the strategy's, per candidate) are read on rank 0.
+        """
+        sample = ranking_sample(len(candidates), self.size, rng)
+        outputs = scorer.score(candidates[sample].tolist(), self.passes(), phase='rank',
+                               with_labels=True)
+        result = None
+        if get_rank() == 0:
+            losses = outputs['target_loss']
+            result = dict(num_samples=int(len(sample)),
+                          strategy=pairwise_ranking_accuracy(scores[sample], losses))
+            result.update({name: pairwise_ranking_accuracy(ref.scores(outputs, {}), losses)
+                           for name, ref in self.references.items()})
+            del outputs
+            scorer.clear_spill()
+        return broadcast_from_rank0(result)

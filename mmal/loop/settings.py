@@ -37,6 +37,9 @@ class ActiveLearningSettings:
             (a fixed random sample) are scored once more with their labels
             to measure how well the scores rank their true losses (the
             paper's Fig. 5, see :mod:`mmal.loop.ranking`); 0 turns it off.
+        ranking_references (list[dict]): Strategies whose scores the
+            ranking evaluation measures beside the running one's (default:
+            Learning Loss's predicted loss and entropy, as the paper plots).
         target_loss_pipeline (list, optional): The pipeline that loads and
             encodes labels for true losses (ranking evaluation and
             ``OracleLossStrategy``); by default the training pipeline without
@@ -76,6 +79,8 @@ class ActiveLearningSettings:
     score_num_workers: int = 2
     seed: int = 0
     ranking_eval_size: int = 500
+    ranking_references: list = field(default_factory=lambda: [
+        dict(type='LearningLossStrategy'), dict(type='EntropyStrategy')])
     target_loss_pipeline: list | None = None
     oracle: str = 'dataset'
     annotation: dict = field(default_factory=dict)
@@ -129,6 +134,11 @@ class ActiveLearningSettings:
         if not isinstance(self.ranking_eval_size, int) or self.ranking_eval_size < 0:
             raise ConfigError(f'active_learning.ranking_eval_size={self.ranking_eval_size!r} '
                               'must be an integer >= 0 (0 turns the ranking evaluation off)')
+        if not isinstance(self.ranking_references, (list, tuple)) or not all(
+                isinstance(r, dict) and 'type' in r for r in self.ranking_references):
+            raise ConfigError('active_learning.ranking_references='
+                              f'{self.ranking_references!r} must be a list of strategy '
+                              "configs, e.g. [dict(type='EntropyStrategy')]")
         ScoringSettings.from_config({}, asdict(self))  # the score_* keys, checked there
         if self.candidate_pool != 'all' and (
                 not isinstance(self.candidate_pool, int) or self.candidate_pool < 1):
