@@ -24,12 +24,16 @@ DETECTION = [dict(type='RandomStrategy'), dict(type='LearningLossStrategy'),
              dict(type='EntropyStrategy', aggregation='mean'), dict(type='CoreSetStrategy'),
              dict(type='DensityWeightedStrategy', uncertainty=dict(type='EntropyStrategy')),
              dict(type='LearningLossDiversityStrategy', m=2),
-             dict(type='OracleLossStrategy', diagnostic=True)]
+             dict(type='OracleLossStrategy', diagnostic=True),
+             dict(type='QueryByCommitteeStrategy', members=3),
+             dict(type='VAALStrategy', iterations=20)]
 POSE = [dict(type='LearningLossStrategy'),
         dict(type='LeastConfidenceStrategy', aggregation='mean'),
         dict(type='EntropyStrategy'), dict(type='CoreSetStrategy'),
         dict(type='DensityWeightedStrategy', uncertainty=dict(type='LeastConfidenceStrategy')),
-        dict(type='LearningLossDiversityStrategy', m=2)]
+        dict(type='LearningLossDiversityStrategy', m=2),
+        dict(type='QueryByCommitteeStrategy', members=3),
+        dict(type='QueryByCommitteeStrategy', members=3, measure='vote_entropy')]
 CONFIGS = dict(det='configs/learning_loss/ssd-tiny_ll_synthetic-voc.py',
                pose='configs/learning_loss/hourglass-tiny_ll_synthetic-mpii.py')
 
@@ -72,6 +76,8 @@ def run_version(out: Path, data: Path) -> None:
     for task, strategies in (('det', DETECTION), ('pose', POSE)):
         for strategy in strategies:
             name = f'{task}_{strategy["type"]}'
+            if name in picks:  # a second setting of one strategy: name what differs
+                name += '_' + '_'.join(f'{k}={v}' for k, v in strategy.items() if k != 'type')
             cfg = small_cfg(Path.cwd() / CONFIGS[task], copy.deepcopy(strategy), roots[task],
                             task)
             ActiveLearningExperiment(cfg, str(out / name),
