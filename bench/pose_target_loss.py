@@ -7,8 +7,8 @@ hourglass stack) for each sample. On the same head outputs and targets
 in eval mode), this times, interleaved:
 
 - `loop` / `batched`: the per-sample values alone, summed over the recorded
-  calls: one module call per sample (`_looped_sample_values`) against one
-  vmapped call (`_batched_sample_values`);
+  calls: one module call per sample (`looped_sample_values`) against one
+  vmapped call (`batched_sample_values`);
 - `task_loss_loop` / `task_loss_batched`: the whole `task_loss` (mmpose's
   head loss, the recording, the per-sample values) with the loss type held
   on the loop or on the batched way.
@@ -22,11 +22,8 @@ import argparse
 
 import torch
 
-from mmal.models.pose.learning_loss_pose_estimator import (
-    _batched_sample_values,
-    _looped_sample_values,
-    _LossCalls,
-)
+from mmal.models.pose.learning_loss_pose_estimator import loss_calls
+from mmal.models.replay import batched_sample_values, looped_sample_values
 
 from common import device, print_table, summary, task_batches, time_interleaved, write_result
 from train_overhead import CONFIGS, build
@@ -40,10 +37,10 @@ def prepare(model, batches: list) -> list[dict]:
         for batch in batches:
             data = model.data_preprocessor(batch, True)
             feats, _ = model._extract(data['inputs'])
-            with _LossCalls(model._loss_modules) as calls:
+            with loss_calls(model._loss_modules) as calls:
                 estimator.head.loss(feats, data['data_samples'], train_cfg=estimator.train_cfg)
             prepared.append(dict(feats=feats, data_samples=data['data_samples'],
-                                 records=calls.records))
+                                 records=calls))
     return prepared
 
 
@@ -61,10 +58,10 @@ def measure(config: str, batch_size: int, num_batches: int) -> dict:
 
     with torch.no_grad():
         # the same values both ways
-        max_diff = max((per_sample(_batched_sample_values, item)
-                        - per_sample(_looped_sample_values, item)).abs().max().item()
+        max_diff = max((per_sample(batched_sample_values, item)
+                        - per_sample(looped_sample_values, item)).abs().max().item()
                        for item in items)
-        max_value = max(per_sample(_looped_sample_values, item).abs().max().item()
+        max_value = max(per_sample(looped_sample_values, item).abs().max().item()
                         for item in items)
 
         def task_loss(batched: bool):
@@ -74,8 +71,8 @@ def measure(config: str, batch_size: int, num_batches: int) -> dict:
             return run
 
         times = time_interleaved({
-            'loop': lambda item: per_sample(_looped_sample_values, item),
-            'batched': lambda item: per_sample(_batched_sample_values, item),
+            'loop': lambda item: per_sample(looped_sample_values, item),
+            'batched': lambda item: per_sample(batched_sample_values, item),
             'task_loss_loop': task_loss(False),
             'task_loss_batched': task_loss(True),
         }, items)

@@ -10,13 +10,13 @@ from mmengine.config import Config
 from mmpose.codecs.utils import generate_gaussian_heatmaps, generate_unbiased_gaussian_heatmaps
 from torch.nn import functional as F  # noqa: N812
 
-from mmal.models.detectors.candidates import (
-    dense_candidates,
+from mmal.models.detectors.candidates import dense_candidates
+from mmal.models.gradient_embeddings import (
     final_cls_convs,
+    pseudo_label_heatmaps,
     pseudo_label_residual,
 )
 from mmal.models.learning_loss import SCORE_OUTPUTS, UnsupportedScoreOutputError
-from mmal.models.pose.learning_loss_pose_estimator import pseudo_label_heatmaps
 from mmal.registry import STRATEGIES
 from mmal.scoring import ScorePass, score_batches
 from mmal.strategies.badge import BadgeStrategy, kmeans_pp_seeding

@@ -25,11 +25,8 @@ from mmal.datasets.dataset_configs import check_data_paths
 from mmal.datasets.mpii_format import MPII_HEADBOX_KEYS, MPII_MAT_JOINT_NAMES, MPII_RECORD_KEYS
 from mmal.hooks import LossPredictionStopGradientHook
 from mmal.models import CompactHourglassNet, LearningLossPoseEstimator
-from mmal.models.pose.learning_loss_pose_estimator import (
-    _batched_sample_values,
-    _looped_sample_values,
-    _LossCalls,
-)
+from mmal.models.pose.learning_loss_pose_estimator import loss_calls
+from mmal.models.replay import batched_sample_values, looped_sample_values
 from mmal.utils import ConfigError
 
 from .conftest import REPO, use_mpii_root
@@ -139,8 +136,8 @@ def test_batched_per_sample_values_are_the_loops(loss, with_mask):
     kwargs = {}
     if with_mask:  # shared by all samples (first dimension 1): not vmapped over
         kwargs['mask'] = (torch.rand(1, 1, 8, 8) > 0.2).float()
-    batched = _batched_sample_values(module, (output, target, weights), kwargs, 5)
-    looped = _looped_sample_values(module, (output, target, weights), kwargs, 5)
+    batched = batched_sample_values(module, (output, target, weights), kwargs, 5)
+    looped = looped_sample_values(module, (output, target, weights), kwargs, 5)
     assert batched.shape == (5,)
     torch.testing.assert_close(batched, looped, rtol=1e-6, atol=1e-9)
 
@@ -160,10 +157,10 @@ def test_task_loss_batches_the_multi_stack_mse_calls(pose_cfg):
     with torch.no_grad():
         feats, _ = model._extract(data['inputs'])
         head = model.task_model.head
-        with _LossCalls(model._loss_modules) as recorded:
+        with loss_calls(model._loss_modules) as recorded:
             head.loss(feats, data['data_samples'], train_cfg=model.task_model.train_cfg)
-        assert len(recorded.records) == 2  # one per stack
-        looped = sum(_looped_sample_values(m, a, kw, 5) for m, a, kw, _ in recorded.records)
+        assert len(recorded) == 2  # one per stack
+        looped = sum(looped_sample_values(m, a, kw, 5) for m, a, kw, _ in recorded)
         _, first = model.task_loss(feats, data['data_samples'])
         assert model._batched_loss_types == {KeypointMSELoss: True}
         calls = _count_calls(head.loss_module)

@@ -9,7 +9,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from mmal.models import LearningLossTwoStageDetector
-from mmal.models.detectors.learning_loss_detector import _summed_losses
+from mmal.models.replay import summed_losses
 
 from .conftest import REPO, voc_config
 from .test_learning_loss_detector import batch
@@ -36,7 +36,7 @@ def build(model_cfg, seed=0):
 def summed_objective(detector, inputs, data_samples):
     """mmdet's own loss with every loss module summing: the batch's summed objective."""
     heads = [detector.rpn_head, detector.roi_head.bbox_head]
-    with _summed_losses(heads[0]), _summed_losses(heads[1]):
+    with summed_losses(heads[0]), summed_losses(heads[1]):
         losses = detector.loss(inputs, data_samples)
     return sum(t.sum() for k, v in losses.items() if 'loss' in k
                for t in (v if isinstance(v, (list, tuple)) else [v]))

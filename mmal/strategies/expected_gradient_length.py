@@ -39,11 +39,11 @@ class ExpectedGradientLengthStrategy(BaseStrategy):
     background; sigmoid heads: each class against its own rounding),
     summed over the image's boxes, differentiated with respect to the
     class-logit conv (center tap, anchors tied; see
-    :func:`~mmal.models.detectors.candidates.dense_gradient_embeddings`);
+    :func:`~mmal.models.gradient_embeddings.dense_gradient_embeddings`);
     an image with no candidate box scores 0. **Pose**, the heatmap MSE
     against the codec's Gaussian at each joint's heatmap peak,
     differentiated with respect to the conv that outputs the heatmaps
-    (:func:`~mmal.models.pose.learning_loss_pose_estimator.heatmap_gradient_embedding`);
+    (:func:`~mmal.models.gradient_embeddings.heatmap_gradient_embedding`);
     a regression loss, so the lower-bound argument does not carry over: the
     score grows with the distance between the predicted heatmap and a clean
     peak at its maximum, weighted by the features. A model that still

@@ -2,20 +2,15 @@
 import contextlib
 from collections.abc import Sequence
 
-import torch
 from mmdet.models.detectors import SingleStageDetector
 from mmdet.models.utils import unpack_gt_instances
 from mmdet.registry import MODELS
 from torch import Tensor
 
+from ..gradient_embeddings import dense_gradient_embeddings, final_cls_convs
 from ..learning_loss import LearningLossModel, UnsupportedScoreOutputError
-from .candidates import (
-    ModuleCalls,
-    check_score_cfg,
-    dense_candidates,
-    dense_gradient_embeddings,
-    final_cls_convs,
-)
+from ..replay import per_image_losses_by_slicing, recorded_calls, summed_losses
+from .candidates import check_score_cfg, dense_candidates
 
 
 @MODELS.register_module()
@@ -81,7 +76,7 @@ class LearningLossDetector(LearningLossModel):
                 *outs, gt_instances, img_metas, gt_ignore)
             return losses, per_image.detach()
         losses = head.loss_by_feat(*outs, gt_instances, img_metas, gt_ignore)
-        summed = _summed_losses(head) if self.per_image_normalizer == 'none' \
+        summed = summed_losses(head) if self.per_image_normalizer == 'none' \
             else contextlib.nullcontext()
         with summed:
             per_image = per_image_losses_by_slicing(head, outs, gt_instances, img_metas,
@@ -99,9 +94,9 @@ class LearningLossDetector(LearningLossModel):
         """``'posteriors'``, ``'boxes'`` and ``'grad_embedding'`` of the candidate boxes.
 
         ``'grad_embedding'`` ``(B, E)``: see
-        :func:`~mmal.models.detectors.candidates.dense_gradient_embeddings`;
-        the same head pass gives the candidates and, through a forward hook
-        on the class-logit conv(s), the features under each of them.
+        :func:`~mmal.models.gradient_embeddings.dense_gradient_embeddings`;
+        the same head pass gives the candidates and, through the recorded
+        calls of the class-logit conv(s), the features under each of them.
         """
         unsupported = wanted - {'posteriors', 'boxes', 'grad_embedding'}
         if unsupported:
@@ -116,7 +111,7 @@ class LearningLossDetector(LearningLossModel):
                                                  self.posterior_kind, self.score_cfg)
             return {key: value for key, value in
                     (('posteriors', posteriors), ('boxes', boxes)) if key in wanted}
-        with ModuleCalls(final_cls_convs(head)) as calls:
+        with recorded_calls(final_cls_convs(head)) as calls:
             outs = head(feats)
         posteriors, boxes, rows = dense_candidates(head, outs, img_shapes, self.posterior_kind,
                                                    self.score_cfg, return_rows=True)
@@ -133,40 +128,3 @@ class LearningLossDetector(LearningLossModel):
         return self.task_model.add_pred_to_datasample(data_samples, results)
 
 
-@torch.no_grad()
-def per_image_losses_by_slicing(head, outs: tuple, gt_instances: list, img_metas: list,
-                                gt_ignore: list | None) -> Tensor:
-    """Each image's head loss computed as a batch of one (any dense head)."""
-    per_image = []
-    for i in range(len(img_metas)):
-        one = tuple([lvl[i:i + 1] for lvl in out] for out in outs)
-        single = head.loss_by_feat(*one, [gt_instances[i]], [img_metas[i]],
-                                   None if gt_ignore is None else [gt_ignore[i]])
-        terms = [t for v in single.values() for t in (v if isinstance(v, (list, tuple)) else [v])]
-        per_image.append(torch.stack([t.sum() for t in terms]).sum())
-    return torch.stack(per_image).detach()
-
-
-@contextlib.contextmanager
-def _summed_losses(head):
-    """Make the head's mmdet loss modules sum over their elements instead of averaging.
-
-    mmdet's losses all take ``avg_factor`` and ``reduction_override``; the
-    heads pass the batch's positive count as ``avg_factor``. Inside this
-    context every loss module of ``head`` drops it and sums, so a batch of
-    one image gives that image's summed objective. Only instance attributes
-    are set, and removed on exit.
-    """
-    modules = [m for m in head.modules()
-               if m is not head and type(m).__module__.startswith('mmdet.models.losses')]
-    for module in modules:
-        def summed(*args, _forward=module.forward, **kwargs):
-            kwargs.pop('avg_factor', None)
-            kwargs['reduction_override'] = 'sum'
-            return _forward(*args, **kwargs)
-        module.forward = summed
-    try:
-        yield
-    finally:
-        for module in modules:
-            del module.forward

@@ -12,14 +12,16 @@ from mmdet.registry import MODELS
 from mmdet.structures.bbox import get_box_tensor
 from torch import Tensor, nn
 
-from ..last_layer import ModuleCalls
-from ..learning_loss import LearningLossModel
-from .candidates import check_score_cfg, outer_sums_per_image, pseudo_label_residual
-from .learning_loss_detector import (
-    UnsupportedScoreOutputError,
-    _summed_losses,
+from ..gradient_embeddings import class_layer, roi_gradient_embeddings
+from ..learning_loss import LearningLossModel, UnsupportedScoreOutputError
+from ..replay import (
     per_image_losses_by_slicing,
+    recorded_calls,
+    returning,
+    summed_losses,
+    total_loss,
 )
+from .candidates import check_score_cfg
 
 #: What :meth:`LearningLossTwoStageDetector.task_outputs` can return.
 TASK_OUTPUTS = frozenset({'posteriors', 'boxes', 'proposals', 'grad_embedding'})
@@ -59,7 +61,7 @@ class LearningLossTwoStageDetector(LearningLossModel):
     loss is then those same inputs restricted to the image (batch index
     ``i``, or the RoIs whose first column is ``i`` with ``sampling_results
     [i]``), computed with the loss modules summing
-    (:func:`~mmal.models.detectors.learning_loss_detector._summed_losses`).
+    (:func:`~mmal.models.replay.summed_losses`).
     Nothing is drawn again, so the random state is untouched and the batch
     loss is bit-for-bit what plain mmdet computes for the same seed, and the
     per-image losses add up to the batch's summed objective. Only an RPN
@@ -108,10 +110,11 @@ class LearningLossTwoStageDetector(LearningLossModel):
         detector = self.task_model
         rpn_head = detector.rpn_head if detector.with_rpn else None
         with contextlib.ExitStack() as stack:
-            rpn_calls = stack.enter_context(_recording(rpn_head, 'loss_by_feat_single'))
-            roi_calls = [stack.enter_context(_recording(head, 'loss_and_target'))
+            rpn_calls = stack.enter_context(recorded_calls(
+                [] if rpn_head is None else [rpn_head], 'loss_by_feat_single'))
+            roi_calls = [stack.enter_context(recorded_calls([head], 'loss_and_target'))
                          for head in self._bbox_heads()]
-            stack.enter_context(_given_feats(detector, feats))
+            stack.enter_context(returning(detector, 'extract_feat', feats))
             losses = detector.loss(None, data_samples)
         rpn = self._rpn_per_image(feats, data_samples, rpn_calls)
         roi = self._roi_per_image(len(data_samples), roi_calls, feats[0].device)
@@ -129,20 +132,20 @@ class LearningLossTwoStageDetector(LearningLossModel):
         if not self.task_model.with_rpn:
             return per_image
         head = self.task_model.rpn_head
-        batch_first = all(a.shape[0] == num_imgs for args, _ in calls
-                          for a in args if isinstance(a, Tensor))
+        batch_first = all(a.shape[0] == num_imgs for call in calls
+                          for a in call.args if isinstance(a, Tensor))
         if not calls or not batch_first:
             rpn_samples = copy.deepcopy(data_samples)  # as TwoStageDetector.loss has them
             for sample in rpn_samples:
                 sample.gt_instances.labels = torch.zeros_like(sample.gt_instances.labels)
             gts, ignore, metas = unpack_gt_instances(rpn_samples)
-            with _summed_losses(head):
+            with summed_losses(head):
                 return per_image_losses_by_slicing(head, head(feats), gts, metas, ignore)
-        with _summed_losses(head):
-            for args, kwargs in calls:  # one call per feature level
+        with summed_losses(head):
+            for call in calls:  # one call per feature level
                 for i in range(num_imgs):
-                    one = [a[i:i + 1] if isinstance(a, Tensor) else a for a in args]
-                    per_image[i] += _total(head.loss_by_feat_single(*one, **kwargs))
+                    one = [a[i:i + 1] if isinstance(a, Tensor) else a for a in call.args]
+                    per_image[i] += total_loss(head.loss_by_feat_single(*one, **call.kwargs))
         return per_image
 
     @torch.no_grad()
@@ -153,10 +156,10 @@ class LearningLossTwoStageDetector(LearningLossModel):
         for stage, (head, head_calls) in enumerate(zip(self._bbox_heads(), calls)):
             weight = 1.0 if weights is None else float(weights[stage])
             signature = inspect.signature(head.loss_and_target)
-            for args, kwargs in head_calls:
-                inputs = signature.bind(*args, **kwargs).arguments
+            for call in head_calls:
+                inputs = signature.bind(*call.args, **call.kwargs).arguments
                 rois = inputs['rois']
-                with _summed_losses(head):
+                with summed_losses(head):
                     for i in range(num_imgs):
                         rows = rois[:, 0] == i
                         one = dict(inputs, rois=rois[rows],
@@ -165,7 +168,7 @@ class LearningLossTwoStageDetector(LearningLossModel):
                             if isinstance(inputs.get(key), Tensor):
                                 one[key] = inputs[key][rows]
                         terms = head.loss_and_target(**one)['loss_bbox']
-                        per_image[i] += weight * _total(
+                        per_image[i] += weight * total_loss(
                             [v for k, v in terms.items() if 'loss' in k])
         return per_image
 
@@ -208,7 +211,7 @@ class LearningLossTwoStageDetector(LearningLossModel):
                 'task outputs need a single BBoxHead (a StandardRoIHead)')
         metas = [sample.metainfo for sample in data_samples]
         recorded = [bbox_head, class_layer(bbox_head)] if 'grad_embedding' in wanted else []
-        with mmcv_ops_precision(feats) as feats, ModuleCalls(recorded) as calls:
+        with mmcv_ops_precision(feats) as feats, recorded_calls(recorded) as calls:
             rpn_results = self._rpn_results(feats, data_samples)
             # rcnn_test_cfg=None: mmdet's raw per-RoI scores and per-class boxes, no NMS
             raw = roi_head.predict_bbox(feats, metas, rpn_results, rcnn_test_cfg=None,
@@ -273,129 +276,5 @@ def mmcv_ops_precision(feats: tuple) -> Iterator[tuple]:
 
 
 # ------------------------------------------------------------------ gradient embeddings
-def class_layer(bbox_head: nn.Module) -> nn.Linear:
-    """The box head's layer whose outputs are the class logits (``fc_cls``).
-
-    Refused, naming why, where the softmax over those logits is not the
-    head's posterior (a loss with its own activation, such as Seesaw) or
-    the layer is not a plain linear one.
-    """
-    owner = type(bbox_head).__name__
-    fc_cls = getattr(bbox_head, 'fc_cls', None) if getattr(bbox_head, 'with_cls', True) \
-        else None
-    if not isinstance(fc_cls, nn.Linear):
-        raise UnsupportedScoreOutputError(
-            f'{owner}: fc_cls is {type(fc_cls).__name__}, not an nn.Linear; the gradient '
-            'embedding is written for a linear class layer')
-    if getattr(bbox_head, 'custom_cls_channels', False):
-        raise UnsupportedScoreOutputError(
-            f'{owner}: loss_cls {type(bbox_head.loss_cls).__name__} has its own activation '
-            '(custom_cls_channels), so the posteriors are not a softmax of fc_cls; the '
-            'gradient embedding is written for softmax cross-entropy')
-    return fc_cls
 
 
-def roi_gradient_embeddings(bbox_head: nn.Module, calls: ModuleCalls,
-                            posteriors: list[Tensor], rows: list[Tensor],
-                            num_rois: list[int]) -> Tensor:
-    """Per image, the box head's class-layer gradient under argmax pseudo-labels, ``(B, E)``.
-
-    The definition is the single-stage one
-    (:func:`~mmal.models.detectors.candidates.dense_gradient_embeddings`)
-    with RoIs for anchor locations: the loss of image ``i`` is the sum, over
-    its scored RoIs (the rows of ``posteriors``, the candidates the
-    uncertainty strategies read), of each RoI's softmax cross-entropy over
-    the C classes and background against its own most likely label
-    (BADGE's hypothetical labels). ``fc_cls`` maps a RoI's feature ``h``
-    (``D`` values, the output of the head's shared and class fcs) to its
-    logits, so that RoI's gradient with respect to ``fc_cls.weight`` is
-    ``(p - onehot(argmax p)) ⊗ h``, ``(C + 1, D)``, and the image's
-    embedding sums its RoIs' and is flattened row by row. The bias is left
-    out, as the convs' are in the single-stage case. Exact: it equals
-    autograd's gradient of that loss (``tests/test_gradient_strategies.py``).
-    ``E = (C + 1) * D``: 6 * 128 = 768 for the small Faster R-CNN, 21 * 1024
-    = 21504 for Faster R-CNN on VOC. An image with no scored RoI gets zeros.
-
-    Args:
-        bbox_head: The RoI head's ``BBoxHead``.
-        calls (ModuleCalls): The calls of ``bbox_head`` and its
-            :func:`class_layer` recorded while ``predict_bbox`` ran.
-        posteriors, rows: Per image, the scored RoIs' posteriors and their
-            row indices among the image's proposals.
-        num_rois (list[int]): Proposals per image, in the batch's order (the
-            order of the rows of the box head's input).
-    """
-    owner = type(bbox_head).__name__
-    fc_cls = class_layer(bbox_head)
-    num_images = len(num_rois)
-    device = fc_cls.weight.device
-    if sum(len(r) for r in rows) == 0:   # mmdet skips the box head without proposals
-        return torch.zeros(num_images, fc_cls.out_features * fc_cls.in_features, device=device)
-    head_calls = [out for module, _, out in calls.records if module is bbox_head]
-    layer_calls = [(x, out) for module, x, out in calls.records if module is fc_cls]
-    if len(head_calls) != 1 or len(layer_calls) != 1 or head_calls[0][0] is not layer_calls[0][1]:
-        raise UnsupportedScoreOutputError(
-            f'{owner}: its class logits are not the direct output of one fc_cls call (the '
-            'head transforms them after fc_cls, or runs more than once), so the weights\' '
-            'gradient cannot be read from the layer\'s input')
-    features, logits = layer_calls[0]
-    if features.dim() != 2 or len(features) != sum(num_rois) \
-            or logits.shape[-1] != bbox_head.num_classes + 1:
-        raise UnsupportedScoreOutputError(
-            f'{owner}: fc_cls maps {tuple(features.shape)} to {tuple(logits.shape)}, not '
-            f'one row per proposal ({sum(num_rois)}) to {bbox_head.num_classes + 1} '
-            'class logits')
-    counts = torch.as_tensor([len(r) for r in rows], device=device)
-    image = torch.repeat_interleave(torch.arange(num_images, device=device), counts)
-    starts = torch.as_tensor([0, *num_rois[:-1]], device=device).cumsum(0)
-    h = features[torch.cat(list(rows)).to(device) + starts[image]]            # (M, D)
-    residual = pseudo_label_residual(torch.cat(list(posteriors)).to(device), 'softmax')
-    return outer_sums_per_image(residual, h, image, num_images).view(num_images, -1)
-
-
-def _total(terms) -> Tensor:
-    """The sum of a loss function's outputs (tensors, possibly nested in lists)."""
-    flat = [t for v in terms for t in (v if isinstance(v, (list, tuple)) else [v])]
-    return torch.stack([t.sum() for t in flat]).sum() if flat else torch.zeros(())
-
-
-@contextlib.contextmanager
-def _recording(module: nn.Module | None, name: str) -> Iterator[list]:
-    """Record the ``(args, kwargs)`` of every call of ``module.<name>`` in the block.
-
-    The method still runs as before; only an instance attribute shadows it
-    while the block runs.
-    """
-    calls: list = []
-    if module is None:
-        yield calls
-        return
-    method = getattr(module, name)
-
-    def record(*args, **kwargs):
-        calls.append((args, kwargs))
-        return method(*args, **kwargs)
-
-    shadowed = vars(module).get(name)
-    setattr(module, name, record)
-    try:
-        yield calls
-    finally:
-        if shadowed is None:
-            delattr(module, name)
-        else:
-            setattr(module, name, shadowed)
-
-
-@contextlib.contextmanager
-def _given_feats(detector: nn.Module, feats: tuple) -> Iterator[None]:
-    """Let ``detector.extract_feat`` return ``feats`` in the block.
-
-    So mmdet's own ``loss`` runs on features the wrapper already extracted
-    (and tapped), without a second backbone pass.
-    """
-    detector.extract_feat = lambda _inputs: feats
-    try:
-        yield
-    finally:
-        del detector.extract_feat

@@ -9,8 +9,15 @@ from mmpose.models.pose_estimators import TopdownPoseEstimator
 from mmpose.registry import MODELS
 from torch import Tensor, nn
 
-from ..last_layer import ModuleCalls, center_tap
+from ..gradient_embeddings import codec_gaussian, final_heatmap_conv, heatmap_gradient_embedding
 from ..learning_loss import LearningLossModel, UnsupportedScoreOutputError
+from ..replay import (
+    batched_sample_values,
+    detached,
+    looped_sample_values,
+    patched,
+    recorded_calls,
+)
 
 
 @MODELS.register_module()
@@ -74,15 +81,15 @@ class LearningLossPoseEstimator(LearningLossModel):
     # ------------------------------------------------------------ task part
     def task_loss(self, feats: tuple, data_samples: list) -> tuple[dict, Tensor]:
         estimator = self.task_model
-        with _LossCalls(self._loss_modules) as calls, _bf16_safe_to_numpy(estimator.head):
+        with loss_calls(self._loss_modules) as calls, bf16_safe_to_numpy(estimator.head):
             losses = estimator.head.loss(feats, data_samples, train_cfg=estimator.train_cfg)
-        if not calls.records:
+        if not calls:
             raise RuntimeError(f'{type(estimator.head).__name__}.loss did not call its '
                                'loss_module, so there is no per-sample loss to read')
         batch_size = len(data_samples)
-        per_sample = torch.zeros(batch_size, device=calls.records[0][3].device)
+        per_sample = torch.zeros(batch_size, device=calls[0].output.device)
         with torch.no_grad():
-            for module, args, kwargs, batch_value in calls.records:
+            for module, args, kwargs, batch_value in calls:
                 values = self._per_sample_values(module, args, kwargs, batch_size)
                 self._check_reduction(module, values, batch_value)
                 per_sample += values
@@ -92,34 +99,34 @@ class LearningLossPoseEstimator(LearningLossModel):
                            batch_size: int) -> Tensor:
         """``(B,)``: the loss module's value for each sample's slice of ``args``/``kwargs``.
 
-        Batched (:func:`_batched_sample_values`) for the loss module types
-        where that works, else one call per sample
-        (:func:`_looped_sample_values`). A type's first call runs both and
+        Batched (:func:`~mmal.models.replay.batched_sample_values`) for the
+        loss module types where that works, else one call per sample
+        (:func:`~mmal.models.replay.looped_sample_values`). A type's first call runs both and
         keeps the batched way only if it ran and gave the loop's values; a
         later failure of the batched way also switches the type to the loop.
         """
         kind = type(module)
         if self._batched_loss_types.get(kind, True):
             try:
-                values = _batched_sample_values(module, args, kwargs, batch_size)
+                values = batched_sample_values(module, args, kwargs, batch_size)
             except Exception:
                 values = None
             if kind in self._batched_loss_types and values is not None:
                 return values
-            looped = _looped_sample_values(module, args, kwargs, batch_size)
+            looped = looped_sample_values(module, args, kwargs, batch_size)
             self._batched_loss_types[kind] = (
                 values is not None and values.shape == looped.shape
                 and torch.allclose(values, looped, rtol=1e-5, atol=1e-8, equal_nan=True))
             return looped
-        return _looped_sample_values(module, args, kwargs, batch_size)
+        return looped_sample_values(module, args, kwargs, batch_size)
 
     def task_outputs(self, inputs: Tensor, feats: tuple, data_samples: list,
                      wanted: frozenset) -> dict:
         """``'heatmaps'`` ``(B, K, H, W)``: the final stage's (``CPMHead`` has one per stack).
 
         ``'grad_embedding'`` ``(B, K * D)``: see
-        :func:`heatmap_gradient_embedding`; the input of the final stage's
-        last conv is read with a forward hook in the same head pass.
+        :func:`~mmal.models.gradient_embeddings.heatmap_gradient_embedding`;
+        the input of the final stage's last conv is recorded in the same head pass.
         """
         if wanted - {'heatmaps', 'grad_embedding'}:
             raise UnsupportedScoreOutputError(
@@ -127,8 +134,8 @@ class LearningLossPoseEstimator(LearningLossModel):
                 f'{sorted(wanted - {"heatmaps", "grad_embedding"})} (detection outputs)')
         head = self.task_model.head
         if 'grad_embedding' in wanted:
-            final = _final_heatmap_conv(head)
-            with ModuleCalls([final]) as calls:
+            final = final_heatmap_conv(head)
+            with recorded_calls([final]) as calls:
                 heatmaps = head.forward(feats)
         else:
             heatmaps = head.forward(feats)
@@ -141,12 +148,12 @@ class LearningLossPoseEstimator(LearningLossModel):
                 'strategies need a heatmap head')
         result = dict(heatmaps=heatmaps.float())
         if 'grad_embedding' in wanted:
-            found = [x for _, x, out in calls.records if out is heatmaps]
+            found = [c.args[0] for c in calls if c.output is heatmaps]
             if len(found) != 1:
                 raise UnsupportedScoreOutputError(
                     f'{type(head).__name__}: the heatmaps are not the direct output of its '
                     "last conv, so that conv's gradient cannot be read from its input")
-            sigma, unbiased = _codec_gaussian(head)
+            sigma, unbiased = codec_gaussian(head)
             result['grad_embedding'] = heatmap_gradient_embedding(
                 heatmaps, found[0], sigma, unbiased).flatten(1)
         return {key: value for key, value in result.items() if key in wanted}
@@ -193,8 +200,7 @@ class LearningLossPoseEstimator(LearningLossModel):
                 'but not the scale of the training loss', stacklevel=2)
 
 
-@contextlib.contextmanager
-def _bf16_safe_to_numpy(head: nn.Module):
+def bf16_safe_to_numpy(head: nn.Module):
     """Let a heatmap head's ``loss`` run under bf16 autocast.
 
     mmpose 1.3.2's heatmap heads (``CPMHead``, ``HeatmapHead``, ...) compute
@@ -206,20 +212,22 @@ def _bf16_safe_to_numpy(head: nn.Module):
     losses themselves are untouched.
     """
     module = sys.modules.get(type(head).__module__)
-    original = getattr(module, 'to_numpy', None)
-    if original is None:
-        yield
-        return
+    if getattr(module, 'to_numpy', None) is None:
+        return contextlib.nullcontext()
 
-    def to_numpy(x, *args, **kwargs):
-        if isinstance(x, Tensor) and x.dtype == torch.bfloat16:
-            x = x.float()
-        return original(x, *args, **kwargs)
-    module.to_numpy = to_numpy
-    try:
-        yield
-    finally:
-        module.to_numpy = original
+    def upcasting(original):
+        def to_numpy(x, *args, **kwargs):
+            if isinstance(x, Tensor) and x.dtype == torch.bfloat16:
+                x = x.float()
+            return original(x, *args, **kwargs)
+        return to_numpy
+    return patched(module, 'to_numpy', upcasting)
+
+
+def loss_calls(modules: Sequence[nn.Module]):
+    """The calls of the loss modules in a block, detached and copied (heads
+    accumulate stage losses in place: CPMHead's ``+=``)."""
+    return recorded_calls(modules, keep=lambda value: detached(value, copy=True))
 
 
 def _loss_modules(head: nn.Module) -> list[nn.Module]:
@@ -233,163 +241,3 @@ def _loss_modules(head: nn.Module) -> list[nn.Module]:
     return [module]
 
 
-class _LossCalls:
-    """Records ``(module, args, kwargs, output)`` of every loss-module call in a block."""
-
-    def __init__(self, modules: Sequence[nn.Module]) -> None:
-        self.modules = modules
-        self.records: list[tuple] = []
-        self._handles: list = []
-
-    def __enter__(self) -> '_LossCalls':
-        def hook(module, args, kwargs, output):
-            # A copy: heads accumulate stage losses in place (CPMHead's `+=`).
-            self.records.append((module, tuple(_detach(a) for a in args),
-                                 {k: _detach(v) for k, v in kwargs.items()},
-                                 _detach(output).clone()))
-        # A module listed twice (one loss for every stage) is hooked once.
-        unique = {id(m): m for m in self.modules}.values()
-        self._handles = [m.register_forward_hook(hook, with_kwargs=True) for m in unique]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-
-def _detach(value):
-    if isinstance(value, Tensor):
-        return value.detach()
-    if isinstance(value, (list, tuple)):
-        return type(value)(_detach(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _detach(v) for k, v in value.items()}
-    return value
-
-
-def _map_batch_first(value, batch_size: int, fn):
-    """``value`` with ``fn`` applied to every batch-first tensor in it.
-
-    A tensor is batch-first when its first dimension is ``batch_size``;
-    lists, tuples and dicts are walked, anything else is kept.
-    """
-    if isinstance(value, Tensor):
-        return fn(value) if value.dim() > 0 and value.shape[0] == batch_size else value
-    if isinstance(value, (list, tuple)):
-        return type(value)(_map_batch_first(v, batch_size, fn) for v in value)
-    if isinstance(value, dict):
-        return {k: _map_batch_first(v, batch_size, fn) for k, v in value.items()}
-    return value
-
-
-def _slice(value, b: int, batch_size: int):
-    """Sample ``b`` of every batch-first tensor in ``value``, as a batch of one."""
-    return _map_batch_first(value, batch_size, lambda t: t[b:b + 1])
-
-
-def _looped_sample_values(module: nn.Module, args: tuple, kwargs: dict,
-                          batch_size: int) -> Tensor:
-    """``(B,)``: ``module`` called on each sample's slice, one call per sample."""
-    return torch.stack([module(*_slice(args, b, batch_size),
-                               **_slice(kwargs, b, batch_size)).sum()
-                        for b in range(batch_size)])
-
-
-def _batched_sample_values(module: nn.Module, args: tuple, kwargs: dict,
-                           batch_size: int) -> Tensor:
-    """``(B,)``: :func:`_looped_sample_values` in one call, with :func:`torch.func.vmap`.
-
-    vmap runs over dimension 0 of the batch-first tensors (those
-    :func:`_slice` slices; every other argument is shared by all samples),
-    and gives the module each sample's tensors with a batch dimension of
-    one, as the loop does. Raises what vmap raises for a module it cannot
-    run.
-    """
-    batched: list[Tensor] = []
-    _map_batch_first((args, kwargs), batch_size, batched.append)
-    if not batched:  # nothing per sample: every sample gets the same value
-        return module(*args, **kwargs).sum().expand(batch_size).clone()
-
-    def one_sample(*tensors: Tensor) -> Tensor:
-        sample = iter(tensors)
-        sample_args, sample_kwargs = _map_batch_first(
-            (args, kwargs), batch_size, lambda _: next(sample).unsqueeze(0))
-        return module(*sample_args, **sample_kwargs).sum()
-
-    return torch.func.vmap(one_sample)(*batched)
-
-
-def _final_heatmap_conv(head: nn.Module) -> nn.Module:
-    """The conv that outputs the (final stage's) heatmaps."""
-    if hasattr(head, 'multi_final_layers'):      # CPMHead: one per stage
-        final = head.multi_final_layers[-1]
-    else:                                        # HeatmapHead and its subclasses
-        final = getattr(head, 'final_layer', None)
-    if not isinstance(final, nn.Conv2d):
-        raise UnsupportedScoreOutputError(
-            f'{type(head).__name__}: its final layer is '
-            f'{type(final).__name__ if final is not None else "missing"}, not a conv that '
-            "outputs the heatmaps ('final_layer' / 'multi_final_layers'); the gradient "
-            'embedding is that conv\'s gradient')
-    center_tap(final, type(head).__name__)
-    return final
-
-
-def _codec_gaussian(head: nn.Module) -> tuple[float, bool]:
-    """``sigma`` and ``unbiased`` of the head's heatmap codec (MSRAHeatmap, UDPHeatmap)."""
-    decoder = getattr(head, 'decoder', None)
-    sigma = getattr(decoder, 'sigma', None)
-    if not isinstance(sigma, (int, float)) or sigma <= 0:
-        raise UnsupportedScoreOutputError(
-            f'{type(head).__name__}: the head\'s decoder '
-            f'({type(decoder).__name__ if decoder is not None else "none"}) has no Gaussian '
-            "sigma; the pseudo-label heatmaps are drawn as the codec draws its targets, so "
-            "give the head a Gaussian heatmap codec (head.decoder, e.g. MSRAHeatmap)")
-    return float(sigma), bool(getattr(decoder, 'unbiased', False))
-
-
-def pseudo_label_heatmaps(heatmaps: Tensor, sigma: float, unbiased: bool = False) -> Tensor:
-    """A Gaussian target at each joint's most likely pixel, ``(B, K, H, W)``.
-
-    The target mmpose's ``MSRAHeatmap`` would encode for a keypoint at the
-    heatmap's argmax: ``exp(-d^2 / (2 sigma^2))``, 1 at the peak; cut to
-    the ``2 * 3 sigma + 1`` square around it unless ``unbiased`` (DARK's
-    encoding, which leaves the whole map).
-    """
-    batch, joints, height, width = heatmaps.shape
-    peak = heatmaps.flatten(2).argmax(dim=-1)                       # (B, K)
-    py, px = (peak // width).float(), (peak % width).float()
-    ys = torch.arange(height, device=heatmaps.device, dtype=torch.float32)
-    xs = torch.arange(width, device=heatmaps.device, dtype=torch.float32)
-    dy = ys.view(1, 1, height, 1) - py[..., None, None]
-    dx = xs.view(1, 1, 1, width) - px[..., None, None]
-    target = torch.exp(-(dx ** 2 + dy ** 2) / (2 * sigma ** 2))
-    if not unbiased:
-        radius = 3 * sigma
-        target = target * ((dx.abs() <= radius) & (dy.abs() <= radius)).float()
-    return target
-
-
-def heatmap_gradient_embedding(heatmaps: Tensor, features: Tensor, sigma: float,
-                               unbiased: bool = False) -> Tensor:
-    """The final conv's gradient under pseudo-label heatmaps, ``(B, K, D)``.
-
-    BADGE's hypothetical label for a heatmap regressor (Ash et al., ICLR
-    2020, take the model's most likely label): each joint's target is the
-    codec's Gaussian at the joint's heatmap argmax
-    (:func:`pseudo_label_heatmaps`). The loss is mmpose's heatmap MSE
-    without its constant factor, ``1/2 sum_{k,pixels} (pred - target)^2``
-    over all K joints (visibility is unknown without labels); its gradient
-    with respect to the weights of the conv that outputs the heatmaps
-    (1x1; a larger kernel's center tap) is, for joint ``k``,
-    ``sum_pixels (pred - target)[k, pixel] * h[:, pixel]``, with ``h`` the
-    conv's input ``(B, D, H, W)``. mmpose's ``KeypointMSELoss`` averages
-    over the ``K*H*W`` elements, a factor common to every sample, which
-    changes neither a ranking nor k-means++ seeding. ``D`` is the head's
-    input width: 64 for the small hourglass, so ``K * D = 1024``.
-    """
-    target = pseudo_label_heatmaps(heatmaps.float(), sigma, unbiased)
-    residual = (heatmaps.float() - target).flatten(2)               # (B, K, HW)
-    with torch.autocast(heatmaps.device.type, enabled=False):    # fp16 scoring: sum in float32
-        return torch.einsum('bkp,bdp->bkd', residual, features.float().flatten(2))
