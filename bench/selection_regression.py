@@ -26,14 +26,16 @@ DETECTION = [dict(type='RandomStrategy'), dict(type='LearningLossStrategy'),
              dict(type='LearningLossDiversityStrategy', m=2),
              dict(type='OracleLossStrategy', diagnostic=True),
              dict(type='QueryByCommitteeStrategy', members=3),
-             dict(type='VAALStrategy', iterations=20)]
+             dict(type='VAALStrategy', iterations=20),
+             dict(type='BadgeStrategy'), dict(type='ExpectedGradientLengthStrategy')]
 POSE = [dict(type='LearningLossStrategy'),
         dict(type='LeastConfidenceStrategy', aggregation='mean'),
         dict(type='EntropyStrategy'), dict(type='CoreSetStrategy'),
         dict(type='DensityWeightedStrategy', uncertainty=dict(type='LeastConfidenceStrategy')),
         dict(type='LearningLossDiversityStrategy', m=2),
         dict(type='QueryByCommitteeStrategy', members=3),
-        dict(type='QueryByCommitteeStrategy', members=3, measure='vote_entropy')]
+        dict(type='QueryByCommitteeStrategy', members=3, measure='vote_entropy'),
+        dict(type='BadgeStrategy')]
 CONFIGS = dict(det='configs/learning_loss/ssd-tiny_ll_synthetic-voc.py',
                pose='configs/learning_loss/hourglass-tiny_ll_synthetic-mpii.py')
 
