@@ -71,6 +71,12 @@ class ActiveLearningExperiment:
         self.resume = resume
         self.launcher = launcher
         self.shared_initial_dir = shared_initial_dir
+        self._read_config(cfg)
+        self._read_pool(cfg)
+        self.state: ExperimentState = self._open_record()
+
+    def _read_config(self, cfg: Config) -> None:
+        """What to run: settings, task, strategy; refused before any data is read."""
         self.settings = ActiveLearningSettings.from_config(cfg.get('active_learning'))
         self.scoring = ScoringSettings.from_config(cfg)
         init_default_scope(cfg.get('default_scope', 'mmdet'))
@@ -80,11 +86,14 @@ class ActiveLearningExperiment:
         check_model_outputs(cfg, self.strategy)
         self.strategy_name = self.settings.strategy['type']
         check_experiment_config(cfg)
-        self.pool: Pool = build_pool(cfg.train_dataloader.dataset, self.settings.label_tolerance)
-        self.oracle = build_oracle(cfg, self.settings, self.pool, self.task, self.strategy)
         self.ranking = RankingEvaluation(self.settings.ranking_eval_size,
                                          self.settings.ranking_references, self.task
                                          ) if self.settings.ranking_eval_size else None
+
+    def _read_pool(self, cfg: Config) -> None:
+        """The pool, its labels and who labels it; refused before anything is written."""
+        self.pool: Pool = build_pool(cfg.train_dataloader.dataset, self.settings.label_tolerance)
+        self.oracle = build_oracle(cfg, self.settings, self.pool, self.task, self.strategy)
         self.position = {sample_id: i for i, sample_id in enumerate(self.pool.ids)}
         check_same_experiment_on_every_rank(cfg, self.settings, self.pool)
         check_writable(self.work_dir)
@@ -92,12 +101,19 @@ class ActiveLearningExperiment:
             f'mmal_{self.work_dir.name}_{time.time_ns()}', logger_name='mmal',
             log_file=str(self.work_dir / 'al_train.log'), log_level='INFO')
         check_labels(cfg, self.settings, self.pool, self._log)
-        self.oracle.check_plan(ExperimentState.load(self.work_dir) if resume else None)
-        # Rank 0 alone reads or creates the record and the others take its copy:
-        # a rank that looked later would find rank 0's new file and refuse it.
-        self.state: ExperimentState = on_rank0(
-            lambda: open_state(self.work_dir, cfg, self.settings, self.pool, resume, self._log))
-        saved_on_rank0(self.state)
+        self.oracle.check_plan(ExperimentState.load(self.work_dir) if self.resume else None)
+
+    def _open_record(self) -> ExperimentState:
+        """al_state.json created, or the recorded one on resume.
+
+        Rank 0 alone reads or creates the record and the others take its
+        copy: a rank that looked later would find rank 0's new file and
+        refuse it.
+        """
+        state = on_rank0(lambda: open_state(self.work_dir, self.cfg, self.settings, self.pool,
+                                            self.resume, self._log))
+        saved_on_rank0(state)
+        return state
 
     # ------------------------------------------------------------------ run
     def run(self) -> ExperimentState:
