@@ -16,7 +16,8 @@
 #   MAX_JOBS           parallel compile jobs for mmcv (default: nproc)
 #
 # mmcv 2.1.0 has no wheels for current torch, so it is built from the sdist
-# (see docs/install.md for the why of each fix) and the wheel is cached,
+# (the why of each fix: docs/get_started.md#why-mmcv-is-built-this-way; what
+# a visible GPU changes: docs/get_started.md#gpu) and the wheel is cached,
 # keyed by mmcv, torch, CUDA ops and Python versions. A finished install
 # leaves a stamp; a second run only re-checks the imports.
 set -euo pipefail
