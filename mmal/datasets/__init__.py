@@ -14,6 +14,12 @@ from .partial import (
     UnlabeledImageDataset,
     image_paths,
 )
+from .partial_coco import (
+    LABELED_KEY,
+    COCOFileError,
+    PartiallyLabeledCocoDataset,
+    PartiallyLabeledCocoPoseDataset,
+)
 from .pool import (
     Pool,
     build_pool,
@@ -26,6 +32,8 @@ from .voc_generator import SYNTHETIC_VOC_CLASSES, VOCSceneConfig, generate_voc_d
 
 __all__ = [
     'check_data_paths', 'walk_dataset_configs',
+    'COCOFileError', 'LABELED_KEY', 'PartiallyLabeledCocoDataset',
+    'PartiallyLabeledCocoPoseDataset',
     'MPII_JOINTS', 'MPIIAnnotationError', 'MPIISceneConfig', 'PartiallyLabeledMpiiDataset',
     'PartiallyLabeledVOCDataset', 'Pool',
     'UnlabeledImageDataset', 'image_paths', 'SYNTHETIC_VOC_CLASSES',

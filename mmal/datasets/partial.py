@@ -6,6 +6,7 @@ not change when it gets its labels, so these datasets list every sample of
 their annotation index, labeled or not, and apply no filter that depends on
 the labels (mmdet's ``filter_empty_gt``): an image labeled as empty trains
 as a negative. ``labeled`` in a sample's data info says which is which.
+COCO files: :mod:`.partial_coco`.
 """
 import io
 import os

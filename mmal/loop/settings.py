@@ -49,8 +49,9 @@ class ActiveLearningSettings:
             a batch for a labeling tool and the run stops until
             ``tools/al_ingest.py`` brings the labels back. With people, the
             pool is a dataset that holds unlabeled samples
-            (:mod:`mmal.datasets.partial`), cycle 0 trains on what is labeled
-            on disk and ``initial_size`` is not used.
+            (:mod:`mmal.datasets.partial`, :mod:`mmal.datasets.partial_coco`),
+            cycle 0 trains on what is labeled on disk and ``initial_size``
+            is not used.
         annotation (dict): The batches for people (``oracle='human'``), see
             :class:`mmal.annotation.AnnotationSettings`.
         score_spill_mb (int, optional): A scoring output (features,
@@ -175,7 +176,8 @@ class ActiveLearningSettings:
             raise ConfigError("oracle='human' needs unlabeled samples in the pool, and every "
                               'sample of train_dataloader.dataset is labeled: use a dataset that '
                               'lists unlabeled samples too (PartiallyLabeledVOCDataset, '
-                              'PartiallyLabeledMpiiDataset)')
+                              'PartiallyLabeledMpiiDataset, PartiallyLabeledCocoDataset, '
+                              'PartiallyLabeledCocoPoseDataset)')
         needed = initial + (self.num_cycles - 1) * self.budget_per_cycle
         if needed > pool_size:
             raise ConfigError(
