@@ -42,7 +42,7 @@ from .checks import (
 )
 from .oracle import build_oracle
 from .ranking import RankingEvaluation
-from .resume import check_writable, open_state
+from .resume import check_writable, interrupted_cycle, open_state
 from .runner import CycleRunner, phase_config
 from .selection import CycleSelection, draw_candidates, elapsed, write_scores
 from .settings import ActiveLearningSettings
@@ -57,6 +57,11 @@ class ActiveLearningExperiment:
         cfg (Config): A training config with an ``active_learning`` section.
         work_dir (str): Experiment folder: state, metrics, curve, cycle dirs.
         resume (bool): Continue the experiment in ``work_dir``.
+        resume_checkpoint (str, optional): With ``resume``: the checkpoint
+            the interrupted cycle's training resumes from, instead of the
+            last one in its folder (``tools/al_train.py --resume PATH``);
+            refused unless a cycle's training was interrupted (see
+            :func:`~.resume.interrupted_cycle`).
         launcher (str): ``'none'``, ``'pytorch'`` or ``'slurm'``; the process
             group must already be initialised for the latter two.
         shared_initial_dir (str, optional): A folder where cycle 0 is trained
@@ -65,7 +70,8 @@ class ActiveLearningExperiment:
     """
 
     def __init__(self, cfg: Config, work_dir: str, resume: bool = False,
-                 launcher: str = 'none', shared_initial_dir: str | None = None) -> None:
+                 launcher: str = 'none', shared_initial_dir: str | None = None,
+                 resume_checkpoint: str | None = None) -> None:
         self.cfg = cfg
         self.work_dir = Path(work_dir)
         self.resume = resume
@@ -73,6 +79,9 @@ class ActiveLearningExperiment:
         self.shared_initial_dir = shared_initial_dir
         self._read_config(cfg)
         self._read_pool(cfg)
+        self.resume_checkpoint = resume_checkpoint
+        self.resumed_cycle = None if resume_checkpoint is None else on_rank0(
+            lambda: interrupted_cycle(self.work_dir, resume_checkpoint))
         self.state: ExperimentState = self._open_record()
 
     def _read_config(self, cfg: Config) -> None:
@@ -159,12 +168,13 @@ class ActiveLearningExperiment:
     # --------------------------------------------------------------- phases
     def _train(self, c: int, entry: dict, cycle_dir: Path | None = None) -> dict:
         cycle_dir = cycle_dir or self._cycle_dir(c)
-        resume = find_latest_checkpoint(str(cycle_dir)) is not None
-        load_from = None
+        # mmengine resumes from load_from when it is given, else from the last checkpoint.
+        load_from = self.resume_checkpoint if c == self.resumed_cycle else None
+        resume = load_from is not None or find_latest_checkpoint(str(cycle_dir)) is not None
         if not resume and c > 0 and self.settings.model_init == 'continue':
             load_from = self.state.cycle(c - 1)['checkpoint']
         self._log(f'cycle {c}: training on {entry["num_labeled"]} labeled samples'
-                  + (' (resuming from its last checkpoint)' if resume else ''))
+                  + (f' (resuming from {load_from or "its last checkpoint"})' if resume else ''))
         start = time.perf_counter()
         runner = self._runner(c, entry, 'train', cycle_dir, resume=resume, load_from=load_from)
         try:

@@ -11,7 +11,7 @@ from ..datasets import Pool
 from ..utils import ConfigError
 from ..utils.env import package_versions
 from .settings import ActiveLearningSettings
-from .state import ExperimentState, digest_ids
+from .state import STATE_FILE, ExperimentState, digest_ids, phase_done
 
 #: Config keys that do not change what an experiment computes. ``model_wrapper_cfg``
 #: is how the model is wrapped for DDP; a CPU process group sets it (``setup_distributed``),
@@ -59,6 +59,53 @@ def open_state(work_dir: Path, cfg: Config, settings: ActiveLearningSettings, po
                           + '\nRestore those settings or start in another --work-dir')
     log(f'resuming {existing.path}: {len(existing.cycles)} cycle(s) recorded')
     return existing
+
+
+def interrupted_cycle(work_dir: Path, checkpoint: str) -> int:
+    """The cycle whose training ``--resume CHECKPOINT`` resumes from ``checkpoint``.
+
+    That is the recorded cycle whose training started and neither ended
+    nor failed: the one a killed run left. Nothing else may take a
+    checkpoint, since mmengine resumes whatever it is given (the epoch,
+    the optimizer, the weights) and a later cycle, or another cycle's
+    checkpoint, would train on the wrong start without a word.
+
+    Raises:
+        ConfigError: Naming the checkpoint, what the record holds, and what
+            to do instead.
+    """
+    state = ExperimentState.load(work_dir)
+    if state is None:
+        raise ConfigError(f'--resume {checkpoint}: {work_dir} holds no experiment to resume '
+                          f'({STATE_FILE} not found); give the --work-dir of the interrupted '
+                          'experiment')
+    last = state.cycles[-1] if state.cycles else None
+    if last is None or phase_done(last, 'trained'):
+        raise ConfigError(f'--resume {checkpoint}: no training of {work_dir} was interrupted '
+                          '(every recorded cycle finished training); --resume alone goes on '
+                          'with the next step')
+    cycle = len(state.cycles) - 1
+    if 'failure' in last:
+        raise ConfigError(f'--resume {checkpoint}: cycle {cycle} failed '
+                          f'({last["failure"].get("kind")}), and resumed from one of its '
+                          'checkpoints it would repeat the same training; --resume alone '
+                          'trains it again from its start')
+    owner = _cycle_of(Path(checkpoint), work_dir)
+    if owner is not None and owner != cycle:
+        raise ConfigError(f'--resume {checkpoint}: that is cycle {owner}\'s checkpoint, and the '
+                          f'interrupted training is cycle {cycle}\'s (its checkpoints: '
+                          f'{work_dir / f"cycle_{cycle:02d}"}/*.pth)')
+    return cycle
+
+
+def _cycle_of(checkpoint: Path, work_dir: Path) -> int | None:
+    """The cycle whose folder in ``work_dir`` holds ``checkpoint``, None if none does."""
+    try:
+        folder = checkpoint.resolve().relative_to(work_dir.resolve()).parts[0]
+    except (ValueError, IndexError):
+        return None
+    prefix, _, number = folder.partition('_')
+    return int(number) if prefix == 'cycle' and number.isdigit() else None
 
 
 def config_digests(cfg: Config) -> dict[str, str]:
