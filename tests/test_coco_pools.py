@@ -192,6 +192,34 @@ def test_a_bad_file_is_refused_naming_file_record_and_fix(det_pool, change, matc
     assert str(ann_file) in str(err.value)
 
 
+def test_generated_data_converts_to_a_coco_pool_with_the_same_labels(tmp_path):
+    from mmal.annotation.simulate import answer_boxes, hide_labels
+    from mmal.datasets import SYNTHETIC_VOC_CLASSES, VOCSceneConfig, generate_voc_dataset
+    from mmal.datasets.converters.generated_coco import voc_to_coco_pool
+
+    voc = tmp_path / 'VOCdevkit'
+    generate_voc_dataset(voc, VOCSceneConfig(num_trainval=8, num_test=2, seed=3))
+    hide_labels(voc, 'detection', keep=3)
+    ann_file = voc_to_coco_pool(voc, tmp_path / 'coco', SYNTHETIC_VOC_CLASSES,
+                                list_unlabeled=False)
+    data = json.loads(ann_file.read_text())
+    assert len(data['images']) == 3 and len(list((tmp_path / 'coco/train').iterdir())) == 8
+    _scope('mmdet')
+    leaf = dict(type='PartiallyLabeledCocoDataset', data_root=str(tmp_path / 'coco') + '/',
+                ann_file='annotations/instances_train.json', data_prefix=dict(img='train/'),
+                metainfo=dict(classes=SYNTHETIC_VOC_CLASSES), pipeline=[])
+    pool = build_pool(leaf)
+    assert len(pool) == 8 and sum(pool.has_labels) == 3 and not pool.bad_labels
+    infos = sample_infos(leaf, pool.ids)
+    for sample_id, labeled in zip(pool.ids, pool.has_labels):
+        if labeled:
+            got = sorted((SYNTHETIC_VOC_CLASSES[i['bbox_label']], *i['bbox'])
+                         for i in infos[sample_id][1]['instances'])
+            assert got == sorted(answer_boxes(voc / 'VOC2007', sample_id))
+    with pytest.raises(FileExistsError, match='not empty'):
+        voc_to_coco_pool(voc, tmp_path / 'coco', SYNTHETIC_VOC_CLASSES)
+
+
 # ------------------------------------------------------------------ pose
 def _person(ann_id, image_id, bbox, joints=None):
     keypoints = [0] * (3 * len(COCO_JOINTS))
