@@ -80,7 +80,9 @@ def versions(path: str | Path) -> list[Path]:
 def _numbered_versions(path: Path) -> list[tuple[int, Path]]:
     stem, suffix = osp.splitext(path.name)
     pattern = re.compile(re.escape(stem) + r'\.v(\d+)' + re.escape(suffix) + '$')
-    return sorted((int(m.group(1)), p) for p in path.parent.glob(f'{stem}.v*{suffix}')
+    if not path.parent.is_dir():
+        return []
+    return sorted((int(m.group(1)), p) for p in path.parent.iterdir()
                   if (m := pattern.match(p.name)))
 
 
