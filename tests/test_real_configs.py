@@ -13,6 +13,7 @@ from mmal.datasets.converters.neu_det import NEU_DET_CLASSES, SplitSettings, con
 
 from .conftest import REPO
 from .test_neu_det_converter import write_pair
+from .test_real_converters import write_deeppcb_source
 
 CONFIG = REPO / 'configs/real/ll_retinanet-lite0_neu-det.py'
 VAL_CONFIG = REPO / 'configs/real/ll_retinanet-lite0_neu-det_val.py'
@@ -82,3 +83,39 @@ def test_one_shrunk_experiment_runs(neu_det_root, tmp_path):
         assert 0.0 <= c['metrics']['pascal_voc/mAP'] <= 1.0
     logs = [p.read_text() for p in tmp_path.glob('cycle_00/*/*.log')]
     assert any('EfficientNetLite(lite0): loaded 2' in log for log in logs)  # the train run
+
+
+# ------------------------------------------------------------------ DeepPCB
+DEEPPCB_CONFIG = REPO / 'configs/real/ll_retinanet-lite0_deeppcb.py'
+
+
+def test_the_deeppcb_config_reads_the_converted_data_and_trains_a_step(tmp_path):
+    import torch
+    from mmdet.registry import DATASETS, MODELS
+    from mmdet.utils import register_all_modules
+
+    from mmal.datasets.converters.deeppcb import DEEPPCB_CLASSES, convert_deeppcb
+    register_all_modules()
+    root = tmp_path / 'VOCdevkit'
+    convert_deeppcb(write_deeppcb_source(tmp_path), root, val_size=1, seed=0)
+    cfg = use_root(Config.fromfile(str(DEEPPCB_CONFIG)), root)
+    # The config's classes are the converter's, in its order (label ids depend on it).
+    assert tuple(cfg.train_dataloader.dataset.metainfo.classes) == DEEPPCB_CLASSES
+    assert cfg.model.detector.backbone.pretrained is True
+    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    samples = [dataset[i] for i in range(len(dataset))]
+    assert len(samples) == 2  # DeepPCB's trainval less the one val image
+    assert all(s['inputs'].shape[-2:] == (384, 384) for s in samples)
+    names = {DEEPPCB_CLASSES[int(label)] for s in samples
+             for label in s['data_samples'].gt_instances.labels}
+    assert names and names <= set(DEEPPCB_CLASSES)
+    model = MODELS.build(cfg.model)
+    model.train()
+    batch = model.data_preprocessor(dict(inputs=[s['inputs'] for s in samples],
+                                         data_samples=[s['data_samples'] for s in samples]),
+                                    True)
+    losses = model.loss(batch['inputs'], batch['data_samples'])
+    total, _ = model.parse_losses(losses)
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.loss_prediction.out.weight.grad is not None

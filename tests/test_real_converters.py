@@ -44,7 +44,12 @@ SPLIT_FIXTURE = {'trainval': ['00001000', '00001001', '00001002'], 'test': ['000
 
 @pytest.fixture
 def deeppcb_source(tmp_path) -> Path:
-    root = tmp_path / 'DeepPCB' / 'PCBData'
+    return write_deeppcb_source(tmp_path)
+
+
+def write_deeppcb_source(folder: Path) -> Path:
+    """A small DeepPCB checkout (DEEPPCB_FIXTURE, SPLIT_FIXTURE) under ``folder``."""
+    root = folder / 'DeepPCB' / 'PCBData'
     for img_id, text in DEEPPCB_FIXTURE.items():
         group = img_id[:5]
         _image(root / f'group{group}' / group / f'{img_id}_test.jpg', 64, 48)
