@@ -15,7 +15,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from .loss_prediction import pool_features
 from .ranking_loss import ranking_accuracy
-from .taps import FeatureTaps
+from .taps import FeatureTaps, tapped_channels
 
 #: What :meth:`LearningLossModel.score_step` can return.
 SCORE_OUTPUTS = ('pred_loss', 'features', 'target_loss', 'posteriors', 'boxes', 'proposals',
@@ -40,9 +40,14 @@ class LearningLossModel(BaseModel):
     Args:
         task_model (nn.Module): The built target model. Its
             ``data_preprocessor`` becomes this model's.
-        taps (Sequence[str]): Module paths of ``task_model`` whose outputs
-            feed the module (see :class:`~mmal.models.FeatureTaps`).
-        loss_prediction (dict): Config of the loss-prediction module.
+        taps (Sequence[str], optional): Module paths of ``task_model`` whose
+            outputs feed the module (see :class:`~mmal.models.FeatureTaps`).
+            Defaults to ``['neck']`` when the model has a neck (every map
+            its head reads), else ``['backbone']``.
+        loss_prediction (dict, optional): Config of the loss-prediction
+            module. Defaults to ``LossPredictionModule`` of width 128; its
+            ``in_channels``, when not given, are read off the tapped maps
+            of one forward pass (:func:`~mmal.models.taps.tapped_channels`).
         rank_loss (dict, optional): Config of the ranking loss.
             Defaults to ``LossPredictionLoss`` with margin 1.0.
         rank_loss_weight (float): ``lambda``, the weight of the ranking
@@ -50,19 +55,24 @@ class LearningLossModel(BaseModel):
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
-    def __init__(self, task_model: nn.Module, taps: Sequence[str], loss_prediction: dict,
-                 rank_loss: dict | None = None, rank_loss_weight: float = 1.0,
-                 init_cfg: dict | None = None) -> None:
+    def __init__(self, task_model: nn.Module, taps: Sequence[str] | None = None,
+                 loss_prediction: dict | None = None, rank_loss: dict | None = None,
+                 rank_loss_weight: float = 1.0, init_cfg: dict | None = None) -> None:
         if not isinstance(rank_loss_weight, (int, float)) or rank_loss_weight < 0:
             raise ValueError(f'rank_loss_weight={rank_loss_weight!r} must be a number >= 0 '
                              "(the paper's lambda is 1.0)")
         super().__init__(init_cfg=init_cfg)
         self.task_model = task_model
         self.data_preprocessor = task_model.data_preprocessor
+        if taps is None:
+            taps = default_taps(task_model)
+        self.taps = FeatureTaps(task_model, taps, cfg_key='model.taps')
+        loss_prediction = dict(loss_prediction or dict(type='LossPredictionModule', width=128))
+        if loss_prediction.get('in_channels') is None:
+            loss_prediction['in_channels'] = tapped_channels(task_model, self.taps)
         self.loss_prediction = MODELS.build(loss_prediction)
         self.rank_loss = MODELS.build(rank_loss or dict(type='LossPredictionLoss'))
         self.rank_loss_weight = float(rank_loss_weight)
-        self.taps = FeatureTaps(task_model, taps, cfg_key='model.taps')
         self.detach_features = False
         self._register_load_state_dict_pre_hook(_accept_task_model_checkpoints)
 
@@ -223,6 +233,11 @@ class LearningLossModel(BaseModel):
         with self.taps.record():
             feats = self.task_model.extract_feat(inputs)
         return feats, self.taps.pop()
+
+
+def default_taps(task_model: nn.Module) -> list[str]:
+    """The neck's maps when there is a neck (what the head reads), else the backbone's."""
+    return ['neck'] if getattr(task_model, 'neck', None) is not None else ['backbone']
 
 
 def _accept_task_model_checkpoints(state_dict: dict, prefix: str, *args) -> None:

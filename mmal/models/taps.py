@@ -4,6 +4,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import torch
 from torch import Tensor, nn
 
 _SPEC = re.compile(r'^(?P<path>[A-Za-z0-9_.]*?)(\[(?P<index>-?\d+)\])?$')
@@ -97,3 +98,35 @@ class FeatureTaps:
     def num_hooks(self) -> int:
         """Number of forward hooks currently registered."""
         return len(self._handles)
+
+
+#: Side of the blank image :func:`tapped_channels` runs: large enough for every
+#: stride the shipped backbones have (down to 1/64) and a few ms on a CPU.
+PROBE_SIZE = 256
+
+
+@torch.no_grad()
+def tapped_channels(model: nn.Module, taps: FeatureTaps, size: int = PROBE_SIZE) -> list[int]:
+    """Channels of each tapped map, read off one forward of a blank image.
+
+    What a user would otherwise copy from the architecture by hand
+    (``loss_prediction.in_channels``), and get wrong when the neck or the
+    taps change. The model's train / eval mode is restored afterwards.
+
+    Raises:
+        ValueError: When the model cannot run a ``size`` squared image
+            (a fixed-size transformer), naming the key to give instead.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with taps.record():
+            model.extract_feat(torch.zeros(1, 3, size, size))
+        maps = taps.pop()
+    except Exception as err:  # any failure of a model we do not know
+        raise ValueError(f'could not read the tapped maps\' channels from a {size}x{size} '
+                         f'forward ({type(err).__name__}: {err}); give '
+                         'model.loss_prediction.in_channels, one count per tapped map') from err
+    finally:
+        model.train(was_training)
+    return [int(m.shape[1]) for m in maps]

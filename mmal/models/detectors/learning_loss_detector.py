@@ -51,7 +51,8 @@ class LearningLossDetector(LearningLossModel):
 
     task_output_names = frozenset({'posteriors', 'boxes', 'grad_embedding'})
 
-    def __init__(self, detector: dict, taps: Sequence[str], loss_prediction: dict,
+    def __init__(self, detector: dict, taps: Sequence[str] | None = None,
+                 loss_prediction: dict | None = None,
                  rank_loss: dict | None = None, rank_loss_weight: float = 1.0,
                  init_cfg: dict | None = None, per_image_normalizer: str = 'none',
                  score_cfg: dict | None = None) -> None:

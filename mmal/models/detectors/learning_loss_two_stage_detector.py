@@ -83,7 +83,8 @@ class LearningLossTwoStageDetector(LearningLossModel):
     #: The task outputs :meth:`task_outputs` gives.
     task_output_names = TASK_OUTPUTS
 
-    def __init__(self, detector: dict, taps: Sequence[str], loss_prediction: dict,
+    def __init__(self, detector: dict, taps: Sequence[str] | None = None,
+                 loss_prediction: dict | None = None,
                  rank_loss: dict | None = None, rank_loss_weight: float = 1.0,
                  init_cfg: dict | None = None, score_cfg: dict | None = None) -> None:
         score_cfg = check_score_cfg(score_cfg)

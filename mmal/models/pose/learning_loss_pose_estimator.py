@@ -57,7 +57,8 @@ class LearningLossPoseEstimator(LearningLossModel):
 
     task_output_names = frozenset({'heatmaps', 'grad_embedding'})
 
-    def __init__(self, estimator: dict, taps: Sequence[str], loss_prediction: dict,
+    def __init__(self, estimator: dict, taps: Sequence[str] | None = None,
+                 loss_prediction: dict | None = None,
                  rank_loss: dict | None = None, rank_loss_weight: float = 1.0,
                  init_cfg: dict | None = None) -> None:
         built = MODELS.build(estimator)
