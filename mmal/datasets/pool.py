@@ -63,8 +63,8 @@ class Pool:
         leaf_sizes (list[int]): Samples per leaf dataset, in order.
         has_labels (list[bool]): Per sample, whether its labels are on disk
             (False for the unlabeled samples of
-            :mod:`mmal.datasets.partial` datasets and for pose records
-            without a visible joint).
+            :mod:`mmal.datasets.partial` and :mod:`mmal.datasets.partial_coco`
+            datasets and for pose records without a visible joint).
         bad_labels (list[LabelProblem]): The labels that would break
             training (:mod:`mmal.datasets.label_checks`), found while the
             pool was read.
