@@ -167,6 +167,14 @@ def test_a_changed_label_replaces_the_images_annotations(det_pool):
     data = json.loads(ann_file.read_text())
     assert [a['category_id'] for a in data['annotations'] if a['image_id'] == 2] == [1]
     assert len(versions(ann_file)) == 2
+    # Labels of an image marked unlabeled replace its unchecked annotations and the marker.
+    third = {'images/e': Labels('images/e', 'x', boxes=(Box('car', 2, 2, 6, 6),))}
+    write_labels(third, sample_infos(leaf, ['images/e']), space)
+    data = json.loads(ann_file.read_text())
+    assert [(a['category_id'], a['bbox']) for a in data['annotations'] if a['image_id'] == 7
+            ] == [(2, [2, 2, 4, 4])]
+    assert 'mmal_labeled' not in data['images'][3]
+    assert build_pool(leaf).has_labels[3]
 
 
 @pytest.mark.parametrize('change, match', [
