@@ -149,7 +149,7 @@ def test_launcher_with_gpus_is_mmengine_init_dist_as_configured(monkeypatch):
 def test_launcher_args_export_local_rank_as_mmdet_does(monkeypatch, exported, argv, expected):
     import argparse
 
-    from mmal.utils.dist import add_launcher_args
+    from mmal.utils.cli import add_launcher_args
     if exported is None:
         monkeypatch.delenv('LOCAL_RANK', raising=False)
     else:

@@ -2,7 +2,7 @@
 
     python tools/al_compare.py CONFIG --strategies LearningLossStrategy RandomStrategy \\
         [entropy_sum=EntropyStrategy:aggregation=sum ...] --seeds 0 1 2 --work-dir DIR \\
-        [--cfg-options k=v ...] [--launcher none|pytorch|slurm] [--jobs N]
+        [--amp] [--cfg-options k=v ...] [--launcher none|pytorch|slurm] [--jobs N]
     python tools/al_compare.py --plot-only --work-dir DIR [--merge OTHER_DIR ...]
 
 Runs one al_train experiment per (strategy, seed) in DIR/<name>/seed<k>/,
@@ -14,43 +14,70 @@ paired differences from the baseline with bootstrap confidence intervals,
 ranking accuracy per cycle).
 """
 import argparse
+import importlib.util
 import os.path as osp
 import sys
 from pathlib import Path
 
-from mmengine.config import DictAction
 
-from mmal.utils.dist import add_launcher_args
+def _import_cli():
+    """``mmal/utils/cli.py``, loaded from its file.
+
+    Importing ``mmal.utils.cli`` would first run ``mmal/__init__.py``, which
+    registers every model and so imports torch, mmdet and mmpose (seconds);
+    parsing the arguments needs none of it, and ``--help`` must not wait for
+    it. (A lazy ``mmal/__init__`` would break ``custom_imports=dict(imports=
+    ['mmal'])``, which relies on that import registering the models.) The
+    module holds no state, so this copy beside the package's is harmless.
+    """
+    package = importlib.util.find_spec('mmal')  # located, not run
+    if package is None:
+        sys.exit('error: mmal is not installed: run tools/install.sh, or set PYTHONPATH '
+                 'to the repository')
+    spec = importlib.util.spec_from_file_location(
+        'mmal_cli', Path(package.origin).parent / 'utils' / 'cli.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config', nargs='?', help='experiment config file')
-    parser.add_argument('--strategies', nargs='+', default=[],
-                        help='[NAME=]Type[:key=value,...] per strategy')
-    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+cli = _import_cli()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
+    parser.add_argument('config', nargs='?', help='experiment config file (not needed with '
+                        '--plot-only)')
+    parser.add_argument('--strategies', nargs='+', metavar='[NAME=]TYPE[:KEY=VALUE,...]',
+                        help='the strategies to compare, each a registered type, optionally '
+                        'named and with settings, e.g. entropy_sum=EntropyStrategy:'
+                        'aggregation=sum')
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2],
+                        help='one run per strategy and seed (active_learning.seed)')
     parser.add_argument('--work-dir', help='comparison folder (default: '
                         './work_dirs/compare_<config name>)')
     parser.add_argument('--baseline', default='RandomStrategy',
                         help='the strategy name the others are compared with')
-    parser.add_argument('--metric', help='summary metric (default: mAP / PCKh)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings for every run')
+    parser.add_argument('--metric', help='summary metric, as the runs record it (default: '
+                        'mAP for detection, PCKh for pose)')
+    parser.add_argument('--amp', action='store_true', help='every run: ' + cli.AMP_HELP)
+    cli.add_cfg_options(parser, help='override config settings for every run')
     parser.add_argument('--jobs', type=int, default=1,
                         help='runs at once, each in its own process (launcher none only)')
     parser.add_argument('--plot-only', action='store_true',
                         help='only re-render the comparison from finished runs')
-    parser.add_argument('--merge', nargs='+', default=[],
+    parser.add_argument('--merge', nargs='+', metavar='DIR',
                         help='more comparison folders whose runs to include in the report')
+    # How --jobs starts each run in a child process; not for people.
     parser.add_argument('--run-index', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--no-report', action='store_true', help=argparse.SUPPRESS)
-    add_launcher_args(parser)
-    return parser.parse_args()
+    cli.add_launcher_args(parser)
+    return parser
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    args = build_parser().parse_args(argv)
     from mmengine.dist import get_world_size
 
     from mmal.compare import plan_runs, run_one
@@ -67,6 +94,9 @@ def main() -> int:
             print('error: name the strategies to compare, e.g. --strategies '
                   'LearningLossStrategy RandomStrategy', file=sys.stderr)
             return 2
+        if args.jobs < 1:
+            print(f'error: --jobs {args.jobs}: give 1 or more runs at once', file=sys.stderr)
+            return 2
         if args.jobs > 1 and args.launcher != 'none':
             print('error: --jobs runs several single-process runs; with --launcher '
                   f'{args.launcher} runs go one after another (--jobs 1)', file=sys.stderr)
@@ -81,10 +111,22 @@ def main() -> int:
             return 2
         if args.run_index is not None:
             specs = [specs[args.run_index]]
-        if args.jobs > 1:
-            failed = run_in_parallel(specs, args.jobs, sys.argv, work_dir)
-        else:
+        try:  # refused here, not in each run
             cfg = load_config(args.config, args.cfg_options, scope=False)
+            note = cli.apply_amp(cfg) if args.amp else None
+        except ValueError as err:  # ConfigError included
+            print(f'error: {err}', file=sys.stderr)
+            return 2
+        if args.amp and (problem := cli.amp_device_error()):
+            print(f'error: {problem}', file=sys.stderr)
+            return 2
+        if note and args.run_index is None:
+            print(note)
+        if args.jobs > 1:
+            # Each child parses the same flags (--amp included) and runs one spec.
+            failed = run_in_parallel(specs, args.jobs, [str(Path(__file__).resolve()), *argv],
+                                     work_dir)
+        else:
             setup_distributed(args.launcher, cfg)
             for i, spec in enumerate(specs):
                 print(f'[{i + 1}/{len(specs)}] {spec.name} seed {spec.seed}: '
@@ -126,7 +168,7 @@ def report(work_dir: Path, args: argparse.Namespace) -> None:
     from mmal.compare import collect_runs, compare, write_all
     from mmal.compare.report import to_markdown
 
-    runs = collect_runs([work_dir, *map(Path, args.merge)])
+    runs = collect_runs([work_dir, *map(Path, args.merge or [])])
     if not runs:
         raise ValueError(f'no run with an evaluated cycle under {work_dir}')
     result = compare(runs, baseline=args.baseline, metric=args.metric)

@@ -15,34 +15,57 @@ batch. Records that cannot be ingested are listed with file and record;
 export twice changes nothing.
 """
 import argparse
+import importlib.util
 import os.path as osp
 import sys
+from pathlib import Path
 
-from mmengine.config import DictAction
+
+def _import_cli():
+    """``mmal/utils/cli.py``, loaded from its file.
+
+    Importing ``mmal.utils.cli`` would first run ``mmal/__init__.py``, which
+    registers every model and so imports torch, mmdet and mmpose (seconds);
+    parsing the arguments needs none of it, and ``--help`` must not wait for
+    it. (A lazy ``mmal/__init__`` would break ``custom_imports=dict(imports=
+    ['mmal'])``, which relies on that import registering the models.) The
+    module holds no state, so this copy beside the package's is harmless.
+    """
+    package = importlib.util.find_spec('mmal')  # located, not run
+    if package is None:
+        sys.exit('error: mmal is not installed: run tools/install.sh, or set PYTHONPATH '
+                 'to the repository')
+    spec = importlib.util.spec_from_file_location(
+        'mmal_cli', Path(package.origin).parent / 'utils' / 'cli.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+cli = _import_cli()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     parser.add_argument('config', help='the experiment config (as given to al_train.py)')
     parser.add_argument('exports', nargs='+', help="the labeling tool's export files")
-    parser.add_argument('--work-dir', help='the experiment folder (default: '
-                        './work_dirs/<config name>, as al_train.py)')
+    parser.add_argument('--work-dir', help="the experiment folder (default: the config's "
+                        'work_dir, else ./work_dirs/<config name>, as al_train.py)')
     parser.add_argument('--batch', help='a batch folder of tools/al_query.py, instead of the '
                         "experiment's: its labels go into the training dataset, or (for "
                         '--images batches) into BATCH/labels/ (VOC XML) or BATCH/persons.json')
     parser.add_argument('--format', default='auto',
-                        choices=['auto', 'labelstudio', 'cvat', 'coco'])
+                        choices=['auto', 'labelstudio', 'cvat', 'coco'],
+                        help='the export format; auto tells it from the file')
     parser.add_argument('--on-error', default='skip', choices=['skip', 'refuse'],
                         help='records that cannot be ingested: leave them out and take the '
                         'rest (skip), or take nothing (refuse)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, as al_train.py')
-    return parser.parse_args()
+    cli.add_cfg_options(parser, help='override config settings, as al_train.py')
+    return parser
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     for path in [args.config, *args.exports]:
         if not osp.isfile(path):
             print(f'error: {path!r} not found', file=sys.stderr)

@@ -1,6 +1,6 @@
 """Which images to label next: score unlabeled images and write the top K for a labeling tool.
 
-    python tools/al_query.py CONFIG --checkpoint CKPT --budget K --out DIR
+    python tools/al_query.py CONFIG --checkpoint CKPT --budget K [--out DIR]
         [--images DIR_OR_LIST_OR_JSON] [--format labelstudio cvat coco]
         [--strategy TYPE] [--cycle N] [--image-root DIR] [--cfg-options k=v ...]
 
@@ -15,21 +15,44 @@ the tools' files with the model's predictions as pre-annotations
 id, score, strategy, cycle) and ``batch.json``.
 """
 import argparse
+import importlib.util
 import os.path as osp
 import sys
-
-from mmengine.config import DictAction
-
-from mmal.utils.dist import add_launcher_args
+from pathlib import Path
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def _import_cli():
+    """``mmal/utils/cli.py``, loaded from its file.
+
+    Importing ``mmal.utils.cli`` would first run ``mmal/__init__.py``, which
+    registers every model and so imports torch, mmdet and mmpose (seconds);
+    parsing the arguments needs none of it, and ``--help`` must not wait for
+    it. (A lazy ``mmal/__init__`` would break ``custom_imports=dict(imports=
+    ['mmal'])``, which relies on that import registering the models.) The
+    module holds no state, so this copy beside the package's is harmless.
+    """
+    package = importlib.util.find_spec('mmal')  # located, not run
+    if package is None:
+        sys.exit('error: mmal is not installed: run tools/install.sh, or set PYTHONPATH '
+                 'to the repository')
+    spec = importlib.util.spec_from_file_location(
+        'mmal_cli', Path(package.origin).parent / 'utils' / 'cli.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cli = _import_cli()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     parser.add_argument('config', help='the model / experiment config')
     parser.add_argument('--checkpoint', required=True, help='the trained model')
     parser.add_argument('--budget', type=int, required=True, help='K: how many to label')
-    parser.add_argument('--out', required=True, help='the folder to write the batch to')
+    parser.add_argument('--out', help="the folder to write the batch to; one that holds a "
+                        "batch already is refused (default: the config's work_dir, else "
+                        './work_dirs/<config name>, then /query)')
     parser.add_argument('--images', help='the candidates (default: the unlabeled samples of '
                         'the training dataset)')
     parser.add_argument('--format', nargs='+', choices=['labelstudio', 'cvat', 'coco'],
@@ -40,14 +63,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--cycle', type=int, help='the cycle number written in batch.csv')
     parser.add_argument('--image-root', help='write image paths relative to this folder '
                         "(Label Studio's LOCAL_FILES_DOCUMENT_ROOT)")
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings')
-    add_launcher_args(parser)
-    return parser.parse_args()
+    cli.add_cfg_options(parser, help='override config settings')
+    cli.add_launcher_args(parser)
+    return parser
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     for path in (args.config, args.checkpoint):
         if not osp.isfile(path):
             print(f'error: {path!r} not found', file=sys.stderr)
@@ -59,11 +81,19 @@ def main() -> int:
         print(f'error: --budget {args.budget} must be >= 1', file=sys.stderr)
         return 2
 
+    from mmal.annotation.batch import BATCH_FILE
     from mmal.service.query import query
     from mmal.utils import ConfigError, setup_distributed
-    from mmal.utils.config import load_config
+    from mmal.utils.config import default_work_dir, load_config
 
     cfg = load_config(args.config, args.cfg_options)
+    out = args.out or osp.join(default_work_dir(args.config, cfg), 'query')
+    if osp.isfile(osp.join(out, BATCH_FILE)):
+        # Its tasks may be with annotators, and its received.json holds the labels taken
+        # back so far: a new batch there would pair those with other tasks.
+        print(f'error: --out {out} already holds a batch ({BATCH_FILE}): choose another --out, '
+              'or move that folder away first', file=sys.stderr)
+        return 2
     annotation = dict((cfg.get('active_learning') or {}).get('annotation') or {})
     if args.format:
         annotation['formats'] = args.format
@@ -73,14 +103,14 @@ def main() -> int:
     cfg.active_learning['annotation'] = annotation
     setup_distributed(args.launcher, cfg)
     try:
-        tasks = query(cfg, args.checkpoint, args.budget, args.out, images=args.images,
+        tasks = query(cfg, args.checkpoint, args.budget, out, images=args.images,
                       strategy=None if args.strategy is None else dict(type=args.strategy),
                       cycle=args.cycle, launcher=args.launcher)
     except (ConfigError, FileNotFoundError, KeyError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     if tasks:
-        print(f'{len(tasks)} images to label in {args.out} (batch.csv ranks them; top score '
+        print(f'{len(tasks)} images to label in {out} (batch.csv ranks them; top score '
               f'{tasks[0].score:.4f})')
     return 0
 

@@ -1,6 +1,6 @@
 """Keep annotators busy: an informativeness queue feeding a labeling tool.
 
-    python tools/al_serve.py CONFIG --work-dir DIR [--checkpoint CKPT]
+    python tools/al_serve.py CONFIG [--work-dir DIR] [--checkpoint CKPT]
         (--label-studio URL --token TOKEN --project ID | --folder DIR)
         [--push-size N] [--low-water N] [--retrain-every N] [--poll-s S]
         [--max-steps N] [--stream IMAGES_DIR --rate R] [--cfg-options k=v ...]
@@ -20,47 +20,84 @@ image arriving in IMAGES_DIR is sent to annotators when its score passes
 the ``1 - R`` quantile of the current pool's scores.
 """
 import argparse
+import importlib.util
 import os.path as osp
 import sys
 import time
 from pathlib import Path
 
-from mmengine.config import DictAction
+
+def _import_cli():
+    """``mmal/utils/cli.py``, loaded from its file.
+
+    Importing ``mmal.utils.cli`` would first run ``mmal/__init__.py``, which
+    registers every model and so imports torch, mmdet and mmpose (seconds);
+    parsing the arguments needs none of it, and ``--help`` must not wait for
+    it. (A lazy ``mmal/__init__`` would break ``custom_imports=dict(imports=
+    ['mmal'])``, which relies on that import registering the models.) The
+    module holds no state, so this copy beside the package's is harmless.
+    """
+    package = importlib.util.find_spec('mmal')  # located, not run
+    if package is None:
+        sys.exit('error: mmal is not installed: run tools/install.sh, or set PYTHONPATH '
+                 'to the repository')
+    spec = importlib.util.spec_from_file_location(
+        'mmal_cli', Path(package.origin).parent / 'utils' / 'cli.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config')
-    parser.add_argument('--work-dir', required=True, help="the server's folder (its state)")
-    parser.add_argument('--checkpoint', help='the model ordering the pool at the start')
+cli = _import_cli()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
+    parser.add_argument('config', help='the model config whose training dataset is the pool')
+    parser.add_argument('--work-dir', help="the server's folder: its queue, batches and "
+                        'retrained models; a restart goes on from what it holds (default: '
+                        "the config's work_dir, else ./work_dirs/<config name>, then /serve)")
+    parser.add_argument('--checkpoint', help='the model ordering the pool at the start '
+                        '(needed while the work dir holds no queue)')
     parser.add_argument('--label-studio', metavar='URL', help='a running Label Studio')
     parser.add_argument('--token', help='its API token (Token authentication)')
     parser.add_argument('--project', type=int, help='the Label Studio project id')
     parser.add_argument('--folder', help='outbox/inbox folder instead of Label Studio')
-    parser.add_argument('--push-size', type=int, default=10)
-    parser.add_argument('--low-water', type=int, default=5)
-    parser.add_argument('--retrain-every', type=int, default=50)
-    parser.add_argument('--poll-s', type=float, default=30.0)
+    parser.add_argument('--push-size', type=int, default=10,
+                        help='images handed out at a time')
+    parser.add_argument('--low-water', type=int, default=5,
+                        help='push more when fewer images than this are open')
+    parser.add_argument('--retrain-every', type=int, default=50,
+                        help='retrain in the background after this many new labels')
+    parser.add_argument('--poll-s', type=float, default=30.0,
+                        help='seconds between steps')
     parser.add_argument('--reopen-after-s', type=float,
                         help='images handed out longer than this without labels go back into '
-                        'the queue (skipped or abandoned tasks)')
+                        'the queue (skipped or abandoned tasks; default: never)')
     parser.add_argument('--max-steps', type=int, help='stop after N steps (default: never)')
     parser.add_argument('--stream', metavar='IMAGES_DIR',
                         help='label arriving images by a calibrated threshold')
     parser.add_argument('--rate', type=float, default=0.1,
                         help='--stream: the share of arriving images to label')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    args = parser.parse_args()
+    cli.add_cfg_options(parser, help='override config settings')
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if bool(args.label_studio) == bool(args.folder):
         parser.error('give either --label-studio URL (with --token and --project) or --folder')
     if args.label_studio and (not args.token or args.project is None):
         parser.error('--label-studio needs --token and --project')
-    return args
-
-
-def main() -> int:
-    args = parse_args()
+    for flag, value, least in [('--push-size', args.push_size, 1),
+                               ('--low-water', args.low_water, 0),
+                               ('--retrain-every', args.retrain_every, 1),
+                               ('--poll-s', args.poll_s, 0), ('--max-steps', args.max_steps, 1)]:
+        if value is not None and value < least:
+            parser.error(f'{flag} {value}: give {least} or more')
+    if not 0 < args.rate <= 1:
+        parser.error(f'--rate {args.rate}: give the share of arriving images to label, in (0, 1]')
     if not osp.isfile(args.config):
         print(f'error: config file {args.config!r} not found', file=sys.stderr)
         return 2
@@ -69,19 +106,22 @@ def main() -> int:
     from mmal.datasets import image_paths
     from mmal.service.serve import AnnotationServer
     from mmal.utils import ConfigError
-    from mmal.utils.config import load_config
+    from mmal.utils.config import default_work_dir, load_config
 
     cfg = load_config(args.config, args.cfg_options)
+    work_dir = args.work_dir or osp.join(default_work_dir(args.config, cfg), 'serve')
     project = (FolderProject(args.folder) if args.folder else
                LabelStudioProject(args.label_studio, args.token, args.project))
     try:
-        server = AnnotationServer(cfg, args.work_dir, project, args.checkpoint,
+        server = AnnotationServer(cfg, work_dir, project, args.checkpoint,
                                   push_size=args.push_size, low_water=args.low_water,
                                   retrain_every=args.retrain_every,
                                   reopen_after_s=args.reopen_after_s)
     except (ConfigError, ConnectionError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
+    print(f'serving from {work_dir} (its queue, batches and models; run the same command to '
+          'go on after a stop)', flush=True)
     seen: set[str] = set()
     step = 0
     while args.max_steps is None or step < args.max_steps:

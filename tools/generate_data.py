@@ -8,45 +8,83 @@ has: N labeled training samples, the others unlabeled, their labels kept
 aside in ROOT/answers for stand-in annotators (mmal.annotation.simulate).
 """
 import argparse
+import importlib.util
 import sys
-
-from mmal.datasets import (
-    MPIISceneConfig,
-    VOCSceneConfig,
-    generate_mpii_dataset,
-    generate_voc_dataset,
-)
+from pathlib import Path
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest='format', required=True)
-    voc = sub.add_parser('voc', help='PASCAL VOC layout (VOCdevkit/VOC2007/...)')
+def _import_cli():
+    """``mmal/utils/cli.py``, loaded from its file.
+
+    Importing ``mmal.utils.cli`` would first run ``mmal/__init__.py``, which
+    registers every model and so imports torch, mmdet and mmpose (seconds);
+    parsing the arguments needs none of it, and ``--help`` must not wait for
+    it. (A lazy ``mmal/__init__`` would break ``custom_imports=dict(imports=
+    ['mmal'])``, which relies on that import registering the models.) The
+    module holds no state, so this copy beside the package's is harmless.
+    """
+    package = importlib.util.find_spec('mmal')  # located, not run
+    if package is None:
+        sys.exit('error: mmal is not installed: run tools/install.sh, or set PYTHONPATH '
+                 'to the repository')
+    spec = importlib.util.spec_from_file_location(
+        'mmal_cli', Path(package.origin).parent / 'utils' / 'cli.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cli = _import_cli()
+
+# The defaults of VOCSceneConfig and MPIISceneConfig, written out: importing
+# mmal.datasets imports torch, which --help must not wait for
+# (tests/test_cli.py checks that they agree).
+VOC_DEFAULTS = dict(num_trainval=600, num_test=200, seed=0, min_size=128, max_size=192,
+                    duplicate_fraction=0.35, num_templates=10)
+MPII_DEFAULTS = dict(num_train=600, num_val=200, seed=0, min_size=160, max_size=224,
+                     second_person_prob=0.3, duplicate_fraction=0.35, num_templates=10)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
+    sub = parser.add_subparsers(dest='format', required=True, metavar='{voc,mpii}',
+                                help='the layout to write')
+    voc = sub.add_parser('voc', help='PASCAL VOC layout (VOCdevkit/VOC2007/...)',
+                         formatter_class=cli.HelpFormatter)
     voc.add_argument('root', help='the VOCdevkit folder to write')
-    defaults = VOCSceneConfig()
-    voc.add_argument('--num-trainval', type=int, default=defaults.num_trainval)
-    voc.add_argument('--num-test', type=int, default=defaults.num_test)
-    voc.add_argument('--seed', type=int, default=defaults.seed)
-    voc.add_argument('--min-size', type=int, default=defaults.min_size)
-    voc.add_argument('--max-size', type=int, default=defaults.max_size)
-    _duplicate_args(voc, defaults)
-    _hide_args(voc)
+    voc.add_argument('--num-trainval', type=int, default=VOC_DEFAULTS['num_trainval'],
+                     help='trainval images')
+    voc.add_argument('--num-test', type=int, default=VOC_DEFAULTS['num_test'],
+                     help='test images')
+    _common_args(voc, VOC_DEFAULTS)
     mpii = sub.add_parser('mpii', help="MPII layout, as mmpose's data/mpii (images/, "
-                          'annotations/mpii_{train,val}.json, mpii_gt_val.mat)')
+                          'annotations/mpii_{train,val}.json, mpii_gt_val.mat)',
+                          formatter_class=cli.HelpFormatter)
     mpii.add_argument('root', help='the folder to write (e.g. data/synthetic_mpii)')
-    defaults = MPIISceneConfig()
-    mpii.add_argument('--num-train', type=int, default=defaults.num_train,
+    mpii.add_argument('--num-train', type=int, default=MPII_DEFAULTS['num_train'],
                       help='training images (one or two persons each)')
-    mpii.add_argument('--num-val', type=int, default=defaults.num_val)
-    mpii.add_argument('--seed', type=int, default=defaults.seed)
-    mpii.add_argument('--min-size', type=int, default=defaults.min_size)
-    mpii.add_argument('--max-size', type=int, default=defaults.max_size)
+    mpii.add_argument('--num-val', type=int, default=MPII_DEFAULTS['num_val'],
+                      help='validation images')
     mpii.add_argument('--second-person-prob', type=float,
-                      default=defaults.second_person_prob)
-    _duplicate_args(mpii, defaults)
-    _hide_args(mpii)
-    return parser.parse_args()
+                      default=MPII_DEFAULTS['second_person_prob'],
+                      help='the chance that an image shows a second person')
+    _common_args(mpii, MPII_DEFAULTS)
+    return parser
+
+
+def _common_args(parser: argparse.ArgumentParser, defaults: dict) -> None:
+    parser.add_argument('--seed', type=int, default=defaults['seed'],
+                        help='seed of the scenes (the same seed writes the same data)')
+    parser.add_argument('--min-size', type=int, default=defaults['min_size'],
+                        help='smallest image side, in pixels')
+    parser.add_argument('--max-size', type=int, default=defaults['max_size'],
+                        help='largest image side, in pixels')
+    parser.add_argument('--duplicate-fraction', type=float,
+                        default=defaults['duplicate_fraction'],
+                        help='share of the pool that is near-duplicates of a few easy scenes')
+    parser.add_argument('--num-templates', type=int, default=defaults['num_templates'],
+                        help='easy scenes the near-duplicates copy')
+    _hide_args(parser)
 
 
 def _hide_args(parser: argparse.ArgumentParser) -> None:
@@ -55,15 +93,8 @@ def _hide_args(parser: argparse.ArgumentParser) -> None:
                         'ROOT/answers (for trying al_train.py --oracle human)')
 
 
-def _duplicate_args(parser: argparse.ArgumentParser, defaults) -> None:
-    parser.add_argument('--duplicate-fraction', type=float, default=defaults.duplicate_fraction,
-                        help='share of the pool that is near-duplicates of a few easy scenes')
-    parser.add_argument('--num-templates', type=int, default=defaults.num_templates,
-                        help='easy scenes the near-duplicates copy')
-
-
-def main() -> int:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         generate(args)
     except (FileExistsError, ValueError) as err:
@@ -73,6 +104,13 @@ def main() -> int:
 
 
 def generate(args: argparse.Namespace) -> None:
+    from mmal.datasets import (
+        MPIISceneConfig,
+        VOCSceneConfig,
+        generate_mpii_dataset,
+        generate_voc_dataset,
+    )
+
     if args.format == 'voc':
         cfg = VOCSceneConfig(num_trainval=args.num_trainval, num_test=args.num_test,
                              seed=args.seed, min_size=args.min_size, max_size=args.max_size,
@@ -88,7 +126,6 @@ def generate(args: argparse.Namespace) -> None:
                               num_templates=args.num_templates)
         print(f'MPII-format data ready in {generate_mpii_dataset(args.root, cfg)}')
         _hide(args, 'pose')
-
 
 
 def _hide(args: argparse.Namespace, task: str) -> None:

@@ -1,5 +1,4 @@
-"""Process-group set-up that also works on CPU-only machines, and the launcher flags."""
-import argparse
+"""Process-group set-up that also works on CPU-only machines."""
 import atexit
 import contextlib
 import gc
@@ -18,40 +17,10 @@ from mmengine.dist import (
     init_dist,
 )
 
+from .cli import LAUNCHERS
+
 #: Seconds a collective waits for the other ranks (``env_cfg.dist_cfg.timeout``).
 DEFAULT_TIMEOUT_S = 1800
-
-#: The ``--launcher`` choices: mmdet's, less ``mpi``.
-LAUNCHERS = ('none', 'pytorch', 'slurm')
-
-
-def add_launcher_args(parser: argparse.ArgumentParser) -> None:
-    """Add mmdet's ``--launcher`` and ``--local_rank`` / ``--local-rank`` to ``parser``.
-
-    As in mmdet's ``tools/train.py``, ``LOCAL_RANK`` is then in the
-    environment, where mmengine reads it: the value a launcher exported
-    (torchrun), else ``--local-rank`` (passed by ``torch.distributed.launch``),
-    else 0.
-    """
-    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
-                        action=_ExportLocalRank,
-                        help="this process's GPU on its node (LOCAL_RANK, if set, wins)")
-    os.environ.setdefault('LOCAL_RANK', '0')
-
-
-class _ExportLocalRank(argparse.Action):
-    """Stores ``--local-rank`` and exports it, unless the launcher exported one."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        # Noted before add_launcher_args sets the default, which must not win.
-        self.launcher_set_it = 'LOCAL_RANK' in os.environ
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        setattr(namespace, self.dest, values)
-        if not self.launcher_set_it:
-            os.environ['LOCAL_RANK'] = str(values)
 
 
 def setup_distributed(launcher: str, cfg: Config) -> None:

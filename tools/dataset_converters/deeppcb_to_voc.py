@@ -11,14 +11,37 @@ split is DeepPCB's own; ``val.txt`` is a seeded draw from its trainval list
 and ``train.txt`` the rest. See :mod:`mmal.datasets.converters.deeppcb`.
 """
 import argparse
+import importlib.util
 import sys
+from pathlib import Path
 
-from mmal.datasets.converters.deeppcb import convert_deeppcb
+
+def _import_cli():
+    """``mmal/utils/cli.py``, loaded from its file.
+
+    Importing ``mmal.utils.cli`` would first run ``mmal/__init__.py``, which
+    registers every model and so imports torch, mmdet and mmpose (seconds);
+    parsing the arguments needs none of it, and ``--help`` must not wait for
+    it. (A lazy ``mmal/__init__`` would break ``custom_imports=dict(imports=
+    ['mmal'])``, which relies on that import registering the models.) The
+    module holds no state, so this copy beside the package's is harmless.
+    """
+    package = importlib.util.find_spec('mmal')  # located, not run
+    if package is None:
+        sys.exit('error: mmal is not installed: run tools/install.sh, or set PYTHONPATH '
+                 'to the repository')
+    spec = importlib.util.spec_from_file_location(
+        'mmal_cli', Path(package.origin).parent / 'utils' / 'cli.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+cli = _import_cli()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     parser.add_argument('source', help='the DeepPCB checkout, or its PCBData folder')
     parser.add_argument('out',
                         help='the folder to write VOC2007/ into (e.g. data/deeppcb/VOCdevkit)')
@@ -26,7 +49,13 @@ def main(argv=None) -> int:
                         help='images of the official trainval list held out as val.txt')
     parser.add_argument('--seed', type=int, default=0, help='seed of the val draw')
     parser.add_argument('--overwrite', action='store_true', help='replace OUT/VOC2007')
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from mmal.datasets.converters.deeppcb import convert_deeppcb
+
     report = convert_deeppcb(args.source, args.out, val_size=args.val_size, seed=args.seed,
                              overwrite=args.overwrite)
     for name, counts in report['splits'].items():

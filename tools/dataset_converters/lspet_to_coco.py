@@ -11,23 +11,52 @@ joint outside its image, kept as it is. The split is a seeded permutation
 of the image numbers; see :mod:`mmal.datasets.converters.lspet`.
 """
 import argparse
+import importlib.util
 import sys
+from pathlib import Path
 
-from mmal.datasets.converters.lspet import convert_lspet
+
+def _import_cli():
+    """``mmal/utils/cli.py``, loaded from its file.
+
+    Importing ``mmal.utils.cli`` would first run ``mmal/__init__.py``, which
+    registers every model and so imports torch, mmdet and mmpose (seconds);
+    parsing the arguments needs none of it, and ``--help`` must not wait for
+    it. (A lazy ``mmal/__init__`` would break ``custom_imports=dict(imports=
+    ['mmal'])``, which relies on that import registering the models.) The
+    module holds no state, so this copy beside the package's is harmless.
+    """
+    package = importlib.util.find_spec('mmal')  # located, not run
+    if package is None:
+        sys.exit('error: mmal is not installed: run tools/install.sh, or set PYTHONPATH '
+                 'to the repository')
+    spec = importlib.util.spec_from_file_location(
+        'mmal_cli', Path(package.origin).parent / 'utils' / 'cli.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+cli = _import_cli()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     parser.add_argument('source', help='the LSPET folder (images/, joints.mat)')
     parser.add_argument('out', help='the folder to write (e.g. data/lspet)')
-    parser.add_argument('--test-size', type=int, default=1000)
-    parser.add_argument('--val-size', type=int, default=500)
+    parser.add_argument('--test-size', type=int, default=1000, help='images in the test split')
+    parser.add_argument('--val-size', type=int, default=500, help='images in the val split')
     parser.add_argument('--seed', type=int, default=0, help='seed of the split')
     parser.add_argument('--pad', type=float, default=0.1,
                         help="person box margin, a fraction of the joints' longer extent")
     parser.add_argument('--overwrite', action='store_true', help='replace OUT')
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from mmal.datasets.converters.lspet import convert_lspet
+
     report = convert_lspet(args.source, args.out, test_size=args.test_size,
                            val_size=args.val_size, seed=args.seed, pad=args.pad,
                            overwrite=args.overwrite)

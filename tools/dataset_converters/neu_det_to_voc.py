@@ -10,26 +10,63 @@ pool is train, val tunes schedules, test is reported. The boxes fixed or
 dropped on the way are listed in OUT/neu_det_split.json.
 """
 import argparse
+import importlib.util
 import json
 import sys
+from pathlib import Path
 
-from mmal.datasets.converters.neu_det import NEUDETFormatError, SplitSettings, convert_neu_det
+
+def _import_cli():
+    """``mmal/utils/cli.py``, loaded from its file.
+
+    Importing ``mmal.utils.cli`` would first run ``mmal/__init__.py``, which
+    registers every model and so imports torch, mmdet and mmpose (seconds);
+    parsing the arguments needs none of it, and ``--help`` must not wait for
+    it. (A lazy ``mmal/__init__`` would break ``custom_imports=dict(imports=
+    ['mmal'])``, which relies on that import registering the models.) The
+    module holds no state, so this copy beside the package's is harmless.
+    """
+    package = importlib.util.find_spec('mmal')  # located, not run
+    if package is None:
+        sys.exit('error: mmal is not installed: run tools/install.sh, or set PYTHONPATH '
+                 'to the repository')
+    spec = importlib.util.spec_from_file_location(
+        'mmal_cli', Path(package.origin).parent / 'utils' / 'cli.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+cli = _import_cli()
+
+# SplitSettings' defaults, written out: importing mmal.datasets imports torch,
+# which --help must not wait for (tests/test_cli.py checks that they agree).
+SPLIT_DEFAULTS = dict(seed=0, test_fraction=0.2, val_fraction=0.125)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     parser.add_argument('src', help='NEU-DET folder with IMAGES/ and ANNOTATIONS/')
     parser.add_argument('out', help='the VOCdevkit folder to write (VOC2007/ is replaced)')
-    defaults = SplitSettings()
-    parser.add_argument('--seed', type=int, default=defaults.seed)
-    parser.add_argument('--test-fraction', type=float, default=defaults.test_fraction,
+    parser.add_argument('--seed', type=int, default=SPLIT_DEFAULTS['seed'],
+                        help='seed of the split')
+    parser.add_argument('--test-fraction', type=float, default=SPLIT_DEFAULTS['test_fraction'],
                         help='share of each class that goes to test')
-    parser.add_argument('--val-fraction', type=float, default=defaults.val_fraction,
+    parser.add_argument('--val-fraction', type=float, default=SPLIT_DEFAULTS['val_fraction'],
                         help='share of the rest of each class that goes to val')
     parser.add_argument('--no-image-check', action='store_true',
                         help='skip decoding every image to compare its size with the XML')
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from mmal.datasets.converters.neu_det import (
+        NEUDETFormatError,
+        SplitSettings,
+        convert_neu_det,
+    )
+
     try:
         report = convert_neu_det(
             args.src, args.out,
