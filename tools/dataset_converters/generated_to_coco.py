@@ -16,24 +16,32 @@ still answers them. The test split stays in the source folder. See
 import argparse
 import sys
 
-from mmal.datasets import SYNTHETIC_VOC_CLASSES
-from mmal.datasets.converters.generated_coco import (
-    IMAGE_DIR,
-    mpii_to_coco_pool,
-    voc_to_coco_pool,
-)
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter,
+                     argparse.ArgumentDefaultsHelpFormatter):
+    """The description as written, each flag's default after its help."""
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     parser.add_argument('format', choices=('voc', 'mpii'), help='what the source is')
     parser.add_argument('source', help='the generated VOCdevkit or MPII folder')
     parser.add_argument('out', help='the folder to write the COCO pool to (new or empty)')
     parser.add_argument('--omit-unlabeled', action='store_true',
                         help='voc: leave the images without labels out of "images"; they stay '
                         'in the image folder, unlabeled samples all the same')
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Imported after parsing: mmal imports torch, mmdet and mmpose, which --help needs not.
+    from mmal.datasets import SYNTHETIC_VOC_CLASSES
+    from mmal.datasets.converters.generated_coco import (
+        IMAGE_DIR,
+        mpii_to_coco_pool,
+        voc_to_coco_pool,
+    )
     try:
         if args.format == 'voc':
             written = voc_to_coco_pool(args.source, args.out, SYNTHETIC_VOC_CLASSES,
