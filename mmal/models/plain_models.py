@@ -63,7 +63,20 @@ def wrap_plain_model(model_cfg: dict) -> dict:
     for plain, wrapper, key in _WRAPPERS:
         if issubclass(cls, plain):
             # The data preprocessor is the plain model's own (the wrapper takes it over).
-            return {'type': wrapper, key: copy.deepcopy(model_cfg)}
+            return {'type': wrapper, key: _predictable(copy.deepcopy(model_cfg))}
     raise ConfigError(f'model.type={model_cfg.get("type")!r} ({cls.__name__}) cannot be scored: '
                       'MMAL scores single-stage and two-stage mmdet detectors and top-down '
                       'mmpose estimators')
+
+
+def _predictable(model_cfg: dict) -> dict:
+    """mmdet 3.3's ``SSDHead`` as our ``PerImageLossSSDHead``: same weights, and it predicts.
+
+    mmdet 3.3.0's ``SSDHead`` cannot predict (open-mmlab/mmdetection issues
+    11063, 11305, 11780; PR 11524 unmerged), so no strategy could score a
+    plain SSD; the subclass carries the fix (see its docstring).
+    """
+    head = model_cfg.get('bbox_head')
+    if isinstance(head, dict) and head.get('type') in ('SSDHead', 'mmdet.SSDHead'):
+        head['type'] = 'PerImageLossSSDHead'
+    return model_cfg

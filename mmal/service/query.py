@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from mmengine.config import Config
+from mmengine.runner import CheckpointLoader
 
 from ..annotation.batch import label_space, tasks_of_samples, write_batch
 from ..annotation.records import Task
@@ -24,6 +25,7 @@ from ..datasets import build_pool
 from ..datasets.mpii_format import MPII_JOINTS
 from ..loop.runner import CycleRunner, phase_config
 from ..loop.selection import CycleSelection
+from ..models.plain_models import is_wrapped, wrap_plain_model
 from ..scoring import Scorer, ScoringSettings
 from ..strategies import build_strategy
 from ..utils import ConfigError
@@ -83,6 +85,9 @@ class CheckpointScorer:
         if self.strategy.needs_labels:
             raise ConfigError(f"{self.strategy_cfg['type']} reads the candidates' labels; "
                               'choose a strategy that scores unlabeled images')
+        self.plain_model = not is_wrapped(cfg.model)
+        cfg.model = wrap_plain_model(cfg.model)
+        check_checkpoint(self.strategy, self.strategy_cfg['type'], self.checkpoint)
         self.train = cfg.train_dataloader.dataset
         self.candidates_cfg = None
         if images is not None:
@@ -135,6 +140,36 @@ class CheckpointScorer:
             self.cfg, phase, self.out_dir / 'runner', train_dataset=self.train,
             test=(test_dataloader, test_cfg), launcher=self.launcher,
             load_from=self.checkpoint, name=f'query_{phase}'))
+
+
+#: Strategies that read the loss-prediction module's output.
+_MODULE_OUTPUT = 'pred_loss'
+
+
+def check_checkpoint(strategy, name: str, checkpoint: str) -> None:
+    """Refuse a strategy that reads weights the checkpoint does not hold.
+
+    A plain mmdet / mmpose checkpoint loads into the wrapper (its keys go
+    under ``task_model``) but leaves the loss-prediction module as
+    initialised: ranked by it, the order would be noise, with nothing but a
+    "missing keys" warning to say so.
+
+    Raises:
+        ConfigError: Naming the strategy, the checkpoint and what to do instead.
+    """
+    passes = [*strategy.candidate_passes().values(), *strategy.labeled_passes().values()]
+    if not any(_MODULE_OUTPUT in p.outputs for p in passes):
+        return
+    state = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+    state = state.get('state_dict', state)
+    if not any(k.split('.', 1)[0] == 'loss_prediction' for k in state):
+        raise ConfigError(
+            f'{name} ranks by the loss-prediction module, and {checkpoint} holds no '
+            'loss_prediction.* weights (a plain mmdet / mmpose checkpoint?): the module would '
+            'be untrained and its ranking noise. Choose a strategy that reads the model '
+            'alone (--strategy EntropyStrategy, MarginStrategy, LeastConfidenceStrategy, '
+            'CoreSetStrategy, ...), or train the module first: tools/al_train.py with '
+            'load_from= this checkpoint')
 
 
 def query(cfg: Config, checkpoint: str, budget: int, out_dir: str | Path, *,
