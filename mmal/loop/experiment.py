@@ -235,41 +235,58 @@ class ActiveLearningExperiment:
             self._log_metrics(0, entry, note=f' (shared: {shared.folder})')
 
     def _select(self, c: int, entry: dict) -> None:
-        s = self.settings
-        rng = np.random.default_rng([s.seed, c, 1])
+        """Score the candidates with cycle ``c``'s model, pick, ask the oracle, record."""
+        rng = np.random.default_rng([self.settings.seed, c, 1])
         scorer = self._scorer(c, entry)
-        selection = CycleSelection(scorer, self.strategy,
-                                   lambda msg: self._log(f'cycle {c}: {msg}'), self._cycle_dir(c))
         previous = self.state.cycle(c - 1)
-        labeled = sorted(self.position[i] for i in entry['labeled'])
-        # What the oracle could not settle last time goes first, not as a candidate.
-        requeued = {self.position[i] for i in self.oracle.requeued(previous)}
-        candidates = draw_candidates(len(self.pool), set(labeled) | requeued, s.candidate_pool,
-                                     rng)
-        self._log(f'cycle {c}: scoring {len(candidates)} of {len(self.pool) - len(labeled)} '
-                  f'unlabeled samples with {self.strategy_name}')
+        labeled, candidates = self._candidates(c, entry, previous, rng)
         start = time.perf_counter()
-        order, scores = selection.select(candidates, labeled, s.budget_per_cycle, rng)
-        picked = broadcast_from_rank0(None if order is None else [
-            dict(id=self.pool.ids[candidates[i]], score=float(scores[i])) for i in order])
-        on_rank0(lambda: write_scores(self._cycle_dir(c),
-                                      [self.pool.ids[p] for p in candidates], scores))
+        picked, scores = self._pick(c, scorer, candidates, labeled, rng)
         timings = dict(entry['timings'], score_s=elapsed(start))
-        self._log(f'cycle {c}: selected {len(picked)} samples (top score '
-                  f'{picked[0]["score"]:.4f}, K-th {picked[-1]["score"]:.4f})')
         picked, fields = self.oracle.ask(c, picked, previous, self._cycle_dir(c),
                                          scorer.predictions)
         if self.ranking is not None and self.oracle.knows_labels:
             start = time.perf_counter()
-            fields['ranking_accuracy'] = result = self.ranking.evaluate(
-                scorer, candidates, scores, np.random.default_rng([s.seed, c, 2]))
+            fields['ranking_accuracy'] = self._ranking_accuracy(c, scorer, candidates, scores)
             timings['ranking_eval_s'] = elapsed(start)
-            self._log(f'cycle {c}: ranking accuracy on {result["num_samples"]} candidates: '
-                      + ', '.join(f'{k}={v:.3f}' for k, v in result.items()
-                                  if k != 'num_samples'))
         self.state.mark(c, 'selected', selected=picked, num_candidates=int(len(candidates)),
                         timings=timings, **fields)
         self._write_reports()
+
+    def _candidates(self, c: int, entry: dict, previous: dict | None,
+                    rng: np.random.Generator) -> tuple[list[int], np.ndarray]:
+        """The labeled positions and the candidates drawn from the rest."""
+        labeled = sorted(self.position[i] for i in entry['labeled'])
+        # What the oracle could not settle last time goes first, not as a candidate.
+        requeued = {self.position[i] for i in self.oracle.requeued(previous)}
+        candidates = draw_candidates(len(self.pool), set(labeled) | requeued,
+                                     self.settings.candidate_pool, rng)
+        self._log(f'cycle {c}: scoring {len(candidates)} of {len(self.pool) - len(labeled)} '
+                  f'unlabeled samples with {self.strategy_name}')
+        return labeled, candidates
+
+    def _pick(self, c: int, scorer: Scorer, candidates: np.ndarray, labeled: list[int],
+              rng: np.random.Generator) -> tuple[list[dict], np.ndarray]:
+        """The strategy's picks as ``{id, score}`` best first (every rank), and all scores."""
+        selection = CycleSelection(scorer, self.strategy,
+                                   lambda msg: self._log(f'cycle {c}: {msg}'), self._cycle_dir(c))
+        order, scores = selection.select(candidates, labeled, self.settings.budget_per_cycle,
+                                         rng)
+        picked = broadcast_from_rank0(None if order is None else [
+            dict(id=self.pool.ids[candidates[i]], score=float(scores[i])) for i in order])
+        on_rank0(lambda: write_scores(self._cycle_dir(c),
+                                      [self.pool.ids[p] for p in candidates], scores))
+        self._log(f'cycle {c}: selected {len(picked)} samples (top score '
+                  f'{picked[0]["score"]:.4f}, K-th {picked[-1]["score"]:.4f})')
+        return picked, scores
+
+    def _ranking_accuracy(self, c: int, scorer: Scorer, candidates: np.ndarray,
+                          scores: np.ndarray) -> dict:
+        result = self.ranking.evaluate(scorer, candidates, scores,
+                                       np.random.default_rng([self.settings.seed, c, 2]))
+        self._log(f'cycle {c}: ranking accuracy on {result["num_samples"]} candidates: '
+                  + ', '.join(f'{k}={v:.3f}' for k, v in result.items() if k != 'num_samples'))
+        return result
 
     # -------------------------------------------------------------- helpers
     def _scorer(self, c: int, entry: dict) -> Scorer:
