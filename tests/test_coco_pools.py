@@ -486,3 +486,46 @@ def test_people_label_a_coco_keypoint_pool_and_the_experiment_goes_on(tmp_path):
     ok(tool('tools/al_train.py', config, '--work-dir', work, '--resume', cwd=tmp_path))
     state = json.loads((work / 'al_state.json').read_text())
     assert state['status'] == 'finished' and state['cycles'][1]['num_labeled'] == 16
+
+
+@pytest.mark.slow
+def test_al_query_takes_coco_persons_for_a_coco_keypoint_model(tmp_path):
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import MODELS
+
+    from mmal.datasets import MPIISceneConfig, generate_mpii_dataset
+
+    mpii = generate_mpii_dataset(tmp_path / 'mpii', MPIISceneConfig(num_train=12, num_val=4,
+                                                                     seed=3))
+    pool = tmp_path / 'coco'
+    ok(tool('tools/dataset_converters/generated_to_coco.py', 'mpii', mpii, pool, cwd=tmp_path))
+    cfg = _small(Config.fromfile(str(REPO / 'configs/active_learning/'
+                                      'human_ll_hourglass-tiny_synthetic-coco.py')), pool, mpii)
+    config = tmp_path / 'pose_coco.py'
+    cfg.dump(str(config))
+    _scope('mmpose')
+    checkpoint = tmp_path / 'model.pth'
+    torch.save(dict(state_dict=MODELS.build(cfg.model).state_dict(), meta={}), checkpoint)
+    # The persons to label, as a user keeps them: a COCO file beside the images, no joints.
+    persons = json.loads((pool / 'annotations' / 'person_keypoints_train.json').read_text())
+    for person in persons['annotations']:
+        person['keypoints'] = [0] * len(person['keypoints'])
+        person['num_keypoints'] = 0
+    candidates = pool / 'train' / 'to_label.json'
+    candidates.write_text(json.dumps(persons))
+    out = tmp_path / 'query'
+    ok(tool('tools/al_query.py', config, '--checkpoint', checkpoint, '--budget', 3,
+            '--out', out, '--images', candidates, '--strategy', 'EntropyStrategy',
+            '--format', 'coco', cwd=tmp_path))
+    record = json.loads((out / 'batch.json').read_text())
+    assert len(record['tasks']) == 3 and all(t['person_box'] for t in record['tasks'])
+    listed = {i['file_name'] for i in persons['images']}
+    assert {Path(t['image']).name for t in record['tasks']} <= listed
+
+    mpii_list = tmp_path / 'persons.json'
+    mpii_list.write_text(json.dumps([dict(image='a.jpg', center=[5, 5], scale=1.0)]))
+    refused = tool('tools/al_query.py', config, '--checkpoint', checkpoint, '--budget', 1,
+                   '--out', tmp_path / 'refused', '--images', mpii_list,
+                   '--strategy', 'EntropyStrategy', cwd=tmp_path)
+    assert refused.returncode == 2 and 'COCO file with "images"' in refused.stderr

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from mmengine.config import Config
 from mmengine.runner import CheckpointLoader
+from mmpose.datasets import MpiiDataset
+from mmpose.registry import DATASETS as POSE_DATASETS
 
 from ..annotation.batch import label_space, tasks_of_samples, write_batch
 from ..annotation.records import Task
@@ -42,21 +44,42 @@ def candidate_dataset(cfg: Config, images: str, out_dir: Path) -> dict:
         return dict(type='UnlabeledImageDataset', ann_file=osp.abspath(images), pipeline=[],
                     **(dict(metainfo=dict(classes=classes)) if classes else {}))
     if not images.endswith('.json'):
-        raise ConfigError(f'--images {images}: pose needs the persons to label, as an '
-                          'MPII-style JSON list of {"image", "center", "scale"} (joints '
-                          'optional), like MPII\'s test annotations')
+        raise ConfigError(f'--images {images}: pose needs the persons to label, as a JSON file: '
+                          'a COCO keypoints file (images + person annotations with a bbox; '
+                          'keypoints optional) for a COCO pool, else an MPII-style list of '
+                          '{"image", "center", "scale"} (joints optional), like MPII\'s test '
+                          'annotations')
     records = json.loads(Path(images).read_text())
-    for r in records:  # persons without joints are unlabeled, as mmpose reads them
-        r.setdefault('joints', [[-1.0, -1.0]] * len(MPII_JOINTS))
-        r.setdefault('joints_vis', [0] * len(MPII_JOINTS))
-    persons = out_dir / 'persons.json'
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(persons, json.dumps(records))  # each rank writes the same, whole
     leaf = copy.deepcopy(train)
-    leaf.update(ann_file=str(persons.resolve()), data_root='', pipeline=[],
-                data_prefix=dict(img=osp.dirname(osp.abspath(images)) + '/'))
     leaf.pop('indices', None)
+    # Image paths in the file are relative to its folder, as a user keeps them.
+    leaf.update(data_root='', pipeline=[],
+                data_prefix=dict(img=osp.dirname(osp.abspath(images)) + '/'))
+    if _reads_mpii(leaf):
+        if not isinstance(records, list):
+            raise ConfigError(f'--images {images}: the training data is MPII-style, so the '
+                              'persons are too: a JSON list of {"image", "center", "scale"}')
+        for r in records:  # persons without joints are unlabeled, as mmpose reads them
+            r.setdefault('joints', [[-1.0, -1.0]] * len(MPII_JOINTS))
+            r.setdefault('joints_vis', [0] * len(MPII_JOINTS))
+        persons = out_dir / 'persons.json'
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(persons, json.dumps(records))  # each rank writes the same, whole
+        leaf.update(ann_file=str(persons.resolve()))
+        return leaf
+    if not (isinstance(records, dict) and 'images' in records and 'annotations' in records):
+        raise ConfigError(f'--images {images}: the training data is COCO keypoints, so the '
+                          'persons are too: a COCO file with "images", "annotations" (a bbox '
+                          'per person; keypoints optional) and "categories"')
+    leaf.update(ann_file=osp.abspath(images))
     return leaf
+
+
+def _reads_mpii(leaf: dict) -> bool:
+    """Whether a pose dataset config reads MPII-style records (else COCO keypoints)."""
+    kind = leaf.get('type')
+    cls = kind if isinstance(kind, type) else POSE_DATASETS.get(kind)
+    return cls is not None and issubclass(cls, MpiiDataset)
 
 
 class CheckpointScorer:
