@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.cfg_options, scope=False)
         for note in apply_flags(cfg, args):
             print(note)
-    except (ConfigError, ValueError) as err:
+    except ValueError as err:  # ConfigError included
         print(f'error: {err}', file=sys.stderr)
         return 2
     if args.amp and (problem := cli.amp_device_error()):
