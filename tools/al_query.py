@@ -6,9 +6,12 @@
 
 The candidates are the unlabeled samples of the config's training dataset
 (e.g. ``PartiallyLabeledVOCDataset``: images without XML), or ``--images``:
-a folder or list of images (detection), an MPII-style JSON of persons with
-``image``, ``center``, ``scale`` (pose). The strategy is the config's
-``active_learning.strategy`` unless ``--strategy`` names another. DIR gets
+a folder or list of images (detection); for pose, the persons in the
+training data's format: a COCO keypoints file (a bbox per person) for a
+COCO pool, else an MPII-style JSON list of ``image``, ``center``,
+``scale``. The strategy is the config's ``active_learning.strategy``
+unless ``--strategy`` names another. DIR (by default
+``work_dirs/<config name>/query``; never one that holds a batch) gets
 the tools' files with the model's predictions as pre-annotations
 (Label Studio ``tasks.json`` + ``labeling_config.xml``, CVAT
 ``annotations.xml``, COCO ``annotations.json``), ``batch.csv`` (rank, image,
@@ -53,8 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--out', help="the folder to write the batch to; one that holds a "
                         "batch already is refused (default: the config's work_dir, else "
                         './work_dirs/<config name>, then /query)')
-    parser.add_argument('--images', help='the candidates (default: the unlabeled samples of '
-                        'the training dataset)')
+    parser.add_argument('--images', help='the candidates: a folder or list of images '
+                        '(detection), a JSON file of persons in the training data\'s format '
+                        '(pose; see above) (default: the unlabeled samples of the training '
+                        'dataset)')
     parser.add_argument('--format', nargs='+', choices=['labelstudio', 'cvat', 'coco'],
                         help='the tools to write for (default: active_learning.annotation.'
                         'formats, else all three)')
