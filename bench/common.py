@@ -131,6 +131,31 @@ def time_interleaved(fns: dict, batches: list, warmup: int = 2) -> dict[str, lis
     return times
 
 
+def timed_pass(batches, step=None) -> dict:
+    """One whole pass over ``batches``, the iterator's start included: seconds and images.
+
+    Not :func:`time_calls`, which times each call of a function on batches
+    already made: a loader pass pays worker start-up and loading between
+    steps, and that is what it measures.
+    """
+    start = time.perf_counter()
+    first_batch_s, first_images, images = None, 0, 0
+    for batch in batches:
+        if step is not None:
+            step(batch)
+        images += len(batch['data_samples'])
+        if first_batch_s is None:
+            synchronize()
+            first_batch_s, first_images = time.perf_counter() - start, images
+    synchronize()
+    seconds = time.perf_counter() - start
+    rest = seconds - first_batch_s
+    return dict(seconds=seconds, first_batch_s=first_batch_s, images=images,
+                images_per_s=images / seconds,
+                # After the first batch: the rate a pool too big for start-up to count gets.
+                steady_images_per_s=(images - first_images) / rest if rest > 0 else float('nan'))
+
+
 def reset_peak_memory() -> None:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()

@@ -23,11 +23,7 @@ included, as a scoring pass pays it) to the last batch. ``ScoreLoop``
 builds its loader afresh for each pass, so persistent workers never reach
 a second pass in a cycle; their rows time a second pass over the same
 loader, to show what they would save if the loader were kept. With CUDA,
-batches move with ``non_blocking`` when memory is pinned, and a variant
-reads only the file bytes in the workers and decodes on the GPU
-(``torchvision.io.decode_jpeg(device='cuda')``, then a bilinear resize
-standing in for the pipeline's ``Resize``; detection configs whose test
-pipeline is load, resize, pack). Settings are interleaved over
+batches move with ``non_blocking`` when memory is pinned. Settings are interleaved over
 ``--rounds`` rounds, order rotating; each figure is the fastest round (other
 work on the machine only slows a pass down), with the median beside it.
 
@@ -42,7 +38,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -51,15 +46,13 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from common import REPO, print_table, synchronize, write_result
+from common import REPO, print_table, timed_pass, write_result
 from train_overhead import CONFIGS, build
 
 #: Within this share of the fastest setting, a cheaper setting is as good.
 TIE = 0.05
 #: A default this much slower than the best setting is worth changing.
 LARGE_GAP = 0.10
-#: Where the device-decoding variant decodes (it runs only with CUDA).
-DECODE_DEVICE = 'cuda'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,26 +196,6 @@ class Scorer:
         self.store.add(rows, items)
 
 
-def timed_pass(batches: Iterable, step: Callable | None) -> dict:
-    """One pass over ``batches`` (the iterator's start included): seconds and images."""
-    start = time.perf_counter()
-    first_batch_s, first_images, images = None, 0, 0
-    for batch in batches:
-        if step is not None:
-            step(batch)
-        images += len(batch['data_samples'])
-        if first_batch_s is None:
-            synchronize()
-            first_batch_s, first_images = time.perf_counter() - start, images
-    synchronize()
-    seconds = time.perf_counter() - start
-    rest = seconds - first_batch_s
-    return dict(seconds=seconds, first_batch_s=first_batch_s, images=images,
-                images_per_s=images / seconds,
-                # After the first batch: the rate a pool too big for start-up to count gets.
-                steady_images_per_s=(images - first_images) / rest if rest > 0 else float('nan'))
-
-
 def loader_pass(loader_cfg: dict, setting: LoaderSetting, step: Callable | None) -> dict:
     """A fresh loader's pass; with persistent workers, its second pass (workers kept)."""
     loader = build_loader(setting.apply(loader_cfg))
@@ -247,77 +220,6 @@ def best_of(runs: list[dict]) -> dict:
                 first_batch_s=best['first_batch_s'],
                 median_images_per_s=statistics.median(r['images_per_s'] for r in runs),
                 runs=[round(r['images_per_s'], 1) for r in runs])
-
-
-# ------------------------------------------------------------------ decoding on the GPU
-class EncodedImages(torch.utils.data.Dataset):
-    """The image files' bytes: all a worker does when the device decodes."""
-
-    def __init__(self, paths: list[str]) -> None:
-        self.paths = paths
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[str, torch.Tensor]:
-        # Plain memory: torchvision.io.read_file's tensor fails to cross to
-        # the main process (its storage's file descriptor cannot be shared).
-        data = bytearray(Path(self.paths[index]).read_bytes())
-        return self.paths[index], torch.frombuffer(data, dtype=torch.uint8)
-
-
-def device_decode_plan(loader_cfg: dict) -> tuple[tuple[int, int] | None, str]:
-    """The (height, width) the test pipeline resizes to, or None and why not."""
-    pipeline = loader_cfg['dataset'].get('pipeline', [])
-    types = [t['type'] for t in pipeline]
-    if types != ['LoadImageFromFile', 'Resize', 'PackDetInputs']:
-        return None, f'only for a load/resize/pack detection pipeline, this one is {types}'
-    resize = pipeline[1]
-    scale = resize.get('scale')
-    if resize.get('keep_ratio', False) or not isinstance(scale, (tuple, list)):
-        return None, f'only for Resize(keep_ratio=False) to a fixed scale, got {resize}'
-    return (int(scale[1]), int(scale[0])), ''
-
-
-def decode_on_device(batch: list, size: tuple[int, int], device_name: str) -> dict:
-    """A batch of file bytes as the pipeline's batch: decoded, resized, BGR, on the device."""
-    import torchvision
-    from mmdet.structures import DetDataSample
-    paths, data = zip(*batch)
-    images = torchvision.io.decode_jpeg(list(data), device=device_name)
-    inputs, samples = [], []
-    for path, image in zip(paths, images):
-        height, width = image.shape[-2:]
-        resized = torch.nn.functional.interpolate(
-            image[None].float(), size=size, mode='bilinear', align_corners=False)[0]
-        # LoadImageFromFile gives BGR, which the data preprocessor turns to RGB.
-        inputs.append(resized.round().clamp(0, 255).to(torch.uint8).flip(0))
-        samples.append(DetDataSample(metainfo=dict(
-            img_path=path, ori_shape=(height, width), img_shape=size,
-            scale_factor=(size[1] / width, size[0] / height))))
-    return dict(inputs=inputs, data_samples=samples)
-
-
-def device_decode_loader(paths: list[str], batch_size: int, workers: int, size: tuple,
-                         device_name: str):
-    loader = torch.utils.data.DataLoader(
-        EncodedImages(paths), batch_size=batch_size, num_workers=workers, collate_fn=list,
-        prefetch_factor=2 if workers else None)
-    return (decode_on_device(b, size, device_name) for b in loader)
-
-
-def image_paths(loader_cfg: dict) -> list[str]:
-    from mmengine.registry import DATASETS
-    dataset = DATASETS.build(copy.deepcopy(loader_cfg['dataset']))
-    return [dataset.get_data_info(i)['img_path'] for i in range(len(dataset))]
-
-
-def pred_loss_gap(model, pipeline_batch: dict, device_batch: dict) -> float:
-    """Largest |pred_loss| difference between the two decodings of one batch."""
-    with torch.no_grad():
-        a = model.score_step(pipeline_batch, ('pred_loss',))['pred_loss']
-        b = model.score_step(device_batch, ('pred_loss',))['pred_loss']
-    return float((torch.as_tensor(a) - torch.as_tensor(b)).abs().max())
 
 
 # ------------------------------------------------------------------ the run
@@ -360,18 +262,8 @@ def measure(config: str, images: int, batch_size: int | None, rounds: int,
     for s in settings:
         jobs[f'load:{s.label}'] = loader_job(s, with_model=False)
         jobs[f'e2e:{s.label}'] = loader_job(s, with_model=True)
-    size, why_not = device_decode_plan(loader_cfg)
-    if size and not cuda:
-        why_not = 'no CUDA device'
-    paths = image_paths(loader_cfg) if size and cuda else []
-    decode_workers = [w for w in workers if w] or [0]
-    for w in decode_workers if paths else []:
-        jobs[f'device_decode:w{w}'] = (lambda w=w: timed_pass(device_decode_loader(
-            paths, loader_cfg['batch_size'], w, size, DECODE_DEVICE), score))
-
-    # Warm-up: the allocator, cuDNN's autotuning, nvJPEG, the page cache.
-    for name in ['model', 'model', f'load:{LoaderSetting(0).label}', *(
-            [f'device_decode:w{decode_workers[0]}'] if paths else [])]:
+    # Warm-up: the allocator, cuDNN's autotuning, the page cache.
+    for name in ['model', 'model', f'load:{LoaderSetting(0).label}']:
         jobs[name]()
     runs = interleaved(jobs, rounds)
 
@@ -383,20 +275,9 @@ def measure(config: str, images: int, batch_size: int | None, rounds: int,
                          non_blocking=cuda and s.pin_memory,
                          load=load, e2e=e2e, e2e_over_model=e2e['images_per_s'] / model_rate,
                          bound=bound_by(load['images_per_s'], model_rate)))
-    device_decode = dict(measured=bool(paths), why_not=why_not, rows=[])
-    if paths:
-        encoded = EncodedImages(paths[:len(batches[0]['data_samples'])])
-        device_batch = decode_on_device([encoded[i] for i in range(len(encoded))], size,
-                                        DECODE_DEVICE)
-        device_decode['first_batch_max_abs_pred_loss_diff'] = pred_loss_gap(
-            model, batches[0], device_batch)
-        for w in decode_workers:
-            e2e = best_of(runs[f'device_decode:w{w}'])
-            device_decode['rows'].append(dict(num_workers=w, e2e=e2e,
-                                              e2e_over_model=e2e['images_per_s'] / model_rate))
     return dict(config=config, images=score.num_samples, batch_size=loader_cfg['batch_size'],
                 rounds=rounds, cuda=cuda, model=best_of(runs['model']), rows=rows,
-                default=default.label, recommended=recommend(rows), device_decode=device_decode,
+                default=default.label, recommended=recommend(rows),
                 pin_memory_note=None if cuda else
                 'no CUDA device: torch ignores pin_memory, so pin rows repeat the nopin ones')
 
@@ -461,16 +342,6 @@ def markdown(result: dict) -> str:
     lines += ['', f"Recommended: `{rec['label']}` at {rec['images_per_s']:.0f} images/s, "
               f"{100 * rec['gain_over_default']:+.0f} % over the default `{rec['default_label']}` "
               f"({rec['default_images_per_s']:.0f} images/s)."]
-    dd = r['device_decode']
-    if dd['measured']:
-        gap = dd['first_batch_max_abs_pred_loss_diff']
-        lines += ['', 'Decoding on the GPU (workers read bytes only; max |pred_loss| difference '
-                  f'to the pipeline on the first batch: {gap:.3g}):',
-                  '', '| workers | e2e img/s | e2e / model |', '| --- | --- | --- |']
-        lines += [f"| {d['num_workers']} | {d['e2e']['images_per_s']:.0f} | "
-                  f"{d['e2e_over_model']:.2f} |" for d in dd['rows']]
-    else:
-        lines += ['', f"Decoding on the device: not measured ({dd['why_not']})."]
     if r['pin_memory_note']:
         lines += ['', r['pin_memory_note'] + '.']
     return '\n'.join(lines) + '\n'
@@ -511,12 +382,6 @@ def main() -> int:
                   f"{row['e2e']['steady_images_per_s']:.1f}"] for row in result['rows']],
                 ['setting (* default)', 'load img/s', 'e2e img/s', 'e2e/model', 'bound by',
                  'first batch s', 'e2e after it'])
-    dd = result['device_decode']
-    for row in dd['rows']:
-        print(f"decode on the GPU, {row['num_workers']} workers: "
-              f"{row['e2e']['images_per_s']:.1f} images/s ({row['e2e_over_model']:.2f} x model)")
-    if not dd['measured']:
-        print(f"decoding on the device: skipped, {dd['why_not']}")
     rec = result['recommended']
     print(f"recommended: {rec['label']} ({rec['images_per_s']:.1f} images/s, "
           f"{100 * rec['gain_over_default']:+.1f} % over the default {rec['default_label']})")
