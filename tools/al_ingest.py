@@ -15,34 +15,16 @@ batch. Records that cannot be ingested are listed with file and record;
 export twice changes nothing.
 """
 import argparse
-import importlib.util
 import os.path as osp
+import runpy
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
-
-def _import_cli():
-    """``mmal/utils/cli.py``, loaded from its file.
-
-    Importing ``mmal.utils.cli`` would first run ``mmal/__init__.py``, which
-    registers every model and so imports torch, mmdet and mmpose (seconds);
-    parsing the arguments needs none of it, and ``--help`` must not wait for
-    it. (A lazy ``mmal/__init__`` would break ``custom_imports=dict(imports=
-    ['mmal'])``, which relies on that import registering the models.) The
-    module holds no state, so this copy beside the package's is harmless.
-    """
-    package = importlib.util.find_spec('mmal')  # located, not run
-    if package is None:
-        sys.exit('error: mmal is not installed: run tools/install.sh, or set PYTHONPATH '
-                 'to the repository')
-    spec = importlib.util.spec_from_file_location(
-        'mmal_cli', Path(package.origin).parent / 'utils' / 'cli.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cli = _import_cli()
+# By its path: importing mmal would load torch, mmdet and mmpose before --help
+# (see the module's docstring).
+cli = SimpleNamespace(**runpy.run_path(
+    str(Path(__file__).resolve().parents[1] / 'mmal' / 'utils' / 'cli.py')))
 
 
 def build_parser() -> argparse.ArgumentParser:

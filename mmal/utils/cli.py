@@ -4,7 +4,9 @@ The tools parse their arguments before importing anything heavy, so that
 ``--help`` and a mistyped flag answer at once. This module therefore
 imports the standard library only; the tools load it by file path
 (importing ``mmal.utils.cli`` would first run ``mmal/__init__.py``, which
-registers every model and so imports torch, mmdet and mmpose). Keep it so:
+registers every model and so imports torch, mmdet and mmpose; it must:
+``custom_imports=dict(imports=['mmal'])`` relies on that import registering
+the models, so it cannot be made lazy). Keep it so:
 ``tests/test_cli.py`` runs every tool's ``--help`` where torch cannot be
 imported.
 """

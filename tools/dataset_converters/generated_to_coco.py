@@ -14,16 +14,19 @@ still answers them. The test split stays in the source folder. See
 :mod:`mmal.datasets.converters.generated_coco`.
 """
 import argparse
+import runpy
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter,
-                     argparse.ArgumentDefaultsHelpFormatter):
-    """The description as written, each flag's default after its help."""
+# By its path: importing mmal would load torch, mmdet and mmpose before --help
+# (see the module's docstring).
+cli = SimpleNamespace(**runpy.run_path(
+    str(Path(__file__).resolve().parents[2] / 'mmal' / 'utils' / 'cli.py')))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     parser.add_argument('format', choices=('voc', 'mpii'), help='what the source is')
     parser.add_argument('source', help='the generated VOCdevkit or MPII folder')
     parser.add_argument('out', help='the folder to write the COCO pool to (new or empty)')
