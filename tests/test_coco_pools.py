@@ -529,3 +529,47 @@ def test_al_query_takes_coco_persons_for_a_coco_keypoint_model(tmp_path):
                    '--out', tmp_path / 'refused', '--images', mpii_list,
                    '--strategy', 'EntropyStrategy', cwd=tmp_path)
     assert refused.returncode == 2 and 'COCO file with "images"' in refused.stderr
+
+
+@pytest.mark.slow
+def test_the_server_takes_people_labels_into_a_coco_pool(tmp_path):
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import MODELS
+
+    from mmal.annotation.projects import FolderProject
+    from mmal.annotation.simulate import answer_boxes, hide_labels, labelstudio_export
+    from mmal.datasets import VOCSceneConfig, generate_voc_dataset
+    from mmal.service.serve import AnnotationServer
+
+    voc = tmp_path / 'VOCdevkit'
+    generate_voc_dataset(voc, VOCSceneConfig(num_trainval=24, num_test=8, seed=4))
+    answers = hide_labels(voc, 'detection', keep=12)
+    pool = tmp_path / 'coco'
+    ok(tool('tools/dataset_converters/generated_to_coco.py', 'voc', voc, pool, cwd=tmp_path))
+    ann_file = pool / 'annotations' / 'instances_train.json'
+    cfg = _small(Config.fromfile(str(REPO / 'configs/active_learning/'
+                                      'human_ll_ssd-tiny_synthetic-coco.py')), pool, voc)
+    cfg.active_learning = dict(oracle='human', budget_per_cycle=4, num_cycles=2,
+                               score_batch_size=8, score_num_workers=0, seed=0,
+                               annotation=dict(image_root=str(pool)))
+    _scope('mmdet')
+    checkpoint = tmp_path / 'model.pth'
+    torch.save(dict(state_dict=MODELS.build(cfg.model).state_dict(), meta={}), checkpoint)
+    project = FolderProject(tmp_path / 'people')
+    server = AnnotationServer(cfg, tmp_path / 'serve', project, str(checkpoint), push_size=4,
+                              low_water=2, retrain_every=100)
+    pushed = server.step()['pushed']
+    assert len(pushed) == 4
+    (project.inbox / 'alice.json').write_text(json.dumps(labelstudio_export(
+        tmp_path / 'serve' / 'batch', answers, ['alice@lab'])))
+    assert server.step()['settled'] == 4
+    after = json.loads(ann_file.read_text())
+    names = {c['id']: c['name'] for c in after['categories']}
+    by_file = {i['file_name']: i['id'] for i in after['images']}
+    for sample_id in pushed:
+        image_id = by_file[Path(sample_id).name + '.jpg']
+        got = sorted(names[a['category_id']] for a in after['annotations']
+                     if a['image_id'] == image_id)
+        assert got == sorted(b[0] for b in answer_boxes(answers, sample_id))
+    assert versions(ann_file), 'the file before the server wrote is kept'
