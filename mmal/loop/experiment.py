@@ -31,7 +31,7 @@ from ..scoring import Scorer, ScoringSettings
 from ..strategies import build_strategy
 from ..utils.config import task_of
 from ..utils.dist import broadcast_from_rank0, on_rank0
-from . import reporting
+from . import reporting, stopping
 from .checks import (
     check_disjoint,
     check_experiment_config,
@@ -95,6 +95,7 @@ class ActiveLearningExperiment:
         check_model_outputs(cfg, self.strategy)
         self.strategy_name = self.settings.strategy['type']
         check_experiment_config(cfg)
+        self.stopping = stopping.StoppingSettings.from_dict(self.settings.stopping)
         self.ranking = RankingEvaluation(self.settings.ranking_eval_size,
                                          self.settings.ranking_references, self.task
                                          ) if self.settings.ranking_eval_size else None
@@ -249,6 +250,10 @@ class ActiveLearningExperiment:
             start = time.perf_counter()
             fields['ranking_accuracy'] = self._ranking_accuracy(c, scorer, candidates, scores)
             timings['ranking_eval_s'] = elapsed(start)
+        if self.stopping.stop_set_size:
+            start = time.perf_counter()
+            fields.update(self._stopping_signal(c, scorer))
+            timings['stop_signal_s'] = elapsed(start)
         self.state.mark(c, 'selected', selected=picked, num_candidates=int(len(candidates)),
                         timings=timings, **fields)
         self._write_reports()
@@ -279,6 +284,31 @@ class ActiveLearningExperiment:
         self._log(f'cycle {c}: selected {len(picked)} samples (top score '
                   f'{picked[0]["score"]:.4f}, K-th {picked[-1]["score"]:.4f})')
         return picked, scores
+
+    def _stopping_signal(self, c: int, scorer: Scorer) -> dict:
+        """Cycle ``c``'s model against cycle ``c - 1``'s on the stop set (:mod:`.stopping`)."""
+        unlabeled = set(range(len(self.pool))) - {
+            self.position[i] for i in self.state.cycle(0)['labeled']}
+        ids = [self.pool.ids[p] for p in stopping.stop_set(
+            sorted(unlabeled), self.stopping.stop_set_size, self.settings.seed)]
+        predictions = scorer.predictions(ids)  # a pass on every rank; rank 0 gets them
+
+        def compare() -> dict:
+            current = stopping.plain_predictions(predictions, self.task)
+            stopping.save_predictions(self._cycle_dir(c), ids, current)
+            previous = stopping.load_predictions(self._cycle_dir(c - 1), ids) if c else None
+            if previous is None:
+                return dict(stop_agreement=None, stop_here=False)
+            value = stopping.agreement(previous, current, self.task, self.stopping)
+            history = [self.state.cycle(k).get('stop_agreement') for k in range(1, c)]
+            return dict(stop_agreement=value,
+                        stop_here=stopping.stop_here([*history, value], self.stopping))
+        result = on_rank0(compare)
+        if result['stop_agreement'] is not None:
+            self._log(f'cycle {c}: stop-set agreement with cycle {c - 1}: '
+                      f'{result["stop_agreement"]:.3f}' +
+                      (' (stable: stop here)' if result['stop_here'] else ''))
+        return result
 
     def _ranking_accuracy(self, c: int, scorer: Scorer, candidates: np.ndarray,
                           scores: np.ndarray) -> dict:

@@ -33,6 +33,13 @@ def ranking_columns(cycle: dict) -> dict[str, float]:
             if k != 'num_samples'}
 
 
+def stop_columns(cycle: dict) -> dict:
+    """A cycle's stopping signal (:mod:`.stopping`): agreement with the last model, stop here."""
+    if cycle.get('stop_agreement') is None:
+        return {}
+    return dict(stop_agreement=cycle['stop_agreement'], stop_here=int(cycle['stop_here']))
+
+
 def write_reports(work_dir: Path, cycles: list[dict], strategy: str) -> None:
     """``al_metrics.csv`` and ``al_curve.png`` of the cycles so far."""
     write_metrics_csv(work_dir, cycles, strategy)
@@ -44,13 +51,14 @@ def write_metrics_csv(work_dir: Path, cycles: list[dict], strategy: str) -> Path
     rows = evaluated_cycles(cycles)
     keys: list[str] = []
     for row in rows:
-        keys.extend(k for k in [*row['metrics'], *ranking_columns(row)] if k not in keys)
-    times = ['train_s', 'eval_s', 'score_s', 'ranking_eval_s']
+        keys.extend(k for k in [*row['metrics'], *ranking_columns(row), *stop_columns(row)]
+                    if k not in keys)
+    times = ['train_s', 'eval_s', 'score_s', 'ranking_eval_s', 'stop_signal_s']
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(['cycle', 'num_labeled', 'strategy', *keys, *times])
     for row in rows:
-        values = {**row['metrics'], **ranking_columns(row)}
+        values = {**row['metrics'], **ranking_columns(row), **stop_columns(row)}
         writer.writerow([row['cycle'], row['num_labeled'], strategy,
                          *(values.get(k, '') for k in keys),
                          *(row['timings'].get(k, '') for k in times)])
@@ -73,6 +81,10 @@ def write_curve(work_dir: Path, cycles: list[dict], strategy: str) -> Path | Non
     fig, (ax, rank_ax) = plt.subplots(1, 2, figsize=(10, 3.5), dpi=120)
     ax.plot([r['num_labeled'] for r in rows], [r['metrics'].get(key) for r in rows],
             marker='o', label=strategy)
+    stops = [r['num_labeled'] for r in rows if r.get('stop_here')]
+    if stops:  # the first cycle whose model the stopping signal calls stable
+        ax.axvline(stops[0], color='grey', linestyle='--', linewidth=0.8,
+                   label='stop here (stable predictions)')
     ax.set_xlabel('labeled samples')
     ax.set_ylabel(key)
     ax.grid(alpha=0.3)
@@ -112,11 +124,11 @@ def summary_table(cycles: list[dict], strategy: str) -> str:
     # The plotted metric first (MpiiPCKAccuracy lists per-joint PCKh before `PCK`).
     primary = primary_metric(rows[0]['metrics'])
     keys = [primary, *(k for k in rows[0]['metrics'] if k != primary)][:4]
-    header = ['cycle', 'labeled', 'strategy', *keys, 'rank acc', 'train s', 'eval s',
-              'score s']
+    header = ['cycle', 'labeled', 'strategy', *keys, 'rank acc', 'agreement', 'train s',
+              'eval s', 'score s']
     body = [[str(r['cycle']), str(r['num_labeled']), strategy,
              *(f'{r["metrics"].get(k, float("nan")):.4f}' for k in keys),
-             _ranking_cell(r),
+             _ranking_cell(r), _stop_cell(r),
              *(f'{r["timings"].get(t, 0):.0f}' for t in ('train_s', 'eval_s', 'score_s'))]
             for r in rows]
     widths = [max(len(x) for x in col) for col in zip(header, *body)]
@@ -128,3 +140,10 @@ def summary_table(cycles: list[dict], strategy: str) -> str:
 def _ranking_cell(cycle: dict) -> str:
     value = (cycle.get('ranking_accuracy') or {}).get('strategy')
     return '-' if value is None else f'{value:.3f}'
+
+
+def _stop_cell(cycle: dict) -> str:
+    value = cycle.get('stop_agreement')
+    if value is None:
+        return '-'
+    return f'{value:.3f}' + (' stop' if cycle.get('stop_here') else '')

@@ -40,6 +40,10 @@ class ActiveLearningSettings:
         ranking_references (list[dict]): Strategies whose scores the
             ranking evaluation measures beside the running one's (default:
             Learning Loss's predicted loss and entropy, as the paper plots).
+        stopping (dict): The stopping signal after each selection
+            (:class:`mmal.loop.stopping.StoppingSettings`: ``stop_set_size``,
+            ``threshold``, ``patience``, ...); ``dict(stop_set_size=0)``
+            turns it off.
         target_loss_pipeline (list, optional): The pipeline that loads and
             encodes labels for true losses (ranking evaluation and
             ``OracleLossStrategy``); by default the training pipeline without
@@ -82,6 +86,7 @@ class ActiveLearningSettings:
     ranking_eval_size: int = 500
     ranking_references: list = field(default_factory=lambda: [
         dict(type='LearningLossStrategy'), dict(type='EntropyStrategy')])
+    stopping: dict = field(default_factory=dict)
     target_loss_pipeline: list | None = None
     oracle: str = 'dataset'
     annotation: dict = field(default_factory=dict)
