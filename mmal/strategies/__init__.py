@@ -22,7 +22,9 @@ from .learning_loss_diversity import LearningLossDiversityStrategy
 from .least_confidence import LeastConfidenceStrategy
 from .margin import MarginStrategy
 from .oracle_loss import OracleLossStrategy
+from .prob_cover import ProbCoverStrategy
 from .random import RandomStrategy
+from .typiclust import TypiClustStrategy
 from .uncertainty import UncertaintyStrategy
 
 for _module in pkgutil.iter_modules(__path__):
@@ -63,6 +65,7 @@ __all__ = [
     'BaseStrategy', 'build_strategy', 'check_strategy_type', 'CoreSetStrategy',
     'DensityWeightedStrategy', 'EntropyStrategy',
     'LearningLossDiversityStrategy', 'LearningLossStrategy', 'LeastConfidenceStrategy',
-    'MarginStrategy', 'OracleLossStrategy', 'RandomStrategy', 'UncertaintyStrategy',
+    'MarginStrategy', 'OracleLossStrategy', 'ProbCoverStrategy', 'RandomStrategy',
+    'TypiClustStrategy', 'UncertaintyStrategy',
     'k_center_greedy', 'min_distances', 'top_k'
 ]

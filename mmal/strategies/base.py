@@ -123,6 +123,18 @@ def top_k(scores: np.ndarray, k: int, rng: np.random.Generator,
     return np.lexsort((tie_break, -scores))[:k]
 
 
+def labeled_rows(strategy: BaseStrategy, labeled_outputs: dict, key: str = 'features'):
+    """The labeled set's ``key`` output, or None when nothing is labeled yet.
+
+    Before cycle 0 (``active_learning.initial_strategy``) the labeled set is
+    empty and is not scored; the outputs then hold only ``num_samples`` 0.
+    """
+    if labeled_outputs.get(NUM_SAMPLES) == 0:
+        return None
+    require(strategy, labeled_outputs, key, where='labeled-set')
+    return labeled_outputs[key]
+
+
 def require(strategy: BaseStrategy, outputs: dict, *keys: str, where: str = 'candidate') -> None:
     """A clear error when the loop did not hand over a declared output."""
     missing = [key for key in keys if key not in outputs]
