@@ -261,8 +261,9 @@ def test_core_set_scores_are_distances_to_the_labeled_set_and_it_picks_far_point
     order, scores = select(strategy, dict(num_samples=4, features=candidates), 2, labeled)
     np.testing.assert_allclose(scores, [1.0, 10.0, math.hypot(10, 0.5), 6.0], rtol=1e-6)
     assert list(order) == [2, 3]  # (10, 0) is covered by (10, 0.5)
+    # a labeled set whose features are missing is refused (an empty one is the initial set's)
     with pytest.raises(ValueError, match='labeled-set outputs'):
-        select(strategy, dict(num_samples=4, features=candidates), 2)
+        select(strategy, dict(num_samples=4, features=candidates), 2, dict(num_samples=1))
 
 
 # -------------------------------------------------------------------- density

@@ -29,6 +29,8 @@ class BaseStrategy:
       (diagnostics only: a real pool has none);
     - ``tasks`` / ``task_reason``: the tasks the idea applies to, and why
       not the others;
+    - ``needs_labeled_set``: the idea compares the labeled set with the
+      rest, so it cannot choose the initial set (nothing is labeled yet);
     - ``select_on_every_rank``: under a distributed launch :meth:`select`
       runs on every rank, not on rank 0 alone, and every rank gets the
       gathered outputs (a strategy that trains a model of its own with
@@ -56,6 +58,7 @@ class BaseStrategy:
     labeled_outputs: tuple[str, ...] = ()
     needs_labels: bool = False
     select_on_every_rank: bool = False
+    needs_labeled_set: bool = False
     tasks: tuple[str, ...] | None = None
     task_reason: str = ''
 
@@ -81,6 +84,28 @@ class BaseStrategy:
         is fine. Raise :class:`~mmal.utils.ConfigError` naming the key and
         the fix.
         """
+
+    def initial_set_refusal(self) -> str | None:
+        """Why the strategy cannot choose the initial labeled set, or None if it can.
+
+        That choice (``active_learning.initial_strategy``) is made before any
+        training, on the model as built, with nothing labeled; the reason is
+        read from the declaration.
+        """
+        passes = [*self.candidate_passes().values(), *self.labeled_passes().values()]
+        outputs = {out for p in passes for out in p.outputs}
+        if 'pred_loss' in outputs:
+            return ("it reads the loss-prediction module's predicted loss, and before "
+                    'cycle 0 that module is untrained: its output is noise')
+        if self.needs_labels or 'target_loss' in outputs:
+            return ("it reads the candidates' labels, which the initial set is chosen to "
+                    'acquire')
+        if any(p.snapshots for p in passes):
+            return ("its committee is a cycle's last training checkpoints, and nothing has "
+                    'trained yet')
+        if self.needs_labeled_set:
+            return 'it compares the labeled set with the rest, and nothing is labeled yet'
+        return None
 
     # --------------------------------------------------------- declaration
     def candidate_passes(self) -> dict[str, ScorePass]:

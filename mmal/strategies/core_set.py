@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..registry import STRATEGIES
-from .base import BaseStrategy, require
+from .base import BaseStrategy, labeled_rows, require
 from .k_center import DEFAULT_CHUNK_SIZE, k_center_greedy, min_distances
 
 
@@ -18,7 +18,10 @@ class CoreSetStrategy(BaseStrategy):
 
     The recorded score of a candidate is its distance to the nearest
     labeled sample (the first pick has the largest); the picks themselves
-    follow the greedy order, which also accounts for earlier picks.
+    follow the greedy order, which also accounts for earlier picks. With
+    nothing labeled (choosing the initial set) the first pick is the seeded
+    generator's, and a candidate's score is its distance to the nearest
+    pick (0 for the picks: how well the selection covers it).
 
     Args:
         chunk_size (int): Rows and columns of one block of distances.
@@ -34,8 +37,12 @@ class CoreSetStrategy(BaseStrategy):
     def select(self, candidate_outputs: dict, labeled_outputs: dict, k: int,
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         require(self, candidate_outputs, 'features')
-        require(self, labeled_outputs, 'features', where='labeled-set')
-        features, centers = candidate_outputs['features'], labeled_outputs['features']
+        features = candidate_outputs['features']
+        centers = labeled_rows(self, labeled_outputs)
+        picks = k_center_greedy(features, k, rng, centers=centers, chunk_size=self.chunk_size)
+        if centers is None:
+            if k == 0:
+                return picks, np.zeros(len(features))
+            centers = np.asarray(features[np.sort(picks)])
         scores = min_distances(features, centers, self.chunk_size).double().numpy()
-        return k_center_greedy(features, k, rng, centers=centers,
-                               chunk_size=self.chunk_size), scores
+        return picks, scores

@@ -131,6 +131,7 @@ class VAALStrategy(BaseStrategy):
     """
 
     select_on_every_rank = True
+    needs_labeled_set = True
 
     def __init__(self, task: str | None = None, latent_dim: int = 32, image_size: int = 32,
                  epochs: float | None = None, iterations: int | None = None,
