@@ -2,11 +2,16 @@
 
 ``DIR/<name>/seed<k>/`` is one ordinary ``al_train`` experiment (its own
 ``al_state.json``); ``DIR/_shared/seed<k>/`` holds the cycle 0 that every
-strategy of seed k shares. A run is its work dir, so runs made elsewhere can
-be copied in (or named with ``--merge``) and compared.
+strategy of seed k shares (``DIR/_shared/initial_<Type>_<digest>/seed<k>/``
+when ``active_learning.initial_strategy`` chooses the initial set, so runs
+with different initial strategies never share one). A run is its work dir,
+so runs made elsewhere can be copied in (or named with ``--merge``) and
+compared.
 """
 import ast
 import copy
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -93,6 +98,18 @@ def run_config(cfg: Config, spec: RunSpec) -> Config:
     return cfg
 
 
+def shared_initial_dir(root: Path, cfg: Config, seed: int) -> Path:
+    """The folder of the cycle 0 that the runs of ``seed`` with ``cfg``'s initial strategy
+    share."""
+    initial = (cfg.get('active_learning') or {}).get('initial_strategy', 'random')
+    folder = Path(root) / SHARED_DIR
+    if isinstance(initial, dict) and initial.get('type'):
+        digest = hashlib.sha256(json.dumps(dict(initial), sort_keys=True, default=str)
+                                .encode()).hexdigest()[:8]
+        folder = folder / f'initial_{initial["type"]}_{digest}'
+    return folder / f'seed{seed}'
+
+
 def is_finished(work_dir: Path) -> bool:
     """Whether the run in ``work_dir`` finished (a damaged state is refused, naming the fix)."""
     state = ExperimentState.load(work_dir)
@@ -110,7 +127,7 @@ def run_one(cfg: Config, spec: RunSpec, root: Path, launcher: str = 'none') -> s
     finished = is_finished(work_dir)
     experiment = ActiveLearningExperiment(
         run_config(cfg, spec), str(work_dir), resume=True, launcher=launcher,
-        shared_initial_dir=str(Path(root) / SHARED_DIR / f'seed{spec.seed}'))
+        shared_initial_dir=str(shared_initial_dir(root, cfg, spec.seed)))
     experiment.run()
     return 'reused' if finished else 'ran'
 

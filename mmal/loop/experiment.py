@@ -29,6 +29,7 @@ from ..datasets import Pool, build_pool, subset_config
 from ..hooks import TrainingDivergedError
 from ..scoring import Scorer, ScoringSettings
 from ..strategies import build_strategy
+from ..utils import ConfigError
 from ..utils.config import task_of
 from ..utils.dist import broadcast_from_rank0, on_rank0
 from . import reporting, stopping
@@ -44,10 +45,16 @@ from .oracle import build_oracle
 from .ranking import RankingEvaluation
 from .resume import check_writable, interrupted_cycle, open_state
 from .runner import CycleRunner, phase_config
-from .selection import CycleSelection, draw_candidates, elapsed, write_scores
+from .selection import SCORES_FILE, CycleSelection, draw_candidates, elapsed, write_scores
 from .settings import ActiveLearningSettings
-from .shared_initial import SharedInitialCycle
+from .shared_initial import SharedInitialCycle, shared_initial_set
 from .state import ExperimentState, phase_done
+
+#: Where the scoring that chooses the initial set (``initial_strategy``) runs.
+INITIAL_DIR = 'initial'
+#: The random stream of that choice: ``(seed, 0, INITIAL_STREAM)`` (cycle c's
+#: selection draws from ``(seed, c, 1)``, its ranking evaluation ``(seed, c, 2)``).
+INITIAL_STREAM = 3
 
 
 class ActiveLearningExperiment:
@@ -94,11 +101,31 @@ class ActiveLearningExperiment:
         self.strategy.check_config(cfg)
         check_model_outputs(cfg, self.strategy)
         self.strategy_name = self.settings.strategy['type']
+        self.initial_strategy = self._build_initial_strategy(cfg)
         check_experiment_config(cfg)
         self.stopping = stopping.StoppingSettings.from_dict(self.settings.stopping)
         self.ranking = RankingEvaluation(self.settings.ranking_eval_size,
                                          self.settings.ranking_references, self.task
                                          ) if self.settings.ranking_eval_size else None
+
+    def _build_initial_strategy(self, cfg: Config):
+        """The strategy choosing the initial set (None: the seeded random draw), refused
+        before any work when it needs something trained or labeled."""
+        initial = self.settings.initial_strategy
+        if initial == 'random':
+            return None
+        key = 'active_learning.initial_strategy'
+        strategy = build_strategy(initial, self.task, key=key)
+        why = strategy.initial_set_refusal()
+        if why:
+            raise ConfigError(
+                f'{key}={initial!r} cannot choose the initial set: {why}. It is chosen before '
+                "any training, with nothing labeled: use 'random' or a strategy reading "
+                "features, e.g. dict(type='TypiClustStrategy'), "
+                "dict(type='ProbCoverStrategy') or dict(type='CoreSetStrategy')")
+        strategy.check_config(cfg)
+        check_model_outputs(cfg, strategy)
+        return strategy
 
     def _read_pool(self, cfg: Config) -> None:
         """The pool, its labels and who labels it; refused before anything is written."""
@@ -134,16 +161,19 @@ class ActiveLearningExperiment:
         """
         s = self.settings
         self.waiting = None
+        initial = self.oracle.initial_description + (
+            '' if self.initial_strategy is None else
+            f' chosen by {s.initial_strategy["type"]}')
         self._log(f'{self.task} experiment, strategy {self.strategy_name}: pool '
-                  f'{len(self.pool)}, initial {self.oracle.initial_description}, '
+                  f'{len(self.pool)}, initial {initial}, '
                   f'K={s.budget_per_cycle}, {s.num_cycles} cycles, candidates '
                   f'{s.candidate_pool}, model_init={s.model_init}, work dir {self.work_dir}')
         for c in range(s.num_cycles):
             entry = self.state.cycle(c)
             if entry is None:
-                labeled = self.oracle.labeled_ids(c, self.state)
+                labeled, how = self._labeled_set(c)
                 check_same_labeled_set_on_every_rank(c, labeled)
-                entry = self.state.start_cycle(c, labeled)
+                entry = self.state.start_cycle(c, labeled, **how)
             check_disjoint(entry)
             if 'failure' in entry:
                 self._retry(c)
@@ -167,6 +197,43 @@ class ActiveLearningExperiment:
         return self.state
 
     # --------------------------------------------------------------- phases
+    def _labeled_set(self, c: int) -> tuple[list[str], dict]:
+        """Cycle ``c``'s labeled set, and what to record of how a strategy chose it."""
+        if c > 0 or self.initial_strategy is None:
+            return self.oracle.labeled_ids(c, self.state), {}
+        if self.shared_initial_dir:
+            labeled, initial = shared_initial_set(
+                self.shared_initial_dir, self.cfg, self.settings.seed,
+                self.settings.initial_strategy, self._choose_initial_set, self._log)
+        else:
+            labeled, initial = self._choose_initial_set()
+        return labeled, dict(initial=initial)
+
+    def _choose_initial_set(self) -> tuple[list[str], dict]:
+        """``initial_size`` samples the initial strategy picks among the candidates,
+        scored with the model as built (its ``init_cfg`` weights: a pretrained
+        backbone, else random ones); the scoring runs in ``initial/``."""
+        s = self.settings
+        rng = np.random.default_rng([s.seed, 0, INITIAL_STREAM])
+        folder = self.work_dir / INITIAL_DIR
+        candidates = draw_candidates(len(self.pool), set(), s.candidate_pool, rng)
+        name = s.initial_strategy['type']
+        self._log(f'initial set: scoring {len(candidates)} samples with {name} on the model '
+                  'as built (nothing trained yet)')
+
+        def make_runner(phase: str, test_dataloader: dict, test_cfg: dict) -> Runner:
+            runner = CycleRunner.from_cfg(phase_config(
+                self.cfg, phase, folder, test=(test_dataloader, test_cfg),
+                launcher=self.launcher, seed=s.seed, name=f'initial_{phase}_{time.time_ns()}'))
+            runner.init_weights()
+            return runner
+        scorer = Scorer(self.cfg, self.pool, self.scoring, make_runner, folder)
+        picked, _ = self._pick('initial set', scorer, self.initial_strategy, candidates, [],
+                               s.initial_size, rng, folder)
+        labeled = sorted((p['id'] for p in picked), key=self.position.__getitem__)
+        return labeled, dict(strategy=s.initial_strategy, num_candidates=int(len(candidates)),
+                             scores=str(folder / SCORES_FILE))
+
     def _train(self, c: int, entry: dict, cycle_dir: Path | None = None) -> dict:
         cycle_dir = cycle_dir or self._cycle_dir(c)
         # mmengine resumes from load_from when it is given, else from the last checkpoint.
@@ -227,7 +294,8 @@ class ActiveLearningExperiment:
     def _adopt_shared_initial(self, entry: dict) -> None:
         """Cycle 0 from the folder this seed's runs share, trained there first if nobody has."""
         shared = SharedInitialCycle.of_experiment(self.shared_initial_dir, self.cfg,
-                                                  self.settings.seed, entry['labeled'])
+                                                  self.settings.seed, entry['labeled'],
+                                                  self.settings.initial_strategy)
         evaluated_here = shared.adopt(
             entry, self.state, train=lambda folder: self._train(0, entry, folder),
             evaluate=lambda folder: self._evaluate(0, entry, folder), log=self._log)
@@ -242,7 +310,8 @@ class ActiveLearningExperiment:
         previous = self.state.cycle(c - 1)
         labeled, candidates = self._candidates(c, entry, previous, rng)
         start = time.perf_counter()
-        picked, scores = self._pick(c, scorer, candidates, labeled, rng)
+        picked, scores = self._pick(f'cycle {c}', scorer, self.strategy, candidates, labeled,
+                                    self.settings.budget_per_cycle, rng, self._cycle_dir(c))
         timings = dict(entry['timings'], score_s=elapsed(start))
         picked, fields = self.oracle.ask(c, picked, previous, self._cycle_dir(c),
                                          scorer.predictions)
@@ -270,18 +339,18 @@ class ActiveLearningExperiment:
                   f'unlabeled samples with {self.strategy_name}')
         return labeled, candidates
 
-    def _pick(self, c: int, scorer: Scorer, candidates: np.ndarray, labeled: list[int],
-              rng: np.random.Generator) -> tuple[list[dict], np.ndarray]:
-        """The strategy's picks as ``{id, score}`` best first (every rank), and all scores."""
-        selection = CycleSelection(scorer, self.strategy,
-                                   lambda msg: self._log(f'cycle {c}: {msg}'), self._cycle_dir(c))
-        order, scores = selection.select(candidates, labeled, self.settings.budget_per_cycle,
-                                         rng)
+    def _pick(self, where: str, scorer: Scorer, strategy, candidates: np.ndarray,
+              labeled: list[int], k: int, rng: np.random.Generator,
+              folder: Path) -> tuple[list[dict], np.ndarray]:
+        """The strategy's ``k`` picks as ``{id, score}`` best first (every rank), and all
+        scores (``folder``: the scores file; ``where``: the log's prefix)."""
+        selection = CycleSelection(scorer, strategy, lambda msg: self._log(f'{where}: {msg}'),
+                                   folder)
+        order, scores = selection.select(candidates, labeled, k, rng)
         picked = broadcast_from_rank0(None if order is None else [
             dict(id=self.pool.ids[candidates[i]], score=float(scores[i])) for i in order])
-        on_rank0(lambda: write_scores(self._cycle_dir(c),
-                                      [self.pool.ids[p] for p in candidates], scores))
-        self._log(f'cycle {c}: selected {len(picked)} samples (top score '
+        on_rank0(lambda: write_scores(folder, [self.pool.ids[p] for p in candidates], scores))
+        self._log(f'{where}: selected {len(picked)} samples (top score '
                   f'{picked[0]["score"]:.4f}, K-th {picked[-1]["score"]:.4f})')
         return picked, scores
 

@@ -38,6 +38,17 @@ class CycleRunner(Runner):
             for handler, level in self._quieted:
                 handler.setLevel(level)
 
+    def init_weights(self) -> None:
+        """Give the model its initial weights (``init_cfg``: a pretrained backbone), as
+        ``train()`` does before its first iteration.
+
+        mmengine initialises them in ``train()`` only, so a test loop on a model
+        no checkpoint is loaded into would see the layers' constructor
+        defaults, not the pretrained backbone. Call it on every rank: rank 0's
+        weights are broadcast.
+        """
+        self._init_model_weights()
+
     def _log_env(self, env_cfg: dict) -> None:
         # Kept private: Runner.__init__ has no public hook between creating the
         # logger and printing the report; this is its first call after the logger

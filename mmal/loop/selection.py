@@ -60,7 +60,7 @@ class CycleSelection:
         strategy = self.strategy
         every_rank = strategy.select_on_every_rank
         labeled_outputs = {NUM_SAMPLES: len(labeled)}
-        if strategy.labeled_passes():
+        if strategy.labeled_passes() and labeled:  # none before cycle 0 (initial_strategy)
             self.log(f'scoring the {len(labeled)} labeled samples')
             labeled_outputs = self.scorer.score(labeled, strategy.labeled_passes(),
                                                 phase='score_labeled', every_rank=every_rank)

@@ -17,7 +17,15 @@ class ActiveLearningSettings:
 
     Attributes:
         initial_size (int): Samples labeled before the first cycle, drawn at
-            random with ``seed``.
+            random with ``seed`` (or chosen by ``initial_strategy``).
+        initial_strategy (str | dict): How the initial set is chosen:
+            ``'random'`` (the seeded draw), or the config of a strategy that
+            needs nothing trained (``TypiClustStrategy``,
+            ``ProbCoverStrategy``, ``CoreSetStrategy``, ...): it scores the
+            candidates (``candidate_pool``) with the model as built, before
+            cycle 0, and picks ``initial_size``. A pretrained backbone's
+            features are then meaningful; a model trained from scratch
+            gives random features and a choice close to random.
         budget_per_cycle (int): K, samples sent to the oracle after each
             cycle but the last.
         num_cycles (int): Train/evaluate cycles. The labeled set grows
@@ -77,6 +85,7 @@ class ActiveLearningSettings:
     budget_per_cycle: int
     num_cycles: int
     initial_size: int | None = None
+    initial_strategy: str | dict = 'random'
     candidate_pool: int | str = 'all'
     model_init: str = 'reset'
     strategy: dict = field(default_factory=lambda: dict(type='LearningLossStrategy'))
@@ -117,7 +126,7 @@ class ActiveLearningSettings:
         missing = [k for k in required if k not in section]
         if missing:
             raise ConfigError(f'active_learning is missing {missing}')
-        for key in ('strategy', 'annotation'):
+        for key in ('strategy', 'annotation', 'initial_strategy'):
             if isinstance(section.get(key), dict):
                 section[key] = dict(section[key])
         settings = cls(**section)
@@ -165,6 +174,22 @@ class ActiveLearningSettings:
         if not isinstance(self.strategy, dict) or 'type' not in self.strategy:
             raise ConfigError(f'active_learning.strategy={self.strategy!r} must be a dict '
                               "with a 'type', e.g. dict(type='RandomStrategy')")
+        self._check_initial_strategy()
+
+    def _check_initial_strategy(self) -> None:
+        initial = self.initial_strategy
+        if initial == 'random':
+            return
+        if not isinstance(initial, dict) or 'type' not in initial:
+            raise ConfigError(f'active_learning.initial_strategy={initial!r} must be '
+                              "'random' or a strategy config with a 'type', e.g. "
+                              "dict(type='TypiClustStrategy')")
+        if self.oracle == 'human':
+            raise ConfigError(f'active_learning.initial_strategy={initial!r} with '
+                              "oracle='human': cycle 0 trains on the samples labeled on disk, "
+                              'so the run chooses no initial set. Remove it; to choose that '
+                              'first set, score the pool with tools/al_query.py --strategy '
+                              f"{initial['type']} and a checkpoint (e.g. a pretrained model's)")
 
     def check_plan(self, pool_size: int, labeled_on_disk: int = 0) -> None:
         """Refuse a plan the pool cannot satisfy, naming the numbers."""
@@ -190,6 +215,12 @@ class ActiveLearningSettings:
                 f'({self.num_cycles - 1}) x budget_per_cycle ({self.budget_per_cycle}) = '
                 f'{needed} samples, but the pool has {pool_size}. Lower active_learning.'
                 'num_cycles, budget_per_cycle or initial_size')
+        if (self.candidate_pool != 'all' and self.initial_strategy != 'random'
+                and initial > self.candidate_pool):
+            raise ConfigError(
+                f'active_learning.initial_size ({initial}) > candidate_pool '
+                f'({self.candidate_pool}): initial_strategy picks the initial set from the '
+                'candidates. Raise candidate_pool (or set it to \'all\') or lower initial_size')
         if self.candidate_pool != 'all' and self.budget_per_cycle > self.candidate_pool:
             raise ConfigError(
                 f'active_learning.budget_per_cycle ({self.budget_per_cycle}) > '

@@ -5,10 +5,16 @@ comparison of S strategies would train the same model S times. A shared
 folder (``al_compare`` uses ``<work dir>/_shared/seed<k>``) holds that one
 training and its evaluation; every run that is given the folder references
 its checkpoint (never copies it) and its metrics. ``initial_cycle.json``
-records what was trained, and a run whose config, seed or initial set
-differs is refused instead of silently reusing another experiment's model.
-An exclusive lock on the folder makes concurrent runs wait for the one that
-trains, so it is trained once even when runs start together.
+records what was trained, and a run whose config, seed, initial set or
+initial strategy differs is refused instead of silently reusing another
+experiment's model. An exclusive lock on the folder makes concurrent runs
+wait for the one that trains, so it is trained once even when runs start
+together.
+
+An initial set chosen by a strategy (``active_learning.initial_strategy``)
+is chosen once per folder as well (``initial_set.json``): the scores of
+two runs can differ in their last bits (another thread count), which could
+tip a k-means or a tie, and the runs must share one cycle 0.
 """
 import contextlib
 import fcntl
@@ -25,6 +31,7 @@ from .resume import check_writable, config_digests
 from .state import ExperimentState, atomic_write_text, digest_ids
 
 RECORD_FILE = 'initial_cycle.json'
+INITIAL_SET_FILE = 'initial_set.json'
 
 
 class SharedInitialCycle:
@@ -34,7 +41,8 @@ class SharedInitialCycle:
         folder (str | Path): Where the cycle is trained (``cycle_00/``) and
             recorded (``initial_cycle.json``).
         key (dict): What makes two cycle-0 trainings the same: config
-            digests, seed, initial-set digest. Compared on every use.
+            digests, seed, initial-set digest (and the initial strategy
+            unless it is ``'random'``). Compared on every use.
     """
 
     def __init__(self, folder: str | Path, key: dict) -> None:
@@ -45,10 +53,14 @@ class SharedInitialCycle:
 
     @classmethod
     def of_experiment(cls, folder: str | Path, cfg: Config, seed: int,
-                      initial_ids: list[str]) -> 'SharedInitialCycle':
+                      initial_ids: list[str],
+                      initial_strategy: str | dict = 'random') -> 'SharedInitialCycle':
         """The shared cycle 0 of the experiment ``cfg`` with ``seed`` and that initial set."""
-        return cls(folder, key=dict(config_digests=config_digests(cfg), seed=seed,
-                                    initial_ids=digest_ids(initial_ids)))
+        key = dict(config_digests=config_digests(cfg), seed=seed,
+                   initial_ids=digest_ids(initial_ids))
+        if initial_strategy != 'random':  # so the records of random draws stay valid
+            key['initial_strategy'] = initial_strategy
+        return cls(folder, key=key)
 
     @contextlib.contextmanager
     def locked(self):
@@ -129,3 +141,49 @@ class SharedInitialCycle:
     def _write_on_rank0(self, record: dict) -> None:
         """:meth:`write` ``record`` on rank 0; its error on every rank. Call it on every rank."""
         on_rank0(lambda: self.write(**record))
+
+
+def shared_initial_set(folder: str | Path, cfg: Config, seed: int, initial_strategy: dict,
+                       choose: Callable[[], tuple[list[str], dict]],
+                       log: Callable[[str], None]) -> tuple[list[str], dict]:
+    """The initial set ``initial_strategy`` chose for this seed in ``folder``, chosen
+    first (``choose()``: the ids and how they were chosen) if no run has.
+
+    Rank 0 holds the lock and reads and writes ``initial_set.json``; every
+    rank chooses together (the scoring needs all of them). Call it on every
+    rank.
+
+    Raises:
+        ConfigError: The folder holds the initial set of another experiment.
+    """
+    folder = Path(folder)
+    path = folder / INITIAL_SET_FILE
+    key = dict(config_digests=config_digests(cfg), seed=seed,
+               initial_strategy=initial_strategy)
+
+    def read() -> dict | None:
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(f'{path} is not valid JSON ({err}); start the comparison in '
+                              'another --work-dir') from err
+        if record.get('key') != key:
+            diff = sorted(k for k in set(record.get('key', {})) | set(key)
+                          if record.get('key', {}).get(k) != key.get(k))
+            raise ConfigError(f'{path} holds the initial set of another experiment (differs '
+                              f'in {diff}); use another --work-dir for this experiment')
+        return record
+
+    on_rank0(lambda: check_writable(folder))
+    shared = SharedInitialCycle(folder, key)
+    with shared.locked() if get_rank() == 0 else contextlib.nullcontext():
+        record = on_rank0(read)
+        if record is None:
+            ids, how = choose()
+            record = dict(key=key, ids=ids, how=how)
+            on_rank0(lambda: atomic_write_text(path, json.dumps(record, indent=1) + '\n'))
+        else:
+            log(f'initial set: the one chosen before in {path}')
+    return record['ids'], dict(record['how'], shared_from=str(folder))

@@ -89,11 +89,13 @@ class ExperimentState:
     def cycle(self, index: int) -> dict | None:
         return self.cycles[index] if 0 <= index < len(self.cycles) else None
 
-    def start_cycle(self, index: int, labeled: list[str]) -> dict:
+    def start_cycle(self, index: int, labeled: list[str], **fields) -> dict:
+        """Record cycle ``index`` with its labeled set (``fields``: more to record, e.g.
+        how an initial set was chosen)."""
         if index != len(self.cycles):
             raise RuntimeError(f'cycle {index} cannot start after {len(self.cycles)} cycles')
         entry = dict(cycle=index, status='started', num_labeled=len(labeled),
-                     labeled=labeled, metrics={}, selected=[], timings={})
+                     labeled=labeled, metrics={}, selected=[], timings={}, **fields)
         self.cycles.append(entry)
         self.save()
         return entry
