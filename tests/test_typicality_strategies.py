@@ -222,6 +222,14 @@ def test_prob_cover_purity_radius_keeps_the_balls_inside_one_cluster():
     assert 0 < strategy.last_delta <= 2 and len(set(picks)) == 3
 
 
+def test_prob_cover_refuses_a_radius_whose_graph_holds_most_pairs():
+    groups = cover_groups()
+    with pytest.raises(ValueError, match=r"delta=1.9 puts more than 100 pairs of the 15 .*"
+                                         r"delta='purity', purity_clusters=C"):
+        build('ProbCoverStrategy', delta=1.9, max_edges=100).select(
+            outputs(*groups), dict(num_samples=0), 2, np.random.default_rng(0))
+
+
 @pytest.mark.parametrize('kw,match', [
     (dict(delta=0), r'delta=0 must be a radius in \(0, 2\]'),
     (dict(delta='purity'), "delta='purity' needs purity_clusters"),

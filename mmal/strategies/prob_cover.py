@@ -13,6 +13,8 @@ from .kmeans import kmeans, unit_rows
 DEFAULT_DELTA = 0.75
 #: The paper's purity threshold for choosing the radius.
 DEFAULT_PURITY = 0.95
+#: Most edges of the ball graph: about 1.5 GiB while it is built.
+DEFAULT_MAX_EDGES = 50_000_000
 
 
 @STRATEGIES.register_module()
@@ -44,7 +46,8 @@ class ProbCoverStrategy(BaseStrategy):
     score of a candidate is the number of points its ball covered before
     the first pick. Cost: the graph holds every edge (``N + L`` rows,
     their neighbours within ``delta``), built a block of distances at a
-    time.
+    time; a radius that puts more than ``max_edges`` pairs in it is
+    refused, naming the fix (the balls would hold most of the data anyway).
 
     Args:
         delta (float | str): The ball radius on unit-length features, in
@@ -52,6 +55,8 @@ class ProbCoverStrategy(BaseStrategy):
         purity_clusters (int, optional): Clusters of the purity choice;
             required with ``delta='purity'``.
         purity (float): Fraction of pure balls the chosen radius keeps.
+        max_edges (int): Most edges of the graph (memory: about 32 bytes
+            each while it is built).
         chunk_size (int): Rows (and columns) of one block of distances.
     """
 
@@ -60,6 +65,7 @@ class ProbCoverStrategy(BaseStrategy):
 
     def __init__(self, task: str | None = None, delta: float | str = DEFAULT_DELTA,
                  purity_clusters: int | None = None, purity: float = DEFAULT_PURITY,
+                 max_edges: int = DEFAULT_MAX_EDGES,
                  chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         super().__init__(task)
         if delta == 'purity':
@@ -75,9 +81,10 @@ class ProbCoverStrategy(BaseStrategy):
                              "(features are unit length) or 'purity'")
         if not isinstance(purity, (int, float)) or not 0 < purity <= 1:
             raise ValueError(f'ProbCoverStrategy: purity={purity!r} must lie in (0, 1]')
-        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-            raise ValueError(f'ProbCoverStrategy: chunk_size={chunk_size!r} must be an '
-                             'integer >= 1')
+        for name, value in (('max_edges', max_edges), ('chunk_size', chunk_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f'ProbCoverStrategy: {name}={value!r} must be an integer >= 1')
+        self.max_edges = max_edges
         self.delta = delta if delta == 'purity' else float(delta)
         self.purity_clusters = purity_clusters
         self.purity = float(purity)
@@ -110,21 +117,33 @@ class ProbCoverStrategy(BaseStrategy):
                                                chunk_size=self.chunk_size),
                                   self.purity, self.chunk_size)
         self.last_delta = float(delta)
-        graph = ball_graph(rows, delta, self.chunk_size)
+        graph = ball_graph(rows, delta, self.chunk_size, self.max_edges)
         return greedy_cover(graph, n, k, rng)
 
 
-def ball_graph(rows: Tensor, delta: float, chunk_size: int = DEFAULT_CHUNK_SIZE
-               ) -> sparse.csr_matrix:
-    """``(M, M)`` 0/1 matrix: ``[x, y] = 1`` when ``|x - y| < delta`` (the diagonal too)."""
+def ball_graph(rows: Tensor, delta: float, chunk_size: int = DEFAULT_CHUNK_SIZE,
+               max_edges: int = DEFAULT_MAX_EDGES) -> sparse.csr_matrix:
+    """``(M, M)`` 0/1 matrix: ``[x, y] = 1`` when ``|x - y| < delta`` (the diagonal too).
+
+    Raises:
+        ValueError: More than ``max_edges`` pairs lie within ``delta``.
+    """
     m = len(rows)
-    xs, ys = [], []
+    xs, ys, count = [], [], 0
     for i in range(0, m, chunk_size):
         for j in range(0, m, chunk_size):
             x, y = torch.nonzero(torch.cdist(rows[i:i + chunk_size], rows[j:j + chunk_size])
                                  < delta, as_tuple=True)
-            xs.append(x.numpy() + i)
-            ys.append(y.numpy() + j)
+            count += len(x)
+            if count > max_edges:
+                raise ValueError(
+                    f'ProbCoverStrategy: delta={delta:.4g} puts more than {max_edges} pairs of '
+                    f'the {m} scored samples within it (max_edges): its balls hold much of the '
+                    "data, so they cover it without telling samples apart. Lower delta, or let "
+                    "the paper's rule choose it: delta='purity', purity_clusters=C (C: about "
+                    'the number of classes)')
+            xs.append(x.numpy().astype(np.int32) + i)
+            ys.append(y.numpy().astype(np.int32) + j)
     xs, ys = np.concatenate(xs), np.concatenate(ys)
     # the diagonal explicitly: rounding can put a point a hair from itself
     xs, ys = np.concatenate([xs, np.arange(m)]), np.concatenate([ys, np.arange(m)])
