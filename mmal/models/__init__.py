@@ -1,7 +1,12 @@
 """The Learning Loss method: module, ranking loss, taps and task wrappers."""
 from .backbones import EfficientNetLite
 from .detectors import LearningLossDetector, LearningLossTwoStageDetector
-from .heads import PerImageLossSSDHead
+from .heads import (
+    PerImageLossRTMDetHead,
+    PerImageLossRTMDetSepBNHead,
+    PerImageLossSSDHead,
+    PerImageLossYOLOXHead,
+)
 from .learning_loss import LearningLossModel
 from .loss_prediction import LossPredictionModule
 from .pose import CompactHourglassNet, LearningLossPoseEstimator
@@ -11,5 +16,7 @@ from .taps import FeatureTaps
 __all__ = [
     'CompactHourglassNet', 'EfficientNetLite', 'FeatureTaps', 'LearningLossDetector',
     'LearningLossModel', 'LearningLossPoseEstimator', 'LearningLossTwoStageDetector',
-    'LossPredictionLoss', 'LossPredictionModule', 'PerImageLossSSDHead', 'ranking_accuracy'
+    'LossPredictionLoss', 'LossPredictionModule', 'PerImageLossRTMDetHead',
+    'PerImageLossRTMDetSepBNHead', 'PerImageLossSSDHead', 'PerImageLossYOLOXHead',
+    'ranking_accuracy'
 ]

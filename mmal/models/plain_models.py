@@ -18,6 +18,7 @@ from mmpose.models.pose_estimators import TopdownPoseEstimator
 from mmpose.registry import MODELS as POSE_MODELS
 
 from ..utils import ConfigError
+from .heads import with_per_image_loss_head
 from .learning_loss import LearningLossModel
 
 #: ``(plain model class, wrapper type, the wrapper's key for the plain config)``,
@@ -70,13 +71,13 @@ def wrap_plain_model(model_cfg: dict) -> dict:
 
 
 def _predictable(model_cfg: dict) -> dict:
-    """mmdet 3.3's ``SSDHead`` as our ``PerImageLossSSDHead``: same weights, and it predicts.
+    """The plain detector's head as our per-image-loss subclass, where there is one.
 
-    mmdet 3.3.0's ``SSDHead`` cannot predict (open-mmlab/mmdetection issues
-    11063, 11305, 11780; PR 11524 unmerged), so no strategy could score a
-    plain SSD; the subclass carries the fix (see its docstring).
+    Same weights and mmdet's training loss; SSD's also predicts, which
+    mmdet 3.3.0's ``SSDHead`` cannot (open-mmlab/mmdetection issues 11063,
+    11305, 11780; PR 11524 unmerged), so no strategy could score a plain SSD
+    otherwise. The wrapper makes the same swap (one table:
+    :func:`~mmal.models.heads.with_per_image_loss_head`); made here too, the
+    config the wrapper is handed already names what it builds.
     """
-    head = model_cfg.get('bbox_head')
-    if isinstance(head, dict) and head.get('type') in ('SSDHead', 'mmdet.SSDHead'):
-        head['type'] = 'PerImageLossSSDHead'
-    return model_cfg
+    return with_per_image_loss_head(model_cfg)

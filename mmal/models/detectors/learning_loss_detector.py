@@ -8,6 +8,7 @@ from mmdet.registry import MODELS
 from torch import Tensor
 
 from ..gradient_embeddings import dense_gradient_embeddings, final_cls_convs
+from ..heads import with_per_image_loss_head
 from ..learning_loss import LearningLossModel, UnsupportedScoreOutputError
 from ..replay import per_image_losses_by_slicing, recorded_calls, summed_losses
 from .candidates import check_score_cfg, dense_candidates
@@ -19,13 +20,17 @@ class LearningLossDetector(LearningLossModel):
 
     Args:
         detector (dict): Config of any mmdet :class:`SingleStageDetector`
-            (SSD, RetinaNet, FCOS, ...), left as mmdet defines it.
+            (SSD, RetinaNet, FCOS, RTMDet, YOLOX, ...), left as mmdet defines
+            it; mmdet's ``SSDHead``, ``RTMDetHead``, ``RTMDetSepBNHead`` and
+            ``YOLOXHead`` are built as our subclasses of them
+            (:func:`~mmal.models.heads.with_per_image_loss_head`: the same
+            weights and training loss).
         taps, loss_prediction, rank_loss, rank_loss_weight, init_cfg: See
             :class:`~mmal.models.LearningLossModel`.
 
     Per-image target losses come from the head's ``loss_by_feat_per_image``
-    when it has one (:class:`~mmal.models.PerImageLossSSDHead` computes them
-    in the same pass as the batch loss); for other heads each image's loss is
+    when it has one (SSD, RTMDet, YOLOX: :mod:`mmal.models.heads` computes
+    them in the same pass as the batch loss); for other heads each image's loss is
     recomputed as a batch of one under ``no_grad``, which costs one more
     target assignment per image. That loss is the image's *summed*
     objective, as for SSD (``per_image_normalizer='none'``): mmdet's heads
@@ -43,7 +48,8 @@ class LearningLossDetector(LearningLossModel):
 
     Args:
         per_image_normalizer (str): ``'none'`` (summed) or ``'positives'``,
-            for heads without ``loss_by_feat_per_image``.
+            for heads without ``loss_by_feat_per_image`` (SSD's head takes
+            its own; RTMDet's and YOLOX's give the summed objective only).
         score_cfg (dict, optional): ``num_boxes`` (candidate boxes per
             image, default 100) and ``score_thr`` (their minimum foreground
             confidence, default 0.05).
@@ -59,14 +65,28 @@ class LearningLossDetector(LearningLossModel):
         if per_image_normalizer not in ('none', 'positives'):
             raise ValueError(f'model.per_image_normalizer={per_image_normalizer!r}: choose '
                              "'none' (each image's summed loss) or 'positives'")
-        built = MODELS.build(detector)
+        built = MODELS.build(with_per_image_loss_head(detector))
         if not isinstance(built, SingleStageDetector):
             raise TypeError(f'model.detector.type={detector.get("type")!r} is not a '
                             'single-stage detector; LearningLossDetector wraps '
                             'SingleStageDetector subclasses (SSD, RetinaNet, FCOS, ...)')
+        head = built.bbox_head
+        if (per_image_normalizer != 'none' and hasattr(head, 'loss_by_feat_per_image')
+                and not hasattr(head, 'per_image_normalizer')):
+            raise ValueError(
+                f'model.per_image_normalizer={per_image_normalizer!r}: '
+                f"{type(head).__name__} gives each image's summed objective only; drop the key "
+                "(the summed target ranked held-out images better: see PerImageLossSSDHead)")
         super().__init__(built, taps, loss_prediction, rank_loss, rank_loss_weight, init_cfg)
         self.per_image_normalizer = per_image_normalizer
         self.score_cfg = check_score_cfg(score_cfg)
+
+    @property
+    def detector(self):
+        """The detector, under the name mmdet's wrapping models give it: mmdet's
+        ``YOLOXModeSwitchHook`` switches on YOLOX's L1 loss through
+        ``runner.model.detector.bbox_head`` when the model has a ``detector``."""
+        return self.task_model
 
     def task_loss(self, feats: tuple, data_samples: list) -> tuple[dict, Tensor]:
         head = self.task_model.bbox_head

@@ -1,0 +1,197 @@
+"""RTMDet and YOLOX under Learning Loss: each image's summed objective, mmdet's loss kept.
+
+The relation checked: the per-image objectives sum to the loss mmdet's own
+head reports for the batch times the normaliser mmdet divides by (read
+from mmdet's own ``reduce_mean`` calls), and each image's objective is the
+loss mmdet computes for that image alone times that image's own normaliser.
+"""
+import copy
+
+import pytest
+import torch
+from mmdet.models.dense_heads import RTMDetSepBNHead, YOLOXHead, rtmdet_head, yolox_head
+from mmdet.models.utils import unpack_gt_instances
+from mmdet.registry import MODELS
+
+from mmal.models import LearningLossDetector, PerImageLossRTMDetSepBNHead, PerImageLossYOLOXHead
+from mmal.models.heads import with_per_image_loss_head
+from mmal.models.plain_models import wrap_plain_model
+from mmal.models.replay import recorded_calls
+from mmal.models.taps import FeatureTaps, tapped_channels
+
+from .conftest import voc_config
+from .test_learning_loss_detector import batch, build
+
+CONFIGS = {
+    'rtmdet': 'configs/learning_loss/rtmdet-tiny_ll_synthetic-voc.py',
+    'yolox': 'configs/learning_loss/yolox-tiny_ll_synthetic-voc.py',
+}
+OURS = {'rtmdet': PerImageLossRTMDetSepBNHead, 'yolox': PerImageLossYOLOXHead}
+MMDET = {'rtmdet': RTMDetSepBNHead, 'yolox': YOLOXHead}
+NUM_IMAGES = 3
+
+
+@pytest.fixture(params=sorted(CONFIGS))
+def family(request, voc_root):
+    return request.param, voc_config(CONFIGS[request.param], voc_root)
+
+
+def head_inputs(model, cfg):
+    """The head's outputs on a real batch (train mode), and its labels."""
+    model.train()
+    data = model.data_preprocessor(batch(cfg, NUM_IMAGES), True)
+    feats = model.task_model.extract_feat(data['inputs'])
+    gts, ignore, metas = unpack_gt_instances(data['data_samples'])
+    return data, feats, model.task_model.bbox_head(feats), gts, ignore, metas
+
+
+def mmdet_loss(name, head, outs, gts, metas, ignore):
+    """mmdet's own ``loss_by_feat`` on ``head``, its terms times the normalisers it divided
+    by, and those normalisers."""
+    module = rtmdet_head if name == 'rtmdet' else yolox_head
+    with recorded_calls([module], 'reduce_mean') as calls:
+        losses = MMDET[name].loss_by_feat(head, *outs, gts, metas, ignore)
+    if name == 'rtmdet':   # cls_avg_factor, then bbox_avg_factor, each clamped to >= 1 in place
+        cls_factor, bbox_factor = (float(c.output) for c in calls)
+        return losses, (sum(losses['loss_cls']) * cls_factor
+                        + sum(losses['loss_bbox']) * bbox_factor), (cls_factor, bbox_factor)
+    (call,) = calls
+    factor = max(float(call.output), 1.0)
+    return losses, sum(losses.values()) * factor, (factor,)
+
+
+def boxes_of_some_size(model):
+    """Untrained, RTMDet predicts boxes of almost no size, whose IoUs, its assign metrics,
+    sum below 1, so mmdet's normalisers would all be the clamp's 1 and the relation
+    would not be seen. Distances of two strides give the boxes sizes."""
+    head = model.task_model.bbox_head
+    if hasattr(head, 'rtm_reg'):
+        with torch.no_grad():
+            for conv in head.rtm_reg:
+                conv.bias.fill_(2.0)
+
+
+def test_the_wrapper_builds_our_head_from_mmdets_config(family):
+    name, cfg = family
+    assert cfg.model.detector.bbox_head.type == MMDET[name].__name__   # the user's config
+    model = build(cfg)
+    assert type(model.task_model.bbox_head) is OURS[name]
+    scoped = dict(bbox_head=dict(cfg.model.detector.bbox_head,
+                                 type=f'mmdet.{MMDET[name].__name__}'))
+    assert type(MODELS.build(with_per_image_loss_head(scoped)['bbox_head'])) is OURS[name]
+    wrapped = wrap_plain_model(cfg.model.detector)
+    assert wrapped['type'] == 'LearningLossDetector'
+    assert wrapped['detector']['bbox_head']['type'] == OURS[name].__name__
+    assert cfg.model.detector.bbox_head.type == MMDET[name].__name__   # not changed in place
+
+
+def test_a_plain_heads_state_dict_loads_strictly_into_ours(family):
+    name, cfg = family
+    head_cfg = copy.deepcopy(cfg.model.detector.bbox_head)
+    head_cfg.update(train_cfg=cfg.model.detector.train_cfg, test_cfg=cfg.model.detector.test_cfg)
+    torch.manual_seed(1)
+    plain = MODELS.build(head_cfg)
+    plain.init_weights()
+    assert type(plain) is MMDET[name]
+    ours = build(cfg).task_model.bbox_head
+    assert set(ours.state_dict()) == set(plain.state_dict())
+    ours.load_state_dict(plain.state_dict(), strict=True)
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[key], value)
+
+
+@pytest.mark.parametrize('use_l1', [False, True])
+def test_per_image_objectives_times_the_normaliser_are_mmdets_batch_loss(family, use_l1):
+    name, cfg = family
+    if use_l1 and name != 'yolox':
+        pytest.skip('only YOLOX has an L1 term')
+    model = build(cfg)
+    head = model.task_model.bbox_head
+    head.use_l1 = use_l1
+    boxes_of_some_size(model)
+    _, _, outs, gts, ignore, metas = head_inputs(model, cfg)
+    ours, per_image = head.loss_by_feat_per_image(*outs, gts, metas, ignore)
+    assert per_image.shape == (NUM_IMAGES,) and not per_image.requires_grad
+    assert (per_image > 0).all()
+    plain, unnormalised, factors = mmdet_loss(name, head, outs, gts, metas, ignore)
+    assert min(factors) > 1.5, f'{name}: normalisers {factors}'
+    assert set(ours) == set(plain) and ('loss_l1' in ours) == use_l1
+    for key in plain:   # the training loss is mmdet's
+        torch.testing.assert_close(torch.stack(list(ours[key])) if name == 'rtmdet'
+                                   else ours[key],
+                                   torch.stack(list(plain[key])) if name == 'rtmdet'
+                                   else plain[key], rtol=1e-5, atol=1e-6)
+    assert per_image.sum().item() == pytest.approx(unnormalised.item(), rel=1e-5)
+    # and each image's objective is the loss mmdet gives it alone, times its own normaliser
+    for i in range(NUM_IMAGES):
+        one = tuple([level[i:i + 1] for level in out] for out in outs)
+        _, alone, _ = mmdet_loss(name, head, one, [gts[i]], [metas[i]], None)
+        assert per_image[i].item() == pytest.approx(alone.item(), rel=1e-4)
+    # a per-positive target would differ: the images' normalisers are not all one
+    normalised = [mmdet_loss(name, head, tuple([lvl[i:i + 1] for lvl in out] for out in outs),
+                             [gts[i]], [metas[i]], None)[0] for i in range(NUM_IMAGES)]
+    normalised = torch.stack([sum(v.sum() if torch.is_tensor(v) else sum(v)
+                                  for v in losses.values()) for losses in normalised])
+    assert not torch.allclose(normalised.detach(), per_image, rtol=1e-3)
+
+
+def test_training_step_uses_the_heads_per_image_objectives(family):
+    name, cfg = family
+    model = build(cfg)
+    data, feats, outs, gts, ignore, metas = head_inputs(model, cfg)
+    losses, per_image = model.task_loss(feats, data['data_samples'])
+    _, expected = model.task_model.bbox_head.loss_by_feat_per_image(*outs, gts, metas, ignore)
+    torch.testing.assert_close(per_image, expected, rtol=1e-5, atol=1e-5)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    assert {'loss_cls', 'loss_bbox', 'loss_rank', 'loss_target'} <= set(losses)
+    loss, log_vars = model.parse_losses(losses)
+    loss.backward()
+    assert model.loss_prediction.out.weight.grad.abs().sum() > 0
+    assert next(model.task_model.backbone.parameters()).grad.abs().sum() > 0
+
+
+def test_default_taps_are_the_necks_outputs_and_stages_can_be_named(family):
+    name, cfg = family
+    model = build(cfg)
+    assert isinstance(model, LearningLossDetector)
+    assert model.loss_prediction.in_channels == [96, 96, 96]
+    del cfg.model['taps'], cfg.model.loss_prediction['in_channels']
+    model = build(cfg)
+    assert model.loss_prediction.in_channels == [96, 96, 96]   # read off the neck
+    # CSPNeXt (RTMDet) / CSPDarknet (YOLOX) at widen_factor 0.375: stages of 48, 96, 192, 384
+    task_model = model.task_model
+    stages = FeatureTaps(task_model, ['backbone.stage2', 'backbone.stage3', 'backbone.stage4'])
+    assert tapped_channels(task_model, stages) == [96, 192, 384]
+    assert tapped_channels(task_model, FeatureTaps(task_model, ['backbone'])) == [96, 192, 384]
+
+
+def test_bad_settings_are_refused_naming_the_key(family):
+    name, cfg = family
+    cfg.model.per_image_normalizer = 'positives'
+    with pytest.raises(ValueError, match=r"model.per_image_normalizer='positives'.*summed"):
+        build(cfg)
+    if name == 'yolox':
+        head = copy.deepcopy(cfg.model.detector.bbox_head)
+        head.loss_obj.reduction = 'mean'
+        with pytest.raises(ValueError, match=r"bbox_head.loss_obj.reduction='mean'.*'sum'"):
+            MODELS.build(with_per_image_loss_head(dict(bbox_head=head))['bbox_head'])
+
+
+def test_yolox_mode_switch_hook_turns_on_l1_through_the_wrapper(voc_root):
+    """mmdet's YOLOXModeSwitchHook reaches the head as ``runner.model.detector.bbox_head``."""
+    from mmdet.engine.hooks import YOLOXModeSwitchHook
+    model = build(voc_config(CONFIGS['yolox'], voc_root))
+
+    class Mixed:
+        def update_skip_type_keys(self, keys):
+            self.keys = keys
+
+    class Runner:
+        epoch, max_epochs = 9, 10
+        train_dataloader = type('Loader', (), dict(dataset=Mixed()))()
+        logger = type('Logger', (), dict(info=staticmethod(lambda *a: None)))()
+
+    Runner.model = model
+    assert model.task_model.bbox_head.use_l1 is False
+    YOLOXModeSwitchHook(num_last_epochs=1).before_train_epoch(Runner)
+    assert model.task_model.bbox_head.use_l1 is True
