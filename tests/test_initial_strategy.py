@@ -250,3 +250,26 @@ def test_a_comparison_chooses_the_initial_set_once_per_seed(tiny_cfg, tmp_path):
     assert states[0]['checkpoint'] == states[1]['checkpoint']  # one cycle 0, trained once
     assert not (tmp_path / 'EntropyStrategy' / 'seed0' / 'initial').exists()
     assert not (tmp_path / SHARED_DIR / 'seed0').exists()
+
+
+@pytest.mark.slow
+def test_two_processes_choose_the_initial_set_one_process_does(voc_root, tmp_path):
+    """Every rank scores its shard; the choice is made on the gathered features."""
+    from .test_distributed import CONFIG, TORCHRUN, _options, _run
+    if not TORCHRUN.exists():
+        pytest.skip('torchrun not installed')
+    config = tmp_path / 'typiclust.py'
+    config.write_text(f"_base_ = '{CONFIG}'\nactive_learning = dict(num_cycles=1, "
+                      "ranking_eval_size=0, initial_strategy=dict(type='TypiClustStrategy'))\n")
+    options = [o for o in _options(voc_root) if not o.startswith('active_learning.num_cycles')]
+    chosen = []
+    for nproc, port in ((1, 0), (2, 29631)):
+        work = tmp_path / f'wd{nproc}'
+        result = _run([str(REPO / 'tools/al_train.py'), str(config), '--work-dir', str(work),
+                       '--cfg-options', *options], tmp_path, nproc=nproc, port=port,
+                      timeout=900)
+        assert result.returncode == 0, result.stderr[-4000:]
+        c0 = ExperimentState.load(work).data['cycles'][0]
+        assert c0['initial']['num_candidates'] == 21 and len(c0['labeled']) == 8
+        chosen.append(c0['labeled'])
+    assert chosen[0] == chosen[1]

@@ -7,7 +7,8 @@
 
 Runs one al_train experiment per (strategy, seed) in DIR/<name>/seed<k>/,
 resuming stopped ones and reusing finished ones; cycle 0 is trained once per
-seed (DIR/_shared/seed<k>/) and referenced by every strategy. Then writes
+seed (DIR/_shared/seed<k>/; per active_learning.initial_strategy when one
+chooses the initial set) and referenced by every strategy. Then writes
 and prints the comparison: DIR/compare.{csv,json,md,png} (mean ± std per
 cycle, normalised AUC, labels needed to reach the baseline's final mean,
 paired differences from the baseline with bootstrap confidence intervals,
