@@ -195,3 +195,92 @@ def test_yolox_mode_switch_hook_turns_on_l1_through_the_wrapper(voc_root):
     assert model.task_model.bbox_head.use_l1 is False
     YOLOXModeSwitchHook(num_last_epochs=1).before_train_epoch(Runner)
     assert model.task_model.bbox_head.use_l1 is True
+
+
+# ------------------------------------------------------------------ uncertainty on these heads
+def hand_made_yolox_outputs(num_classes, seed=0):
+    """YOLOX head outputs for one 64x64 input (levels 8x8, 4x4, 2x2), logits spread over
+    both sides of 0 so that classes, objectness and boxes all differ."""
+    generator = torch.Generator().manual_seed(seed)
+    sizes = [(8, 8), (4, 4), (2, 2)]
+    cls = [2 * torch.randn(1, num_classes, h, w, generator=generator) for h, w in sizes]
+    boxes = [0.5 * torch.randn(1, 4, h, w, generator=generator) for h, w in sizes]
+    obj = [2 * torch.randn(1, 1, h, w, generator=generator) for h, w in sizes]
+    return cls, boxes, obj
+
+
+def test_yolox_posteriors_are_objectness_times_class_shares_cut_as_mmdet_cuts(voc_root):
+    from mmal.models.detectors.candidates import dense_candidates
+    model = build(voc_config(CONFIGS['yolox'], voc_root)).eval()
+    head = model.task_model.bbox_head
+    assert model.posterior_kind == 'softmax'
+    outs = hand_made_yolox_outputs(head.num_classes)
+    k = 12
+    posteriors, boxes = dense_candidates(head, outs, [(64, 64)], model.posterior_kind,
+                                         dict(num_boxes=k, score_thr=0.0))
+    (rows,), (boxes,) = posteriors, boxes
+
+    def flat(maps, width):
+        return torch.cat([m[0].permute(1, 2, 0).reshape(-1, width) for m in maps])
+
+    scores, objectness = flat(outs[0], head.num_classes).sigmoid(), flat(outs[2], 1).sigmoid()
+    expected = torch.cat([objectness * scores / scores.sum(1, keepdim=True), 1 - objectness], 1)
+    # the head's own detections, before NMS: mmdet's score, box and label per prior
+    metas = [dict(img_shape=(64, 64), scale_factor=(1.0, 1.0))]
+    cfg = copy.deepcopy(head.test_cfg)
+    cfg.score_thr = 0.0
+    (mmdet,) = head.predict_by_feat(*outs, batch_img_metas=metas, cfg=cfg, rescale=False,
+                                    with_nms=False)
+    order = mmdet.scores.argsort(descending=True)[:k]
+    top = (scores * objectness).max(1).values.argsort(descending=True)[:k]
+    torch.testing.assert_close(rows, expected[top], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(rows.sum(1), torch.ones(k), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(boxes, mmdet.bboxes[order], rtol=1e-5, atol=1e-4)
+    assert rows[:, :-1].argmax(1).tolist() == mmdet.labels[order].tolist()
+    # read as mmdet scores them (class score times objectness) rows would differ
+    assert not torch.allclose(rows[:, :-1], (scores * objectness)[top], atol=1e-3)
+
+
+def test_rtmdet_posteriors_are_refused_reading_the_heads_class_loss(family):
+    from mmal.models.learning_loss import UnsupportedScoreOutputError
+    name, cfg = family
+    model = build(cfg).eval()
+    data = batch(cfg, 2)
+    if name == 'yolox':
+        assert LearningLossDetector.unsupported_outputs(['posteriors'], cfg.model) == []
+        out = model.score_step(data, ('posteriors', 'boxes'))
+        assert all(p.shape[1] == 6 for p in out['posteriors'])
+        with pytest.raises(UnsupportedScoreOutputError, match=r"'grad_embedding'.*onehot \* IoU"):
+            model.score_step(data, ('grad_embedding',))
+        assert LearningLossDetector.unsupported_outputs(['grad_embedding'], cfg.model) == \
+            ['grad_embedding']
+        return
+    with pytest.raises(UnsupportedScoreOutputError, match="'posteriors'.*QualityFocalLoss"):
+        model.score_step(data, ('posteriors',))
+    assert len(model.score_step(data, ('boxes', 'pred_loss'))['boxes']) == 2
+    assert LearningLossDetector.unsupported_outputs(['posteriors', 'grad_embedding'],
+                                                    cfg.model) == ['grad_embedding', 'posteriors']
+    assert LearningLossDetector.unsupported_outputs(['posteriors']) == []   # the class alone
+    # the same RTMDet trained with a probability loss: its scores are posteriors
+    cfg.model.detector.bbox_head.loss_cls = dict(type='FocalLoss', use_sigmoid=True,
+                                                 gamma=2.0, alpha=0.25, loss_weight=1.0)
+    assert LearningLossDetector.unsupported_outputs(['posteriors'], cfg.model) == []
+    model = build(cfg).eval()
+    assert model.posterior_kind == 'sigmoid'
+    assert all(p.shape[1] == 6 for p in model.score_step(data, ('posteriors',))['posteriors'])
+
+
+def test_the_class_logit_convs_are_found_from_the_head(family):
+    from mmal.models.gradient_embeddings import final_cls_convs
+    name, cfg = family
+    head = build(cfg).task_model.bbox_head
+    expected = head.rtm_cls if name == 'rtmdet' else head.multi_level_conv_cls
+    assert [id(c) for c in final_cls_convs(head)] == [id(c) for c in expected]
+    head.train()
+    final_cls_convs(head)
+    assert head.training   # the probe leaves the mode as it was
+    if name == 'rtmdet':   # with an objectness the logits are computed after the conv
+        cfg.model.detector.bbox_head.with_objectness = True
+        from mmal.models.learning_loss import UnsupportedScoreOutputError
+        with pytest.raises(UnsupportedScoreOutputError, match='level 0.*not the direct output'):
+            final_cls_convs(build(cfg).task_model.bbox_head)

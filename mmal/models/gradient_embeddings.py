@@ -19,10 +19,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
 from .learning_loss import UnsupportedScoreOutputError
-from .replay import Call
-
-#: Names mmdet's dense heads give their one class-logit conv (shared over levels).
-CLS_CONV_NAMES = ('retina_cls', 'atss_cls', 'gfl_cls', 'conv_cls')
+from .replay import Call, recorded_calls
 
 
 def center_tap(conv: nn.Module, owner: str) -> tuple[int, int]:
@@ -48,24 +45,44 @@ def center_tap(conv: nn.Module, owner: str) -> tuple[int, int]:
 
 
 def final_cls_convs(head) -> list[nn.Module]:
-    """The conv(s) whose outputs are the head's class logits.
+    """The conv whose output is each level's class logits, in level order.
 
-    RetinaNet (``retina_cls``), FCOS (``conv_cls``), ATSS, GFL: one conv
-    shared by every level. SSD: one tower per level in ``cls_convs``, whose
-    last layer gives the logits. (RetinaNet and FCOS also have a
-    ``cls_convs`` tower, below their logit conv, hence the order.)
+    Found from the head itself: one forward of a blank 4x4 map per level
+    (eval mode, no gradient) with every ``nn.Conv2d`` of the head recorded,
+    and the conv whose output *is* a level's class-logit tensor kept. So any
+    name serves: RetinaNet's ``retina_cls``, FCOS's ``conv_cls`` (one conv
+    shared by every level), SSD's towers' last layers, RTMDet's ``rtm_cls``
+    and YOLOX's ``multi_level_conv_cls`` (one per level).
+
+    Raises:
+        UnsupportedScoreOutputError: When a level's logits are not a conv's
+            direct output (the head transforms them after it, as RTMDet does
+            with an objectness), naming the level.
     """
-    for name in CLS_CONV_NAMES:
-        conv = getattr(head, name, None)
-        if isinstance(conv, nn.Module):
-            return [conv]
-    towers = getattr(head, 'cls_convs', None)
-    if isinstance(towers, nn.ModuleList) and len(towers):
-        return [t[-1] if isinstance(t, nn.Sequential) else t for t in towers]
-    raise UnsupportedScoreOutputError(
-        f'{type(head).__name__}: no class-logit conv found (looked for {CLS_CONV_NAMES} and '
-        "SSD's cls_convs), so there is no last layer to take the gradient of")
-
+    owner = type(head).__name__
+    num_levels = len(head.prior_generator.strides)
+    widths = head.in_channels
+    widths = list(widths) if isinstance(widths, (list, tuple)) else [widths] * num_levels
+    parameter = next(head.parameters())
+    probe = tuple(parameter.new_zeros(1, width, 4, 4) for width in widths)
+    convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)]
+    was_training = head.training
+    head.eval()
+    try:
+        with torch.no_grad(), recorded_calls(convs) as calls:
+            cls_scores = head(probe)[0]
+    finally:
+        head.train(was_training)
+    found = []
+    for level, score in enumerate(cls_scores):
+        conv = next((c.owner for c in calls if c.output is score), None)
+        if conv is None:
+            raise UnsupportedScoreOutputError(
+                f'{owner}: the class logits of level {level} are not the direct output of a '
+                'conv (the head transforms them after it), so there is no last layer whose '
+                'gradient the embedding could be')
+        found.append(conv)
+    return found
 
 
 def pseudo_label_residual(posteriors: Tensor, kind: str) -> Tensor:

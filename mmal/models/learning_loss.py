@@ -80,8 +80,9 @@ class LearningLossModel(BaseModel):
     task_output_names: frozenset = frozenset()
 
     @classmethod
-    def unsupported_outputs(cls, outputs) -> list[str]:
-        """Which of ``outputs`` this wrapper cannot give, known before it is built."""
+    def unsupported_outputs(cls, outputs, model_cfg: dict | None = None) -> list[str]:
+        """Which of ``outputs`` this wrapper cannot give, known before it is built; with
+        the model's config (``model_cfg``) a wrapper may also read what its head gives."""
         return sorted(TASK_OUTPUTS.intersection(outputs) - cls.task_output_names)
 
     # ------------------------------------------------------------ task part

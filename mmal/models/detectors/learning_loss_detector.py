@@ -11,7 +11,13 @@ from ..gradient_embeddings import dense_gradient_embeddings, final_cls_convs
 from ..heads import with_per_image_loss_head
 from ..learning_loss import LearningLossModel, UnsupportedScoreOutputError
 from ..replay import per_image_losses_by_slicing, recorded_calls, summed_losses
-from .candidates import check_score_cfg, dense_candidates
+from .candidates import (
+    check_score_cfg,
+    dense_candidates,
+    gradient_refusal,
+    posterior_kind,
+    posterior_refusal,
+)
 
 
 @MODELS.register_module()
@@ -56,6 +62,22 @@ class LearningLossDetector(LearningLossModel):
     """
 
     task_output_names = frozenset({'posteriors', 'boxes', 'grad_embedding'})
+
+    @classmethod
+    def unsupported_outputs(cls, outputs, model_cfg: dict | None = None) -> list[str]:
+        """Also, given the model's config, the outputs its head refuses (RTMDet's
+        posteriors, YOLOX's gradient embedding: see :mod:`.candidates`); the head alone is
+        built to read them."""
+        missing = set(super().unsupported_outputs(outputs))
+        wanted = {'posteriors', 'grad_embedding'} & set(outputs)
+        if model_cfg is not None and wanted and isinstance(model_cfg.get('detector'), dict):
+            head_cfg = with_per_image_loss_head(model_cfg['detector']).get('bbox_head')
+            head = MODELS.build(head_cfg)
+            missing |= {output for output, refusal in
+                        (('posteriors', posterior_refusal(head)),
+                         ('grad_embedding', gradient_refusal(head)))
+                        if output in wanted and refusal}
+        return sorted(missing)
 
     def __init__(self, detector: dict, taps: Sequence[str] | None = None,
                  loss_prediction: dict | None = None,
@@ -106,9 +128,9 @@ class LearningLossDetector(LearningLossModel):
 
     @property
     def posterior_kind(self) -> str:
-        """``'sigmoid'`` for heads with one independent score per class, else ``'softmax'``."""
-        return 'sigmoid' if getattr(self.task_model.bbox_head, 'use_sigmoid_cls', False) \
-            else 'softmax'
+        """``'sigmoid'`` for heads with one independent score per class, else ``'softmax'``
+        (YOLOX included: see :mod:`~mmal.models.detectors.candidates`)."""
+        return posterior_kind(self.task_model.bbox_head)
 
     def task_outputs(self, inputs: Tensor, feats: tuple, data_samples: list,
                      wanted: frozenset) -> dict:
@@ -126,6 +148,10 @@ class LearningLossDetector(LearningLossModel):
                 'single-stage detector has no proposals, and heatmaps are for pose; use a '
                 'two-stage detector (LearningLossTwoStageDetector) for proposal-based strategies')
         head = self.task_model.bbox_head
+        for output, refusal in (('posteriors', posterior_refusal(head)),
+                                ('grad_embedding', gradient_refusal(head))):
+            if output in wanted and refusal:
+                raise UnsupportedScoreOutputError(f'{output!r}: {refusal}')
         img_shapes = [s.metainfo['img_shape'] for s in data_samples]
         if 'grad_embedding' not in wanted:
             posteriors, boxes = dense_candidates(head, head(feats), img_shapes,
