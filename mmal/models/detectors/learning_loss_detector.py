@@ -48,9 +48,12 @@ class LearningLossDetector(LearningLossModel):
 
     Scoring outputs (``score_step``): the candidate boxes of
     :mod:`~mmal.models.detectors.candidates`, with posteriors from a
-    softmax head (SSD) or a sigmoid head (RetinaNet, FCOS: per-class
-    probabilities, see ``posterior_kind``), and their last-layer gradient
-    embedding under argmax pseudo-labels (``grad_embedding``).
+    softmax head (SSD; YOLOX's objectness and class shares) or a sigmoid
+    head (RetinaNet, FCOS: per-class probabilities, see ``posterior_kind``),
+    and their last-layer gradient embedding under argmax pseudo-labels
+    (``grad_embedding``). Heads whose class scores are IoU estimates
+    (RTMDet's quality focal loss) refuse both, and YOLOX the embedding,
+    naming why.
 
     Args:
         per_image_normalizer (str): ``'none'`` (summed) or ``'positives'``,

@@ -1,0 +1,17 @@
+# A short Learning Loss experiment with mmdet's RTMDet-tiny (our small config of it)
+# on the generated VOC-format data, sized for 2 CPU cores.
+# Random baseline: --cfg-options active_learning.strategy.type=RandomStrategy
+_base_ = '../learning_loss/rtmdet-tiny_ll_synthetic-voc.py'
+
+active_learning = dict(
+    initial_size=100,          # labeled before cycle 0, drawn at random
+    budget_per_cycle=100,      # K: added after each cycle but the last
+    num_cycles=4,              # train/evaluate cycles: 100, 200, 300, 400 labeled
+    candidate_pool='all',      # score every unlabeled sample
+    model_init='reset',        # each cycle trains from the initial weights
+    strategy=dict(type='LearningLossStrategy'),
+    score_batch_size=32,
+    # RTMDet's quality-focal scores are no posteriors (entropy is refused on them), so the
+    # ranking evaluation measures the predicted loss alone
+    ranking_references=[dict(type='LearningLossStrategy')],
+    seed=0)
