@@ -1,5 +1,6 @@
-# A short Learning Loss experiment with mmdet's RTMDet-tiny (our small config of it)
-# on the generated VOC-format data, sized for 2 CPU cores.
+# A Learning Loss experiment with mmdet's RTMDet-tiny (our small config of it)
+# on the generated VOC-format data. It runs on CPU, but slowly: a training step
+# takes several times the small SSD's (mmdet's tiny widths at 160 px).
 # Random baseline: --cfg-options active_learning.strategy.type=RandomStrategy
 _base_ = '../learning_loss/rtmdet-tiny_ll_synthetic-voc.py'
 

@@ -1,4 +1,4 @@
-# Learning Loss on mmdet's RTMDet-tiny, sized for 2 CPU cores and the generated
+# Learning Loss on mmdet's RTMDet-tiny, small enough for CPU, on the generated
 # VOC-format data (configs/_base_/datasets/synthetic_voc.py: the same scenes,
 # classes and metric). The model is mmdet's config; its RTMDetSepBNHead is
 # built as PerImageLossRTMDetSepBNHead by the wrapper (same weights and loss,
