@@ -6,6 +6,7 @@ from mmdet's own ``reduce_mean`` calls), and each image's objective is the
 loss mmdet computes for that image alone times that image's own normaliser.
 """
 import copy
+import math
 
 import pytest
 import torch
@@ -284,3 +285,35 @@ def test_the_class_logit_convs_are_found_from_the_head(family):
         from mmal.models.learning_loss import UnsupportedScoreOutputError
         with pytest.raises(UnsupportedScoreOutputError, match='level 0.*not the direct output'):
             final_cls_convs(build(cfg).task_model.bbox_head)
+
+
+def test_rtmdets_shared_head_gets_the_same_per_image_objective(voc_root):
+    """``RTMDetHead`` (one conv stack for every level) is swapped and measured as the
+    SepBN head is."""
+    from mmal.models import PerImageLossRTMDetHead
+    cfg = voc_config(CONFIGS['rtmdet'], voc_root)
+    model = build(cfg)
+    boxes_of_some_size(model)
+    head_cfg = dict(
+        type='RTMDetHead', num_classes=5, in_channels=96, feat_channels=96, stacked_convs=2,
+        anchor_generator=dict(type='MlvlPointGenerator', offset=0, strides=[8, 16, 32]),
+        bbox_coder=dict(type='DistancePointBBoxCoder'),
+        loss_cls=dict(type='QualityFocalLoss', use_sigmoid=True, beta=2.0, loss_weight=1.0),
+        loss_bbox=dict(type='GIoULoss', loss_weight=2.0),
+        norm_cfg=dict(type='BN'), act_cfg=dict(type='SiLU'),
+        train_cfg=cfg.model.detector.train_cfg)
+    torch.manual_seed(0)
+    head = MODELS.build(with_per_image_loss_head(dict(bbox_head=head_cfg))['bbox_head'])
+    head.init_weights()
+    assert type(head) is PerImageLossRTMDetHead
+    with torch.no_grad():   # this head takes exp() of its distances: two strides again
+        head.rtm_reg.bias.fill_(math.log(2.0))
+    _, feats, _, gts, ignore, metas = head_inputs(model, cfg)
+    outs = head(feats)
+    ours, per_image = head.loss_by_feat_per_image(*outs, gts, metas, ignore)
+    plain, unnormalised, factors = mmdet_loss('rtmdet', head, outs, gts, metas, ignore)
+    assert min(factors) > 1.5
+    for key in plain:
+        torch.testing.assert_close(torch.stack(list(ours[key])), torch.stack(list(plain[key])),
+                                   rtol=1e-5, atol=1e-6)
+    assert per_image.sum().item() == pytest.approx(unnormalised.item(), rel=1e-5)
