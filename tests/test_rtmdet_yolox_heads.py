@@ -317,3 +317,18 @@ def test_rtmdets_shared_head_gets_the_same_per_image_objective(voc_root):
         torch.testing.assert_close(torch.stack(list(ours[key])), torch.stack(list(plain[key])),
                                    rtol=1e-5, atol=1e-6)
     assert per_image.sum().item() == pytest.approx(unnormalised.item(), rel=1e-5)
+
+
+def test_the_experiment_refuses_a_strategy_the_head_cannot_serve_before_training(family):
+    from mmal.loop.checks import check_model_outputs
+    from mmal.strategies import build_strategy
+    from mmal.utils import ConfigError
+    name, cfg = family
+    entropy = build_strategy(dict(type='EntropyStrategy'), 'detection')
+    if name == 'yolox':
+        check_model_outputs(cfg, entropy)  # objectness x class shares: posteriors exist
+        return
+    with pytest.raises(ConfigError, match=r"EntropyStrategy needs the score outputs "
+                                          r"\['posteriors'\].*QualityFocalLoss"):
+        check_model_outputs(cfg, entropy)
+    check_model_outputs(cfg, build_strategy(dict(type='LearningLossStrategy'), 'detection'))

@@ -60,17 +60,20 @@ def check_model_outputs(cfg: Config, strategy) -> None:
         return
     with MODELS.switch_scope_and_registry(cfg.get('default_scope')) as registry:
         model_cls = registry.get(model_type)
-    if model_cls is None or not hasattr(model_cls, 'unsupported_outputs'):
+    if model_cls is None or not hasattr(model_cls, 'output_refusals'):
         return
     wanted = {out for passes in (strategy.candidate_passes(), strategy.labeled_passes())
               for p in passes.values() for out in p.outputs}
-    missing = model_cls.unsupported_outputs(wanted)
-    if missing:
+    # With the model's config, a wrapper also reads what its head gives (RTMDet's
+    # quality scores are no posteriors), so the refusal comes before cycle 0 trains.
+    refusals = model_cls.output_refusals(wanted, cfg.model)
+    if refusals:
         raise ConfigError(
-            f'{type(strategy).__name__} needs the score outputs {missing}, which '
-            f'model.type={model_type!r} does not give (it gives '
-            f'{sorted(model_cls.task_output_names)}); choose a strategy that applies to this '
-            'model (README, Strategies) or another model')
+            f'{type(strategy).__name__} needs the score outputs {sorted(refusals)}, which '
+            f'model.type={model_type!r} does not give: '
+            + '; '.join(f'{k}: {why}' for k, why in sorted(refusals.items()))
+            + '. Choose a strategy that applies to this model (docs/strategies.md, "Model '
+            'families") or another model')
 
 
 def check_same_experiment_on_every_rank(cfg: Config, settings: ActiveLearningSettings,

@@ -83,7 +83,13 @@ class LearningLossModel(BaseModel):
     def unsupported_outputs(cls, outputs, model_cfg: dict | None = None) -> list[str]:
         """Which of ``outputs`` this wrapper cannot give, known before it is built; with
         the model's config (``model_cfg``) a wrapper may also read what its head gives."""
-        return sorted(TASK_OUTPUTS.intersection(outputs) - cls.task_output_names)
+        return sorted(cls.output_refusals(outputs, model_cfg))
+
+    @classmethod
+    def output_refusals(cls, outputs, model_cfg: dict | None = None) -> dict[str, str]:
+        """``{output: why not}`` for the outputs of ``outputs`` the model cannot give."""
+        return {output: f'{cls.__name__} does not compute it' for output in
+                sorted(TASK_OUTPUTS.intersection(outputs) - cls.task_output_names)}
 
     # ------------------------------------------------------------ task part
     @abstractmethod

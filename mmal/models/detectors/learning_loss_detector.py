@@ -67,20 +67,20 @@ class LearningLossDetector(LearningLossModel):
     task_output_names = frozenset({'posteriors', 'boxes', 'grad_embedding'})
 
     @classmethod
-    def unsupported_outputs(cls, outputs, model_cfg: dict | None = None) -> list[str]:
+    def output_refusals(cls, outputs, model_cfg: dict | None = None) -> dict[str, str]:
         """Also, given the model's config, the outputs its head refuses (RTMDet's
         posteriors, YOLOX's gradient embedding: see :mod:`.candidates`); the head alone is
         built to read them."""
-        missing = set(super().unsupported_outputs(outputs))
+        refusals = super().output_refusals(outputs)
         wanted = {'posteriors', 'grad_embedding'} & set(outputs)
         if model_cfg is not None and wanted and isinstance(model_cfg.get('detector'), dict):
             head_cfg = with_per_image_loss_head(model_cfg['detector']).get('bbox_head')
             head = MODELS.build(head_cfg)
-            missing |= {output for output, refusal in
-                        (('posteriors', posterior_refusal(head)),
-                         ('grad_embedding', gradient_refusal(head)))
-                        if output in wanted and refusal}
-        return sorted(missing)
+            refusals.update({output: refusal for output, refusal in
+                             (('posteriors', posterior_refusal(head)),
+                              ('grad_embedding', gradient_refusal(head)))
+                             if output in wanted and refusal})
+        return refusals
 
     def __init__(self, detector: dict, taps: Sequence[str] | None = None,
                  loss_prediction: dict | None = None,
