@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .base import labeled_rows, require
 from .k_center import DEFAULT_CHUNK_SIZE, _Rows
 
 
@@ -26,6 +27,27 @@ def unit_rows(features: np.ndarray | Tensor, name: str = 'features',
         out[start:start + chunk_size] = torch.nn.functional.normalize(
             rows.block(start, start + chunk_size), dim=1)
     return out
+
+
+def candidate_and_labeled_rows(strategy, candidate_outputs: dict, labeled_outputs: dict,
+                               k: int, chunk_size: int) -> tuple[Tensor, Tensor]:
+    """The candidates' and the labeled set's features as unit rows (labeled: maybe 0 rows).
+
+    Raises:
+        ValueError: For ``k`` outside ``[0, N]`` or rows of two widths, naming ``strategy``.
+    """
+    name = type(strategy).__name__
+    require(strategy, candidate_outputs, 'features')
+    candidates = unit_rows(candidate_outputs['features'], 'candidate features', chunk_size)
+    if not 0 <= k <= len(candidates):
+        raise ValueError(f'{name}: cannot select {k} of {len(candidates)} candidates')
+    labeled = labeled_rows(strategy, labeled_outputs)
+    labeled = (torch.zeros(0, candidates.shape[1]) if labeled is None else
+               unit_rows(labeled, 'labeled-set features', chunk_size))
+    if labeled.shape[1] != candidates.shape[1]:
+        raise ValueError(f'{name}: candidate features have {candidates.shape[1]} dimensions, '
+                         f'labeled ones {labeled.shape[1]}')
+    return candidates, labeled
 
 
 def squared_distances(x: Tensor, centers: Tensor) -> Tensor:

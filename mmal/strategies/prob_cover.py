@@ -5,9 +5,9 @@ from scipy import sparse
 from torch import Tensor
 
 from ..registry import STRATEGIES
-from .base import BaseStrategy, labeled_rows, require
+from .base import BaseStrategy
 from .k_center import DEFAULT_CHUNK_SIZE
-from .kmeans import kmeans, unit_rows
+from .kmeans import candidate_and_labeled_rows, kmeans
 
 #: The paper's ball radius for CIFAR-10 on L2-normalised SimCLR embeddings.
 DEFAULT_DELTA = 0.75
@@ -94,19 +94,9 @@ class ProbCoverStrategy(BaseStrategy):
 
     def select(self, candidate_outputs: dict, labeled_outputs: dict, k: int,
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        require(self, candidate_outputs, 'features')
-        candidates = unit_rows(candidate_outputs['features'], 'candidate features',
-                               self.chunk_size)
+        candidates, labeled = candidate_and_labeled_rows(self, candidate_outputs,
+                                                         labeled_outputs, k, self.chunk_size)
         n = len(candidates)
-        if not 0 <= k <= n:
-            raise ValueError(f'ProbCoverStrategy: cannot select {k} of {n} candidates')
-        labeled = labeled_rows(self, labeled_outputs)
-        labeled = (torch.zeros(0, candidates.shape[1]) if labeled is None else
-                   unit_rows(labeled, 'labeled-set features', self.chunk_size))
-        if labeled.shape[1] != candidates.shape[1]:
-            raise ValueError(f'ProbCoverStrategy: candidate features have '
-                             f'{candidates.shape[1]} dimensions, labeled ones '
-                             f'{labeled.shape[1]}')
         rows = torch.cat([candidates, labeled])
         delta = self.delta
         if delta == 'purity':

@@ -4,9 +4,9 @@ import torch
 from torch import Tensor
 
 from ..registry import STRATEGIES
-from .base import BaseStrategy, labeled_rows, require, top_k
+from .base import BaseStrategy, top_k
 from .k_center import DEFAULT_CHUNK_SIZE
-from .kmeans import kmeans, unit_rows
+from .kmeans import candidate_and_labeled_rows, kmeans
 
 #: Added to the mean distance, as in the paper's code, so duplicates stay finite.
 EPS = 1e-5
@@ -71,19 +71,9 @@ class TypiClustStrategy(BaseStrategy):
 
     def select(self, candidate_outputs: dict, labeled_outputs: dict, k: int,
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        require(self, candidate_outputs, 'features')
-        candidates = unit_rows(candidate_outputs['features'], 'candidate features',
-                               self.chunk_size)
+        candidates, labeled = candidate_and_labeled_rows(self, candidate_outputs,
+                                                         labeled_outputs, k, self.chunk_size)
         n = len(candidates)
-        if not 0 <= k <= n:
-            raise ValueError(f'TypiClustStrategy: cannot select {k} of {n} candidates')
-        labeled = labeled_rows(self, labeled_outputs)
-        labeled = (torch.zeros(0, candidates.shape[1]) if labeled is None else
-                   unit_rows(labeled, 'labeled-set features', self.chunk_size))
-        if labeled.shape[1] != candidates.shape[1]:
-            raise ValueError(f'TypiClustStrategy: candidate features have '
-                             f'{candidates.shape[1]} dimensions, labeled ones '
-                             f'{labeled.shape[1]}')
         rows = torch.cat([candidates, labeled])
         num_clusters = min(len(labeled) + max(k, 1), self.max_clusters, len(rows))
         cluster = kmeans(rows, num_clusters, rng, self.max_iter, self.chunk_size)
