@@ -14,6 +14,8 @@ in the scoring pass that also gives the outputs:
 - heatmap pose heads: the conv that outputs the heatmaps
   (:func:`heatmap_gradient_embedding`).
 """
+import weakref
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
@@ -44,8 +46,14 @@ def center_tap(conv: nn.Module, owner: str) -> tuple[int, int]:
     return kh // 2, kw // 2
 
 
+#: ``final_cls_convs`` per head: the probe's answer depends on the head's structure
+#: only, and EGL / BADGE ask it on every scoring batch.
+_CLS_CONVS: 'weakref.WeakKeyDictionary[nn.Module, list[nn.Module]]' = weakref.WeakKeyDictionary()
+
+
 def final_cls_convs(head) -> list[nn.Module]:
-    """The conv whose output is each level's class logits, in level order.
+    """The conv whose output is each level's class logits, in level order (found once
+    per head).
 
     Found from the head itself: one forward of a blank 4x4 map per level
     (eval mode, no gradient) with every ``nn.Conv2d`` of the head recorded,
@@ -59,6 +67,8 @@ def final_cls_convs(head) -> list[nn.Module]:
             direct output (the head transforms them after it, as RTMDet does
             with an objectness), naming the level.
     """
+    if head in _CLS_CONVS:
+        return _CLS_CONVS[head]
     owner = type(head).__name__
     num_levels = len(head.prior_generator.strides)
     widths = head.in_channels
@@ -82,6 +92,7 @@ def final_cls_convs(head) -> list[nn.Module]:
                 'conv (the head transforms them after it), so there is no last layer whose '
                 'gradient the embedding could be')
         found.append(conv)
+    _CLS_CONVS[head] = found
     return found
 
 
