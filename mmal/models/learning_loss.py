@@ -19,9 +19,13 @@ from .taps import FeatureTaps, tapped_channels
 
 #: What :meth:`LearningLossModel.score_step` can return.
 SCORE_OUTPUTS = ('pred_loss', 'features', 'target_loss', 'posteriors', 'boxes', 'proposals',
-                 'heatmaps', 'images', 'predictions', 'grad_embedding')
+                 'heatmaps', 'images', 'predictions', 'grad_embedding', 'box_features',
+                 'gt_boxes', 'gt_labels')
 #: The task-normalised outputs a task wrapper computes (:meth:`task_outputs`).
-TASK_OUTPUTS = frozenset({'posteriors', 'boxes', 'proposals', 'heatmaps', 'grad_embedding'})
+TASK_OUTPUTS = frozenset({'posteriors', 'boxes', 'proposals', 'heatmaps', 'grad_embedding',
+                          'box_features', 'gt_boxes', 'gt_labels'})
+#: Outputs read from the samples' labels: a set scored for one is loaded with its labels.
+LABEL_OUTPUTS = frozenset({'target_loss', 'gt_boxes', 'gt_labels'})
 
 
 class UnsupportedScoreOutputError(ValueError):
@@ -190,6 +194,13 @@ class LearningLossModel(BaseModel):
                   weights, flattened; closed form, computed in this
                   forward without autograd. What the loss and the layer
                   are is the task wrapper's (see its ``task_outputs``).
+                - ``'box_features'`` (detection): per image, ``(N_i, C)``,
+                  row-aligned with ``posteriors``: the finest pyramid level
+                  averaged over each box (RoIAlign; see
+                  :mod:`mmal.models.detectors.box_outputs`);
+                - ``'gt_boxes'`` / ``'gt_labels'`` (detection, labeled
+                  batches only): per image the loaded ground truth,
+                  ``(M_i, 4)`` in network-input pixels and ``(M_i,)``.
             input_transform (callable, optional): Applied to the
                 preprocessed input batch before the network (noise,
                 flips: the views some strategies compare).

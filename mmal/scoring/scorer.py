@@ -15,6 +15,7 @@ from pathlib import Path
 from mmengine.config import Config
 
 from ..datasets import Pool, deterministic_pipeline, leaf_configs, scoring_config
+from ..models.learning_loss import LABEL_OUTPUTS
 from ..utils import ConfigError
 from .passes import ScorePass
 from .score_loop import MAIN
@@ -114,7 +115,12 @@ class Scorer:
         """Run ``passes`` over the given (sorted) pool positions.
 
         The outputs on rank 0 (every rank with ``every_rank``), None elsewhere.
+        A pass asking for an output read from the labels (``target_loss``;
+        ``gt_boxes``: a strategy measuring the model on the labeled set)
+        loads the set with them, as ``with_labels`` does.
         """
+        with_labels = with_labels or any(LABEL_OUTPUTS.intersection(p.outputs)
+                                         for p in passes.values())
         spill_mb = self.settings.spill_mb
         runner = self.make_runner(
             phase, self.loader_cfg(list(positions), with_labels),

@@ -11,6 +11,7 @@ from ..gradient_embeddings import dense_gradient_embeddings, final_cls_convs
 from ..heads import with_per_image_loss_head
 from ..learning_loss import LearningLossModel, UnsupportedScoreOutputError
 from ..replay import per_image_losses_by_slicing, recorded_calls, summed_losses
+from .box_outputs import ground_truth, level_stride, pooled_box_features
 from .candidates import (
     check_score_cfg,
     dense_candidates,
@@ -51,8 +52,11 @@ class LearningLossDetector(LearningLossModel):
     softmax head (SSD; YOLOX's objectness and class shares) or a sigmoid
     head (RetinaNet, FCOS: per-class probabilities, see ``posterior_kind``),
     and their last-layer gradient embedding under argmax pseudo-labels
-    (``grad_embedding``). Heads whose class scores are IoU estimates
-    (RTMDet's quality focal loss) refuse both, and YOLOX the embedding,
+    (``grad_embedding``), and each candidate's pooled features
+    (``box_features``, :mod:`~mmal.models.detectors.box_outputs`); on
+    labeled batches the loaded ground truth (``gt_boxes``, ``gt_labels``).
+    Heads whose class scores are IoU estimates (RTMDet's quality focal
+    loss) refuse the posteriors and the embedding, and YOLOX the embedding,
     naming why.
 
     Args:
@@ -64,7 +68,8 @@ class LearningLossDetector(LearningLossModel):
             confidence, default 0.05).
     """
 
-    task_output_names = frozenset({'posteriors', 'boxes', 'grad_embedding'})
+    task_output_names = frozenset({'posteriors', 'boxes', 'grad_embedding', 'box_features',
+                                   'gt_boxes', 'gt_labels'})
 
     @classmethod
     def output_refusals(cls, outputs, model_cfg: dict | None = None) -> dict[str, str]:
@@ -137,14 +142,18 @@ class LearningLossDetector(LearningLossModel):
 
     def task_outputs(self, inputs: Tensor, feats: tuple, data_samples: list,
                      wanted: frozenset) -> dict:
-        """``'posteriors'``, ``'boxes'`` and ``'grad_embedding'`` of the candidate boxes.
+        """``'posteriors'``, ``'boxes'``, ``'grad_embedding'`` and ``'box_features'`` of the
+        candidate boxes; ``'gt_boxes'`` and ``'gt_labels'`` of a labeled batch.
 
         ``'grad_embedding'`` ``(B, E)``: see
         :func:`~mmal.models.gradient_embeddings.dense_gradient_embeddings`;
         the same head pass gives the candidates and, through the recorded
         calls of the class-logit conv(s), the features under each of them.
+        ``'box_features'``: per image ``(N_i, C)``, the first map of
+        ``feats`` averaged over each candidate box
+        (:func:`~mmal.models.detectors.box_outputs.pooled_box_features`).
         """
-        unsupported = wanted - {'posteriors', 'boxes', 'grad_embedding'}
+        unsupported = wanted - self.task_output_names
         if unsupported:
             raise UnsupportedScoreOutputError(
                 f'{type(self.task_model).__name__} cannot give {sorted(unsupported)}: a '
@@ -155,21 +164,23 @@ class LearningLossDetector(LearningLossModel):
                                 ('grad_embedding', gradient_refusal(head))):
             if output in wanted and refusal:
                 raise UnsupportedScoreOutputError(f'{output!r}: {refusal}')
+        result = ground_truth(data_samples, wanted)
+        if not wanted & {'posteriors', 'boxes', 'grad_embedding', 'box_features'}:
+            return result
         img_shapes = [s.metainfo['img_shape'] for s in data_samples]
-        if 'grad_embedding' not in wanted:
-            posteriors, boxes = dense_candidates(head, head(feats), img_shapes,
-                                                 self.posterior_kind, self.score_cfg)
-            return {key: value for key, value in
-                    (('posteriors', posteriors), ('boxes', boxes)) if key in wanted}
-        with recorded_calls(final_cls_convs(head)) as calls:
+        with recorded_calls(final_cls_convs(head) if 'grad_embedding' in wanted else []) \
+                as calls:
             outs = head(feats)
         posteriors, boxes, rows = dense_candidates(head, outs, img_shapes, self.posterior_kind,
                                                    self.score_cfg, return_rows=True)
-        embedding = dense_gradient_embeddings(head, outs[0], calls, posteriors, rows,
-                                              self.posterior_kind)
-        return {key: value for key, value in
-                (('posteriors', posteriors), ('boxes', boxes), ('grad_embedding', embedding))
-                if key in wanted}
+        result.update(posteriors=posteriors, boxes=boxes)
+        if 'grad_embedding' in wanted:
+            result['grad_embedding'] = dense_gradient_embeddings(
+                head, outs[0], calls, posteriors, rows, self.posterior_kind)
+        if 'box_features' in wanted:
+            result['box_features'] = pooled_box_features(
+                feats[0], boxes, level_stride(head.prior_generator, 0))
+        return {key: value for key, value in result.items() if key in wanted}
 
     def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list) -> list:
         head = self.task_model.bbox_head

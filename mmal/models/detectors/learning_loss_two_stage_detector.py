@@ -21,10 +21,12 @@ from ..replay import (
     summed_losses,
     total_loss,
 )
+from .box_outputs import ground_truth, pooled_box_features
 from .candidates import check_score_cfg
 
 #: What :meth:`LearningLossTwoStageDetector.task_outputs` can return.
-TASK_OUTPUTS = frozenset({'posteriors', 'boxes', 'proposals', 'grad_embedding'})
+TASK_OUTPUTS = frozenset({'posteriors', 'boxes', 'proposals', 'grad_embedding', 'box_features',
+                          'gt_boxes', 'gt_labels'})
 
 
 @MODELS.register_module()
@@ -76,7 +78,10 @@ class LearningLossTwoStageDetector(LearningLossModel):
     the refined box of each RoI for its top foreground class and the RPN
     proposal it came from, all in network-input pixels; and the gradient
     embedding of the box head's class layer under argmax pseudo-labels
-    (``grad_embedding``, see :func:`roi_gradient_embeddings`).
+    (``grad_embedding``, see :func:`roi_gradient_embeddings`); each refined
+    box's pooled features (``box_features``,
+    :mod:`~mmal.models.detectors.box_outputs`); on labeled batches the
+    loaded ground truth (``gt_boxes``, ``gt_labels``).
     """
 
     posterior_kind = 'softmax'
@@ -184,7 +189,8 @@ class LearningLossTwoStageDetector(LearningLossModel):
             feats (tuple): The output of ``task_model.extract_feat``.
             data_samples (list): The batch's data samples (no labels needed).
             wanted (frozenset): Any of ``'posteriors'``, ``'boxes'``,
-                ``'proposals'`` and ``'grad_embedding'``.
+                ``'proposals'``, ``'grad_embedding'``, ``'box_features'``,
+                ``'gt_boxes'`` and ``'gt_labels'``.
 
         Returns:
             dict: For each wanted key a list with one tensor per image, the
@@ -196,14 +202,19 @@ class LearningLossTwoStageDetector(LearningLossModel):
             ``grad_embedding`` is one ``(B, (C + 1) * D)`` tensor over those
             same RoIs (:func:`roi_gradient_embeddings`); the box head's pass
             that gives the posteriors records its class layer's input.
+            ``box_features`` ``(N_i, C)``: the first map of ``feats``
+            averaged over each refined box (:func:`pooled_box_features`).
+            ``gt_boxes`` / ``gt_labels``: the batch's loaded ground truth.
         """
         unsupported = set(wanted) - TASK_OUTPUTS
         if unsupported:
             raise UnsupportedScoreOutputError(
                 f'{type(self.task_model).__name__} cannot give {sorted(unsupported)}; a '
                 f'two-stage detector gives {sorted(TASK_OUTPUTS)}')
+        gt = ground_truth(data_samples, wanted)
+        wanted = wanted - set(gt)
         if not wanted:
-            return {}
+            return gt
         roi_head = self.task_model.roi_head
         bbox_head = roi_head.bbox_head
         if not isinstance(bbox_head, BBoxHead):
@@ -220,6 +231,8 @@ class LearningLossTwoStageDetector(LearningLossModel):
         proposals = [get_box_tensor(res.bboxes) for res in rpn_results]
         num_classes = bbox_head.num_classes
         result: dict = {key: [] for key in wanted if key != 'grad_embedding'}
+        result.update(gt)
+        refined = []
         kept_posteriors, kept_rows = [], []
         for res, props in zip(raw, proposals):
             scores = res.scores
@@ -230,12 +243,16 @@ class LearningLossTwoStageDetector(LearningLossModel):
             kept_rows.append(keep)
             if 'posteriors' in wanted:
                 result['posteriors'].append(scores[keep])
-            if 'boxes' in wanted:
-                boxes = get_box_tensor(res.bboxes).reshape(len(scores), -1, 4)
-                cls = label[keep] if boxes.shape[1] > 1 else torch.zeros_like(keep)
-                result['boxes'].append(boxes[keep, cls])
+            boxes = get_box_tensor(res.bboxes).reshape(len(scores), -1, 4)
+            cls = label[keep] if boxes.shape[1] > 1 else torch.zeros_like(keep)
+            refined.append(boxes[keep, cls])
             if 'proposals' in wanted:
                 result['proposals'].append(props[keep])
+        if 'boxes' in wanted:
+            result['boxes'] = refined
+        if 'box_features' in wanted:
+            stride = roi_head.bbox_roi_extractor.featmap_strides[0]
+            result['box_features'] = pooled_box_features(feats[0], refined, stride)
         if 'grad_embedding' in wanted:
             result['grad_embedding'] = roi_gradient_embeddings(
                 bbox_head, calls, kept_posteriors, kept_rows, [len(p) for p in proposals])
