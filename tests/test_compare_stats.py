@@ -23,8 +23,10 @@ def test_normalised_auc_is_the_curves_average_level():
     # uneven steps: trapezoids weighted by their width
     assert normalised_auc([0, 100, 400], [0.0, 1.0, 1.0]) == pytest.approx((50 + 300) / 400)
     assert normalised_auc([100], [0.3]) == pytest.approx(0.3)
-    with pytest.raises(ValueError, match='increase'):
+    with pytest.raises(ValueError, match='must not decrease'):
         normalised_auc([200, 100], [0.1, 0.2])
+    # a cycle whose picks cost nothing in the unit (empty images in boxes): no width
+    assert normalised_auc([0, 100, 100], [0.0, 1.0, 0.5]) == pytest.approx(0.5)
 
 
 def test_labels_to_reach_interpolates_and_says_not_reached():

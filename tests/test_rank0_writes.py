@@ -37,6 +37,7 @@ def _each_rank(rank: int, folder: str) -> None:
     outcomes = {}
     experiment = types.SimpleNamespace(
         work_dir=blocked / 'work', strategy_name='RandomStrategy',
+        cost=types.SimpleNamespace(unit='images'),
         state=types.SimpleNamespace(cycles=[dict(cycle=0, num_labeled=4, metrics={'mAP': 0.5},
                                                  timings={})]))
     outcomes['reports'] = _outcome(lambda: ActiveLearningExperiment._write_reports(experiment))

@@ -10,7 +10,8 @@ resuming stopped ones and reusing finished ones; cycle 0 is trained once per
 seed (DIR/_shared/seed<k>/; per active_learning.initial_strategy when one
 chooses the initial set) and referenced by every strategy. Then writes
 and prints the comparison: DIR/compare.{csv,json,md,png} (mean ± std per
-cycle, normalised AUC, labels needed to reach the baseline's final mean,
+cycle, normalised AUC, labels needed to reach the baseline's final mean (and
+the cost in active_learning.cost's unit, or --cost's),
 paired differences from the baseline with bootstrap confidence intervals,
 ranking accuracy per cycle).
 """
@@ -43,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help='the strategy name the others are compared with')
     parser.add_argument('--metric', help='summary metric, as the runs record it (default: '
                         'mAP for detection, PCKh for pose)')
+    parser.add_argument('--cost', choices=('images', 'boxes', 'seconds'),
+                        help='the unit of the curves and of the cost to reach the baseline '
+                        '(default: the unit the baseline spent its budgets in, '
+                        'active_learning.cost); the figures are also given in images')
     parser.add_argument('--amp', action='store_true', help='every run: ' + cli.AMP_HELP)
     cli.add_cfg_options(parser, help='override config settings for every run')
     parser.add_argument('--jobs', type=int, default=1,
@@ -154,7 +159,7 @@ def report(work_dir: Path, args: argparse.Namespace) -> None:
     runs = collect_runs([work_dir, *map(Path, args.merge or [])])
     if not runs:
         raise ValueError(f'no run with an evaluated cycle under {work_dir}')
-    result = compare(runs, baseline=args.baseline, metric=args.metric)
+    result = compare(runs, baseline=args.baseline, metric=args.metric, unit=args.cost)
     paths = write_all(result, work_dir)
     print(to_markdown(result))
     print('written: ' + ', '.join(str(p) for p in paths.values()))

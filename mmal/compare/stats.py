@@ -18,7 +18,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
 
 
 def normalised_auc(labeled: Sequence[float], metric: Sequence[float]) -> float:
-    """Area under the curve (trapezoids) divided by its labeled-sample range.
+    """Area under the curve (trapezoids) divided by its labeled range (samples or cost).
 
     The result is in the metric's own units: the curve's average level over
     the budget, so 0.5 means "as good as a flat 0.5 everywhere". A single
@@ -29,10 +29,12 @@ def normalised_auc(labeled: Sequence[float], metric: Sequence[float]) -> float:
     if x.shape != y.shape or x.ndim != 1 or len(x) == 0:
         raise ValueError(f'labeled {x.shape} and metric {y.shape} must be non-empty vectors '
                          'of one length')
-    if np.any(np.diff(x) <= 0):
-        raise ValueError(f'labeled sample counts must increase, got {x.tolist()}')
-    if len(x) == 1:
-        return float(y[0])
+    # Equal neighbours are allowed: a cycle whose picks cost nothing in the unit
+    # (empty images counted in boxes) adds a zero-width step.
+    if np.any(np.diff(x) < 0):
+        raise ValueError(f'labeled costs must not decrease, got {x.tolist()}')
+    if len(x) == 1 or x[-1] == x[0]:
+        return float(y.mean())
     return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
 
 

@@ -68,12 +68,17 @@ class Pool:
         bad_labels (list[LabelProblem]): The labels that would break
             training (:mod:`mmal.datasets.label_checks`), found while the
             pool was read.
+        marks (list[int]): Per sample, what its labels took to make: the
+            boxes of an image (difficult ones too: someone drew them), the
+            labeled joints of a person; 0 while unlabeled. What
+            ``active_learning.cost`` counts (:mod:`mmal.loop.cost`).
     """
 
     ids: list[str]
     leaf_sizes: list[int]
     has_labels: list[bool] = field(default_factory=list)
     bad_labels: list[LabelProblem] = field(default_factory=list)
+    marks: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -99,16 +104,18 @@ def build_pool(dataset_cfg: dict, label_tolerance: float = DEFAULT_TOLERANCE) ->
     ids: list[str] = []
     sizes = [0] * len(leaf_configs(dataset_cfg))
     has_labels: list[bool] = []
+    marks: list[int] = []
 
-    def infos():  # one pass over the dataset: ids, labeled flags and the label check
+    def infos():  # one pass over the dataset: ids, labeled flags, marks and the label check
         for leaf_index, sample_id, info in iter_samples(dataset_cfg):
             ids.append(sample_id)
             has_labels.append(_has_labels(info))
+            marks.append(_num_marks(info) if has_labels[-1] else 0)
             sizes[leaf_index] += 1
             if has_labels[-1]:  # an unlabeled sample (people label it later) has none to check
                 yield info
     bad = scan_dataset(infos(), image_size, label_tolerance)
-    return Pool(ids=ids, leaf_sizes=sizes, has_labels=has_labels, bad_labels=bad)
+    return Pool(ids=ids, leaf_sizes=sizes, has_labels=has_labels, bad_labels=bad, marks=marks)
 
 
 def find_bad_labels(dataset_cfg: dict, label_tolerance: float = DEFAULT_TOLERANCE
@@ -166,6 +173,13 @@ def _has_labels(info: dict) -> bool:
     if 'keypoints_visible' in info:  # top-down pose: a person with no joint is unlabeled
         return bool(np.any(np.asarray(info['keypoints_visible']) > 0))
     return True
+
+
+def _num_marks(info: dict) -> int:
+    """The boxes of a detection sample, the labeled joints of a pose sample."""
+    if 'keypoints_visible' in info:
+        return int(np.count_nonzero(np.asarray(info['keypoints_visible']) > 0))
+    return len(info.get('instances') or [])
 
 
 def subset_config(dataset_cfg: dict, pool: Pool, positions: Sequence[int]) -> dict:

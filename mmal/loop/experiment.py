@@ -32,7 +32,7 @@ from ..strategies import build_strategy
 from ..utils import ConfigError
 from ..utils.config import task_of
 from ..utils.dist import broadcast_from_rank0, on_rank0
-from . import reporting, stopping
+from . import cost, reporting, stopping
 from .checks import (
     check_disjoint,
     check_experiment_config,
@@ -104,6 +104,7 @@ class ActiveLearningExperiment:
         self.initial_strategy = self._build_initial_strategy(cfg)
         check_experiment_config(cfg)
         self.stopping = stopping.StoppingSettings.from_dict(self.settings.stopping)
+        self.cost = cost.AnnotationCost.from_config(self.settings.cost, self.task)
         self.ranking = RankingEvaluation(self.settings.ranking_eval_size,
                                          self.settings.ranking_references, self.task
                                          ) if self.settings.ranking_eval_size else None
@@ -166,14 +167,15 @@ class ActiveLearningExperiment:
             f' chosen by {s.initial_strategy["type"]}')
         self._log(f'{self.task} experiment, strategy {self.strategy_name}: pool '
                   f'{len(self.pool)}, initial {initial}, '
-                  f'K={s.budget_per_cycle}, {s.num_cycles} cycles, candidates '
+                  f'budget {s.budget_per_cycle} {self.cost.unit} per cycle, '
+                  f'{s.num_cycles} cycles, candidates '
                   f'{s.candidate_pool}, model_init={s.model_init}, work dir {self.work_dir}')
         for c in range(s.num_cycles):
             entry = self.state.cycle(c)
             if entry is None:
                 labeled, how = self._labeled_set(c)
                 check_same_labeled_set_on_every_rank(c, labeled)
-                entry = self.state.start_cycle(c, labeled, **how)
+                entry = self.state.start_cycle(c, labeled, cost=self._cost_of(labeled), **how)
             check_disjoint(entry)
             if 'failure' in entry:
                 self._retry(c)
@@ -191,7 +193,8 @@ class ActiveLearningExperiment:
                 self._log(self.waiting)
                 return self.state
         self.state.finish()
-        self._log('\n' + reporting.summary_table(self.state.cycles, self.strategy_name))
+        self._log('\n' + reporting.summary_table(self.state.cycles, self.strategy_name,
+                                                  self.cost.unit))
         self._log(f'outputs: {self.work_dir / reporting.METRICS_FILE}, '
                   f'{self.work_dir / reporting.CURVE_FILE}, {self.state.path}')
         return self.state
@@ -311,10 +314,14 @@ class ActiveLearningExperiment:
         labeled, candidates = self._candidates(c, entry, previous, rng)
         start = time.perf_counter()
         picked, scores = self._pick(f'cycle {c}', scorer, self.strategy, candidates, labeled,
-                                    self.settings.budget_per_cycle, rng, self._cycle_dir(c))
+                                    self._picks_to_request(entry, len(candidates)), rng,
+                                    self._cycle_dir(c))
+        picked = self._spend_budget(c, picked)
         timings = dict(entry['timings'], score_s=elapsed(start))
         picked, fields = self.oracle.ask(c, picked, previous, self._cycle_dir(c),
                                          scorer.predictions)
+        if self.oracle.knows_labels:
+            fields['selected_cost'] = self._cost_of([p['id'] for p in picked])
         if self.ranking is not None and self.oracle.knows_labels:
             start = time.perf_counter()
             fields['ranking_accuracy'] = self._ranking_accuracy(c, scorer, candidates, scores)
@@ -326,6 +333,31 @@ class ActiveLearningExperiment:
         self.state.mark(c, 'selected', selected=picked, num_candidates=int(len(candidates)),
                         timings=timings, **fields)
         self._write_reports()
+
+    def _picks_to_request(self, entry: dict, num_candidates: int) -> int:
+        """K in images; for a budget in boxes or seconds, enough picks to spend it."""
+        budget = self.settings.budget_per_cycle
+        if self.cost.unit == 'images':
+            return budget
+        marks = [self.pool.marks[self.position[i]] for i in entry['labeled']]
+        return cost.picks_to_request(budget, self.cost.in_unit(marks), num_candidates)
+
+    def _spend_budget(self, c: int, picked: list[dict]) -> list[dict]:
+        """The picks the budget labels, best first (all of them when it is in images)."""
+        if self.cost.unit == 'images':
+            return picked
+        budget = self.settings.budget_per_cycle
+        costs = self.cost.in_unit([self.pool.marks[self.position[p['id']]] for p in picked])
+        n = cost.spend(costs, budget)
+        spent = float(costs[:n].sum())
+        self._log(f'cycle {c}: the budget of {budget} {self.cost.unit} labels {n} of the '
+                  f'{len(picked)} picks ({spent:g} {self.cost.unit})'
+                  + ('' if spent >= budget else ': the picks ran out before the budget'))
+        return picked[:n]
+
+    def _cost_of(self, ids: list[str]) -> dict[str, float]:
+        """What labeling ``ids`` costs, in every unit (:mod:`.cost`)."""
+        return self.cost.total([self.pool.marks[self.position[i]] for i in ids])
 
     def _candidates(self, c: int, entry: dict, previous: dict | None,
                     rng: np.random.Generator) -> tuple[list[int], np.ndarray]:
@@ -414,7 +446,7 @@ class ActiveLearningExperiment:
     def _write_reports(self) -> None:
         """The metrics table and curve so far, on rank 0. Call it on every rank."""
         on_rank0(lambda: reporting.write_reports(self.work_dir, self.state.cycles,
-                                                 self.strategy_name))
+                                                 self.strategy_name, self.cost.unit))
 
     def _log_metrics(self, c: int, entry: dict, note: str = '') -> None:
         shown = ', '.join(f'{k}={v:.4f}' for k, v in entry['metrics'].items())

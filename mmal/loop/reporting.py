@@ -3,6 +3,7 @@ import csv
 import io
 from pathlib import Path
 
+from .cost import labeled_cost
 from .state import atomic_write_text
 
 METRICS_FILE = 'al_metrics.csv'
@@ -40,10 +41,18 @@ def stop_columns(cycle: dict) -> dict:
     return dict(stop_agreement=cycle['stop_agreement'], stop_here=int(cycle['stop_here']))
 
 
-def write_reports(work_dir: Path, cycles: list[dict], strategy: str) -> None:
-    """``al_metrics.csv`` and ``al_curve.png`` of the cycles so far."""
+def write_reports(work_dir: Path, cycles: list[dict], strategy: str,
+                  unit: str = 'images') -> None:
+    """``al_metrics.csv`` and ``al_curve.png`` of the cycles so far (``unit``: the
+    curve's x axis, the budget's unit)."""
     write_metrics_csv(work_dir, cycles, strategy)
-    write_curve(work_dir, cycles, strategy)
+    write_curve(work_dir, cycles, strategy, unit)
+
+
+def cost_columns(cycle: dict) -> dict:
+    """A cycle's labeled set in boxes and seconds (:mod:`.cost`), when recorded."""
+    return {f'labeled_{unit}': value for unit, value in (cycle.get('cost') or {}).items()
+            if unit != 'images'}
 
 
 def write_metrics_csv(work_dir: Path, cycles: list[dict], strategy: str) -> Path:
@@ -51,14 +60,15 @@ def write_metrics_csv(work_dir: Path, cycles: list[dict], strategy: str) -> Path
     rows = evaluated_cycles(cycles)
     keys: list[str] = []
     for row in rows:
-        keys.extend(k for k in [*row['metrics'], *ranking_columns(row), *stop_columns(row)]
-                    if k not in keys)
+        keys.extend(k for k in [*cost_columns(row), *row['metrics'], *ranking_columns(row),
+                                *stop_columns(row)] if k not in keys)
     times = ['train_s', 'eval_s', 'score_s', 'ranking_eval_s', 'stop_signal_s']
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(['cycle', 'num_labeled', 'strategy', *keys, *times])
     for row in rows:
-        values = {**row['metrics'], **ranking_columns(row), **stop_columns(row)}
+        values = {**cost_columns(row), **row['metrics'], **ranking_columns(row),
+                  **stop_columns(row)}
         writer.writerow([row['cycle'], row['num_labeled'], strategy,
                          *(values.get(k, '') for k in keys),
                          *(row['timings'].get(k, '') for k in times)])
@@ -67,11 +77,16 @@ def write_metrics_csv(work_dir: Path, cycles: list[dict], strategy: str) -> Path
     return path
 
 
-def write_curve(work_dir: Path, cycles: list[dict], strategy: str) -> Path | None:
-    """Plot the primary metric against the number of labeled samples."""
+def write_curve(work_dir: Path, cycles: list[dict], strategy: str,
+                unit: str = 'images') -> Path | None:
+    """Plot the primary metric against the labeled set's cost in ``unit``."""
     rows = evaluated_cycles(cycles)
     if not rows:
         return None
+    if any(labeled_cost(r, unit) is None for r in rows):
+        unit = 'images'  # a record from before costs were counted
+    x = {r['cycle']: labeled_cost(r, unit) for r in rows}
+    xlabel = 'labeled samples' if unit == 'images' else f'labeled set, {unit}'
     key = primary_metric(rows[0]['metrics'])
     if key is None:
         return None
@@ -79,13 +94,13 @@ def write_curve(work_dir: Path, cycles: list[dict], strategy: str) -> Path | Non
     matplotlib.use('Agg')
     from matplotlib import pyplot as plt
     fig, (ax, rank_ax) = plt.subplots(1, 2, figsize=(10, 3.5), dpi=120)
-    ax.plot([r['num_labeled'] for r in rows], [r['metrics'].get(key) for r in rows],
+    ax.plot([x[r['cycle']] for r in rows], [r['metrics'].get(key) for r in rows],
             marker='o', label=strategy)
-    stops = [r['num_labeled'] for r in rows if r.get('stop_here')]
+    stops = [x[r['cycle']] for r in rows if r.get('stop_here')]
     if stops:  # the first cycle whose model the stopping signal calls stable
         ax.axvline(stops[0], color='grey', linestyle='--', linewidth=0.8,
                    label='stop here (stable predictions)')
-    ax.set_xlabel('labeled samples')
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(key)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -93,11 +108,11 @@ def write_curve(work_dir: Path, cycles: list[dict], strategy: str) -> Path | Non
     ranked = [r for r in rows if ranking_columns(r)]
     for name in dict.fromkeys(k for r in ranked for k in ranking_columns(r)):
         label = name.split('/', 1)[1]
-        rank_ax.plot([r['num_labeled'] for r in ranked],
+        rank_ax.plot([x[r['cycle']] for r in ranked],
                      [ranking_columns(r).get(name, float('nan')) for r in ranked], marker='o',
                      label=f'{strategy} (selection)' if label == 'strategy' else label)
     rank_ax.axhline(0.5, color='grey', linewidth=0.8)
-    rank_ax.set_xlabel('labeled samples (model that scored)')
+    rank_ax.set_xlabel(f'{xlabel} (model that scored)')
     rank_ax.set_ylabel('ranking accuracy vs true loss')
     rank_ax.grid(alpha=0.3)
     if ranked:
@@ -116,17 +131,20 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def summary_table(cycles: list[dict], strategy: str) -> str:
-    """A plain-text table of the evaluated cycles."""
+def summary_table(cycles: list[dict], strategy: str, unit: str = 'images') -> str:
+    """A plain-text table of the evaluated cycles (``unit``: a cost column besides the
+    labeled count, when not images)."""
     rows = evaluated_cycles(cycles)
     if not rows:
         return '(no evaluated cycle)'
+    shown = [] if unit == 'images' else [unit]
     # The plotted metric first (MpiiPCKAccuracy lists per-joint PCKh before `PCK`).
     primary = primary_metric(rows[0]['metrics'])
     keys = [primary, *(k for k in rows[0]['metrics'] if k != primary)][:4]
-    header = ['cycle', 'labeled', 'strategy', *keys, 'rank acc', 'agreement', 'train s',
-              'eval s', 'score s']
-    body = [[str(r['cycle']), str(r['num_labeled']), strategy,
+    header = ['cycle', 'labeled', *shown, 'strategy', *keys, 'rank acc', 'agreement',
+              'train s', 'eval s', 'score s']
+    body = [[str(r['cycle']), str(r['num_labeled']),
+             *(f'{labeled_cost(r, u) or 0:g}' for u in shown), strategy,
              *(f'{r["metrics"].get(k, float("nan")):.4f}' for k in keys),
              _ranking_cell(r), _stop_cell(r),
              *(f'{r["timings"].get(t, 0):.0f}' for t in ('train_s', 'eval_s', 'score_s'))]

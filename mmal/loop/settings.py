@@ -6,6 +6,7 @@ from ..datasets.label_checks import ACTIONS as BAD_LABEL_ACTIONS
 from ..datasets.label_checks import DEFAULT_TOLERANCE
 from ..scoring import ScoringSettings
 from ..utils import ConfigError
+from .cost import AnnotationCost
 
 MODEL_INITS = ('reset', 'continue')
 ORACLES = ('dataset', 'human')
@@ -26,8 +27,16 @@ class ActiveLearningSettings:
             cycle 0, and picks ``initial_size``. A pretrained backbone's
             features are then meaningful; a model trained from scratch
             gives random features and a choice close to random.
-        budget_per_cycle (int): K, samples sent to the oracle after each
-            cycle but the last.
+        budget_per_cycle (int | float): What the oracle labels after each
+            cycle but the last, in the unit of ``cost``: K samples (images),
+            or a number of boxes or seconds (then the strategy's picks are
+            labeled best first until it is spent, see :mod:`mmal.loop.cost`).
+        cost (str | dict): The unit of budgets and curves: ``'images'``
+            (persons for pose), ``'boxes'`` (joints for pose) or
+            ``'seconds'``, or a dict with ``unit`` and the seconds model's
+            ``per_image``, ``per_box``, ``per_verification``
+            (:class:`mmal.loop.cost.AnnotationCost`). Every cycle records
+            its labeled set's cost in all three units.
         num_cycles (int): Train/evaluate cycles. The labeled set grows
             ``num_cycles - 1`` times.
         candidate_pool (int | str): Size of the random subset of the
@@ -82,7 +91,7 @@ class ActiveLearningSettings:
             rounding by that check.
     """
 
-    budget_per_cycle: int
+    budget_per_cycle: int | float
     num_cycles: int
     initial_size: int | None = None
     initial_strategy: str | dict = 'random'
@@ -102,6 +111,7 @@ class ActiveLearningSettings:
     score_spill_mb: int | None = 1024
     bad_labels: str = 'refuse'
     label_tolerance: float = DEFAULT_TOLERANCE
+    cost: str | dict = 'images'
 
     @classmethod
     def from_config(cls, section: dict | None) -> 'ActiveLearningSettings':
@@ -126,7 +136,7 @@ class ActiveLearningSettings:
         missing = [k for k in required if k not in section]
         if missing:
             raise ConfigError(f'active_learning is missing {missing}')
-        for key in ('strategy', 'annotation', 'initial_strategy'):
+        for key in ('strategy', 'annotation', 'initial_strategy', 'cost'):
             if isinstance(section.get(key), dict):
                 section[key] = dict(section[key])
         settings = cls(**section)
@@ -142,10 +152,21 @@ class ActiveLearningSettings:
                               "with oracle='human': cycle 0 trains on the samples labeled on "
                               'disk. Remove it (e.g. --cfg-options active_learning.'
                               'initial_size=None)')
+        unit = AnnotationCost.from_config(self.cost).unit
         for key in keys:
             value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if key == 'budget_per_cycle' and unit != 'images':
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                    raise ConfigError(f'active_learning.budget_per_cycle={value!r} must be a '
+                                      f'number of {unit} > 0')
+            elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f'active_learning.{key}={value!r} must be an integer >= 1')
+        if unit != 'images' and self.oracle == 'human':
+            raise ConfigError(
+                f'active_learning.cost={self.cost!r} with oracle=\'human\': a budget in {unit} '
+                'is spent by what each pick costs, which is known only once people have '
+                "labeled it. Budget in images (cost='images', the default); the record still "
+                'counts the boxes and seconds of what they label')
         if not isinstance(self.ranking_eval_size, int) or self.ranking_eval_size < 0:
             raise ConfigError(f'active_learning.ranking_eval_size={self.ranking_eval_size!r} '
                               'must be an integer >= 0 (0 turns the ranking evaluation off)')
@@ -208,7 +229,8 @@ class ActiveLearningSettings:
                               'lists unlabeled samples too (PartiallyLabeledVOCDataset, '
                               'PartiallyLabeledMpiiDataset, PartiallyLabeledCocoDataset, '
                               'PartiallyLabeledCocoPoseDataset)')
-        needed = initial + (self.num_cycles - 1) * self.budget_per_cycle
+        in_images = self.budget_unit == 'images'
+        needed = initial + (self.num_cycles - 1) * self.budget_per_cycle * in_images
         if needed > pool_size:
             raise ConfigError(
                 f'impossible plan: initial_size ({initial}) + (num_cycles - 1) '
@@ -221,11 +243,16 @@ class ActiveLearningSettings:
                 f'active_learning.initial_size ({initial}) > candidate_pool '
                 f'({self.candidate_pool}): initial_strategy picks the initial set from the '
                 'candidates. Raise candidate_pool (or set it to \'all\') or lower initial_size')
-        if self.candidate_pool != 'all' and self.budget_per_cycle > self.candidate_pool:
+        if (in_images and self.candidate_pool != 'all'
+                and self.budget_per_cycle > self.candidate_pool):
             raise ConfigError(
                 f'active_learning.budget_per_cycle ({self.budget_per_cycle}) > '
                 f'candidate_pool ({self.candidate_pool}): cannot pick K samples from fewer '
                 'candidates. Raise candidate_pool or lower budget_per_cycle')
+
+    @property
+    def budget_unit(self) -> str:
+        return AnnotationCost.from_config(self.cost).unit
 
     def to_dict(self) -> dict:
         return asdict(self)
