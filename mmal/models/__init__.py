@@ -7,6 +7,7 @@ from .heads import (
     PerImageLossSSDHead,
     PerImageLossYOLOXHead,
 )
+from .ignore_regions import with_ignore_regions
 from .learning_loss import LearningLossModel
 from .loss_prediction import LossPredictionModule
 from .pose import CompactHourglassNet, LearningLossPoseEstimator
@@ -18,5 +19,5 @@ __all__ = [
     'LearningLossModel', 'LearningLossPoseEstimator', 'LearningLossTwoStageDetector',
     'LossPredictionLoss', 'LossPredictionModule', 'PerImageLossRTMDetHead',
     'PerImageLossRTMDetSepBNHead', 'PerImageLossSSDHead', 'PerImageLossYOLOXHead',
-    'ranking_accuracy'
+    'ranking_accuracy', 'with_ignore_regions'
 ]
