@@ -1,4 +1,5 @@
 """Data generators in the real on-disk formats, and the pool / subset helpers."""
+from .box_labels import LoadBoxLevelLabels, with_box_level_labels
 from .dataset_configs import check_data_paths, walk_dataset_configs
 from .mpii_format import (
     MPII_JOINTS,
@@ -31,7 +32,7 @@ from .pool import (
 from .voc_generator import SYNTHETIC_VOC_CLASSES, VOCSceneConfig, generate_voc_dataset
 
 __all__ = [
-    'check_data_paths', 'walk_dataset_configs',
+    'LoadBoxLevelLabels', 'check_data_paths', 'walk_dataset_configs', 'with_box_level_labels',
     'COCOFileError', 'LABELED_KEY', 'PartiallyLabeledCocoDataset',
     'PartiallyLabeledCocoPoseDataset',
     'MPII_JOINTS', 'MPIIAnnotationError', 'MPIISceneConfig', 'PartiallyLabeledMpiiDataset',
