@@ -27,7 +27,8 @@ DETECTION = [dict(type='RandomStrategy'), dict(type='LearningLossStrategy'),
              dict(type='OracleLossStrategy', diagnostic=True),
              dict(type='QueryByCommitteeStrategy', members=3),
              dict(type='VAALStrategy', iterations=20),
-             dict(type='BadgeStrategy'), dict(type='ExpectedGradientLengthStrategy')]
+             dict(type='BadgeStrategy'), dict(type='ExpectedGradientLengthStrategy'),
+             dict(type='PPALStrategy')]
 POSE = [dict(type='LearningLossStrategy'),
         dict(type='LeastConfidenceStrategy', aggregation='mean'),
         dict(type='EntropyStrategy'), dict(type='CoreSetStrategy'),
@@ -62,6 +63,7 @@ def small_cfg(config: Path, strategy: dict, data_root: Path, task: str):
 
 def run_version(out: Path, data: Path) -> None:
     """In a child process whose sys.path starts with the version's tree."""
+    import mmal.strategies  # noqa: F401 (registers every strategy)
     from mmal.datasets import (
         MPIISceneConfig,
         VOCSceneConfig,
@@ -69,6 +71,7 @@ def run_version(out: Path, data: Path) -> None:
         generate_voc_dataset,
     )
     from mmal.loop import ActiveLearningExperiment
+    from mmal.registry import STRATEGIES
     roots = dict(det=data / 'VOCdevkit', pose=data / 'mpii')
     if not roots['det'].exists():
         generate_voc_dataset(roots['det'], VOCSceneConfig(num_trainval=48, num_test=16, seed=1))
@@ -77,6 +80,8 @@ def run_version(out: Path, data: Path) -> None:
     picks = {}
     for task, strategies in (('det', DETECTION), ('pose', POSE)):
         for strategy in strategies:
+            if strategy['type'] not in STRATEGIES.module_dict:
+                continue  # newer than this version: listed as such in the comparison
             name = f'{task}_{strategy["type"]}'
             if name in picks:  # a second setting of one strategy: name what differs
                 name += '_' + '_'.join(f'{k}={v}' for k, v in strategy.items() if k != 'type')
@@ -121,6 +126,8 @@ def main() -> None:
         diff = max(abs(a - b) for (_, a), (_, b) in zip(old, new)) if new else float('nan')
         rows.append(dict(run=name, same_picks=same, max_score_difference=diff))
         print(f'{name:45s} same picks: {same}  max score difference: {diff:.3g}')
+    for name in sorted(set(results['current']) - set(results['baseline'])):
+        print(f'{name:45s} not in the baseline: nothing to compare')
     (out / 'comparison.json').write_text(json.dumps(dict(baseline=args.baseline, rows=rows),
                                                     indent=1))
     print('all the same' if all(r['same_picks'] for r in rows) else 'PICKS DIFFER')
