@@ -115,3 +115,19 @@ def test_each_cycle_reports_its_agreement_with_the_last(tiny_cfg, tmp_path):
     assert rows[0]['stop_agreement'] == '' and float(rows[1]['stop_agreement']) == \
         pytest.approx(cycles[1]['stop_agreement'])
     assert rows[1]['stop_here'] == '1'
+    # The predicted-loss trend over the same stop set: a mean per cycle, the change after
+    # the first, equal to the mean of what LL's scores on those samples would give.
+    losses = [c['stop_pred_loss'] for c in cycles[:2]]
+    assert all(v > 0 for v in losses) and cycles[0]['stop_pred_loss_change'] is None
+    assert cycles[1]['stop_pred_loss_change'] == pytest.approx((losses[1] - losses[0])
+                                                               / losses[0])
+    assert float(rows[1]['stop_pred_loss']) == pytest.approx(losses[1])
+
+
+def test_the_predicted_loss_trend_on_hand_made_losses():
+    from mmal.loop.stopping import pred_loss_trend
+    assert pred_loss_trend(None, 1.0) == {}
+    assert pred_loss_trend([1.0, 3.0], None) == dict(stop_pred_loss=2.0,
+                                                     stop_pred_loss_change=None)
+    trend = pred_loss_trend([1.0, 2.0], 2.0)
+    assert trend['stop_pred_loss'] == 1.5 and trend['stop_pred_loss_change'] == -0.25

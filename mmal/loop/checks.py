@@ -53,20 +53,27 @@ def check_labels(cfg: Config, settings: ActiveLearningSettings, pool: Pool, log)
            'boxes still empty are left out'))
 
 
-def check_model_outputs(cfg: Config, strategy) -> None:
-    """Refuse, before any training, a strategy asking for outputs the model cannot give."""
+def model_refusals(cfg: Config, outputs: set[str]) -> dict[str, str] | None:
+    """``{output: why not}`` for the score outputs the config's model cannot give; None
+    when the model is not one of MMAL's scoring models (it gives none)."""
     model_type = (cfg.get('model') or {}).get('type')
     if not isinstance(model_type, str):
-        return
+        return None
     with MODELS.switch_scope_and_registry(cfg.get('default_scope')) as registry:
         model_cls = registry.get(model_type)
     if model_cls is None or not hasattr(model_cls, 'output_refusals'):
-        return
-    wanted = {out for passes in (strategy.candidate_passes(), strategy.labeled_passes())
-              for p in passes.values() for out in p.outputs}
+        return None
     # With the model's config, a wrapper also reads what its head gives (RTMDet's
     # quality scores are no posteriors), so the refusal comes before cycle 0 trains.
-    refusals = model_cls.output_refusals(wanted, cfg.model)
+    return model_cls.output_refusals(outputs, cfg.model)
+
+
+def check_model_outputs(cfg: Config, strategy) -> None:
+    """Refuse, before any training, a strategy asking for outputs the model cannot give."""
+    wanted = {out for passes in (strategy.candidate_passes(), strategy.labeled_passes())
+              for p in passes.values() for out in p.outputs}
+    refusals = model_refusals(cfg, wanted)
+    model_type = (cfg.get('model') or {}).get('type')
     if refusals:
         raise ConfigError(
             f'{type(strategy).__name__} needs the score outputs {sorted(refusals)}, which '

@@ -27,7 +27,7 @@ from mmengine.runner import Runner, find_latest_checkpoint
 
 from ..datasets import Pool, build_pool, subset_config
 from ..hooks import TrainingDivergedError
-from ..scoring import Scorer, ScoringSettings
+from ..scoring import MAIN, ScorePass, Scorer, ScoringSettings
 from ..strategies import build_strategy
 from ..utils import ConfigError
 from ..utils.config import task_of
@@ -40,6 +40,7 @@ from .checks import (
     check_model_outputs,
     check_same_experiment_on_every_rank,
     check_same_labeled_set_on_every_rank,
+    model_refusals,
 )
 from .oracle import build_oracle
 from .ranking import RankingEvaluation
@@ -104,6 +105,10 @@ class ActiveLearningExperiment:
         self.initial_strategy = self._build_initial_strategy(cfg)
         check_experiment_config(cfg)
         self.stopping = stopping.StoppingSettings.from_dict(self.settings.stopping)
+        # The stop set's mean predicted loss is part of the signal when the model has a
+        # loss-prediction module.
+        self.stop_set_outputs = ('predictions',) + (
+            ('pred_loss',) if model_refusals(cfg, {'pred_loss'}) == {} else ())
         self.cost = cost.AnnotationCost.from_config(self.settings.cost, self.task)
         self.ranking = RankingEvaluation(self.settings.ranking_eval_size,
                                          self.settings.ranking_references, self.task
@@ -390,25 +395,35 @@ class ActiveLearningExperiment:
         """Cycle ``c``'s model against cycle ``c - 1``'s on the stop set (:mod:`.stopping`)."""
         unlabeled = set(range(len(self.pool))) - {
             self.position[i] for i in self.state.cycle(0)['labeled']}
-        ids = [self.pool.ids[p] for p in stopping.stop_set(
-            sorted(unlabeled), self.stopping.stop_set_size, self.settings.seed)]
-        predictions = scorer.predictions(ids)  # a pass on every rank; rank 0 gets them
+        positions = stopping.stop_set(sorted(unlabeled), self.stopping.stop_set_size,
+                                      self.settings.seed)
+        ids = [self.pool.ids[p] for p in positions]
+        # a pass on every rank; rank 0 gets the outputs, in the stop set's (pool) order
+        outputs = scorer.score(positions, {MAIN: ScorePass(self.stop_set_outputs)},
+                               phase='stop_set')
 
         def compare() -> dict:
-            current = stopping.plain_predictions(predictions, self.task)
+            current = stopping.plain_predictions(outputs['predictions'], self.task)
             stopping.save_predictions(self._cycle_dir(c), ids, current)
+            result = stopping.pred_loss_trend(
+                outputs.get('pred_loss'), (self.state.cycle(c - 1) or {}).get('stop_pred_loss'))
             previous = stopping.load_predictions(self._cycle_dir(c - 1), ids) if c else None
             if previous is None:
-                return dict(stop_agreement=None, stop_here=False)
+                return dict(stop_agreement=None, stop_here=False, **result)
             value = stopping.agreement(previous, current, self.task, self.stopping)
             history = [self.state.cycle(k).get('stop_agreement') for k in range(1, c)]
             return dict(stop_agreement=value,
-                        stop_here=stopping.stop_here([*history, value], self.stopping))
+                        stop_here=stopping.stop_here([*history, value], self.stopping), **result)
         result = on_rank0(compare)
         if result['stop_agreement'] is not None:
             self._log(f'cycle {c}: stop-set agreement with cycle {c - 1}: '
                       f'{result["stop_agreement"]:.3f}' +
                       (' (stable: stop here)' if result['stop_here'] else ''))
+        if result.get('stop_pred_loss') is not None:
+            change = result.get('stop_pred_loss_change')
+            self._log(f'cycle {c}: mean predicted loss on the stop set '
+                      f'{result["stop_pred_loss"]:.4f}'
+                      + ('' if change is None else f' ({change:+.1%} since cycle {c - 1})'))
         return result
 
     def _ranking_accuracy(self, c: int, scorer: Scorer, candidates: np.ndarray,

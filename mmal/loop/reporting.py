@@ -35,10 +35,15 @@ def ranking_columns(cycle: dict) -> dict[str, float]:
 
 
 def stop_columns(cycle: dict) -> dict:
-    """A cycle's stopping signal (:mod:`.stopping`): agreement with the last model, stop here."""
-    if cycle.get('stop_agreement') is None:
-        return {}
-    return dict(stop_agreement=cycle['stop_agreement'], stop_here=int(cycle['stop_here']))
+    """A cycle's stopping signal (:mod:`.stopping`): agreement with the last model, stop
+    here, the stop set's mean predicted loss and its change."""
+    columns = {}
+    if cycle.get('stop_agreement') is not None:
+        columns.update(stop_agreement=cycle['stop_agreement'], stop_here=int(cycle['stop_here']))
+    for key in ('stop_pred_loss', 'stop_pred_loss_change'):
+        if cycle.get(key) is not None:
+            columns[key] = cycle[key]
+    return columns
 
 
 def write_reports(work_dir: Path, cycles: list[dict], strategy: str,

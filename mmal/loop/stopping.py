@@ -15,7 +15,14 @@ a set of boxes or joints, so agreement here is what each task can compare:
   models), averaged.
 
 Identical predictions give 1; unrelated ones give about what chance
-matching gives (near 0 for boxes scattered over an image). The stop set
+matching gives (near 0 for boxes scattered over an image).
+
+Beside it, with a loss-prediction module, the trend of the predicted loss
+over the pool: the mean predicted loss on the same stop set, and its
+relative change from the last cycle. A model whose loss on unlabeled
+images stops falling is learning little more from the labels it gets; the
+loss-prediction module is retrained every cycle, so read the trend over
+several cycles, not one step (it is reported, not part of "stop here"). The stop set
 is a seeded draw from the samples unlabeled at cycle 0, the same on every
 resume; each cycle's predictions on it are kept in its folder, so the
 next cycle compares with them after a restart too.
@@ -130,6 +137,16 @@ def stop_here(agreements: list[float | None], settings: StoppingSettings) -> boo
     last = agreements[-settings.patience:]
     return len(last) == settings.patience and all(
         a is not None and a >= settings.threshold for a in last)
+
+
+def pred_loss_trend(pred_loss, previous_mean: float | None) -> dict:
+    """The stop set's mean predicted loss and its relative change since the last cycle
+    (``{}`` without a loss-prediction module)."""
+    if pred_loss is None:
+        return {}
+    mean = float(np.mean(np.asarray(pred_loss, dtype=np.float64)))
+    change = None if not previous_mean else (mean - previous_mean) / abs(previous_mean)
+    return dict(stop_pred_loss=mean, stop_pred_loss_change=change)
 
 
 # --------------------------------------------------------------- the stop set
