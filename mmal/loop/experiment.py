@@ -25,14 +25,15 @@ from mmengine.logging import MMLogger, print_log
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, find_latest_checkpoint
 
-from ..datasets import Pool, build_pool, subset_config
+from ..datasets import Pool, build_pool, subset_config, with_box_level_labels
 from ..hooks import TrainingDivergedError
+from ..models import with_ignore_regions
 from ..scoring import MAIN, ScorePass, Scorer, ScoringSettings
 from ..strategies import build_strategy
 from ..utils import ConfigError
 from ..utils.config import task_of
 from ..utils.dist import broadcast_from_rank0, on_rank0
-from . import cost, reporting, stopping
+from . import box_level, cost, reporting, stopping
 from .checks import (
     check_disjoint,
     check_experiment_config,
@@ -110,6 +111,13 @@ class ActiveLearningExperiment:
         self.stop_set_outputs = ('predictions',) + (
             ('pred_loss',) if model_refusals(cfg, {'pred_loss'}) == {} else ())
         self.cost = cost.AnnotationCost.from_config(self.settings.cost, self.task)
+        self.box_level = box_level.BoxLevelSettings.from_config(self.settings.box_level)
+        if self.box_level is not None:
+            if self.task != 'detection':
+                raise ConfigError('active_learning.box_level applies to detection (regions of '
+                                  f'an image); this is a {self.task} config. Remove it')
+            # Every Runner trains the ignore regions as ignored, none as background.
+            cfg.model = with_ignore_regions(cfg.model, self.box_level.ignore_iof_thr)
         self.ranking = RankingEvaluation(self.settings.ranking_eval_size,
                                          self.settings.ranking_references, self.task
                                          ) if self.settings.ranking_eval_size else None
@@ -180,7 +188,8 @@ class ActiveLearningExperiment:
             if entry is None:
                 labeled, how = self._labeled_set(c)
                 check_same_labeled_set_on_every_rank(c, labeled)
-                entry = self.state.start_cycle(c, labeled, cost=self._cost_of(labeled), **how)
+                entry = self.state.start_cycle(c, labeled, cost=self._labeled_cost(c, labeled),
+                                               **how)
             check_disjoint(entry)
             if 'failure' in entry:
                 self._retry(c)
@@ -321,11 +330,16 @@ class ActiveLearningExperiment:
         picked, scores = self._pick(f'cycle {c}', scorer, self.strategy, candidates, labeled,
                                     self._picks_to_request(entry, len(candidates)), rng,
                                     self._cycle_dir(c))
-        picked = self._spend_budget(c, picked)
+        queried = {}
+        if self.box_level is None:
+            picked = self._spend_budget(c, picked)
+        else:
+            picked, queried = self._query_boxes(c, scorer, picked, previous)
         timings = dict(entry['timings'], score_s=elapsed(start))
         picked, fields = self.oracle.ask(c, picked, previous, self._cycle_dir(c),
                                          scorer.predictions)
-        if self.oracle.knows_labels:
+        fields.update(queried)
+        if self.oracle.knows_labels and not queried:
             fields['selected_cost'] = self._cost_of([p['id'] for p in picked])
         if self.ranking is not None and self.oracle.knows_labels:
             start = time.perf_counter()
@@ -345,7 +359,40 @@ class ActiveLearningExperiment:
         if self.cost.unit == 'images':
             return budget
         marks = [self.pool.marks[self.position[i]] for i in entry['labeled']]
+        if self.box_level is not None:  # a query draws at most this many boxes
+            marks = [min(m, self.box_level.max_asked_per_image) for m in marks]
         return cost.picks_to_request(budget, self.cost.in_unit(marks), num_candidates)
+
+    def _query_boxes(self, c: int, scorer: Scorer, picked: list[dict],
+                     previous: dict | None) -> tuple[list[dict], dict]:
+        """Box-level queries of the picks, best first, until the budget is spent
+        (:mod:`.box_level`): the picks queried and what the selection records."""
+        predictions = scorer.predictions([p['id'] for p in picked])  # every rank scores
+
+        def query() -> tuple[list[dict], dict]:
+            return box_level.run_queries(
+                self.box_level, self.cost, self.settings.budget_per_cycle, picked,
+                stopping.plain_predictions(predictions, self.task),
+                self.cfg.train_dataloader.dataset, (previous or {}).get('box_labels'),
+                self._cycle_dir(c))
+        queried, record = on_rank0(query)
+        q = record['box_queries']
+        self._log(f'cycle {c}: box-level queries on {len(queried)} of the {len(picked)} picks: '
+                  f'{q["boxes_drawn"]} boxes drawn, {q["verifications"]} "nothing here", '
+                  f'{q["pseudo_labels"]} pseudo-labels ({q["false"]} false, '
+                  f'{q["wrong_class"]} of another class), {q["ignore_regions"]} ignore '
+                  f'regions; {q["unlabeled_objects"]} objects left unlabeled; spent '
+                  f'{record["selected_cost"][self.cost.unit]:g} {self.cost.unit}')
+        return queried, record
+
+    def _labeled_cost(self, c: int, labeled: list[str]) -> dict[str, float]:
+        """Cycle ``c``'s labeled set in every unit: the initial set labeled whole, then
+        with box-level queries what each query cost."""
+        previous = self.state.cycle(c - 1) if c else None
+        if self.box_level is None or previous is None:
+            return self._cost_of(labeled)
+        return {unit: round(value + previous['selected_cost'][unit], 3)
+                for unit, value in previous['cost'].items()}
 
     def _spend_budget(self, c: int, picked: list[dict]) -> list[dict]:
         """The picks the budget labels, best first (all of them when it is in images)."""
@@ -447,10 +494,13 @@ class ActiveLearningExperiment:
         """A Runner of cycle ``c``'s ``phase`` on its labeled set (options: see
         :func:`~mmal.loop.runner.phase_config`)."""
         positions = [self.position[i] for i in entry['labeled']]
+        train_dataset = subset_config(self.cfg.train_dataloader.dataset, self.pool, positions)
+        labels_file = (self.state.cycle(c - 1) or {}).get('box_labels') if c else None
+        if labels_file:  # the images queried box by box train on their box-level labels
+            train_dataset = with_box_level_labels(train_dataset, labels_file)
         return CycleRunner.from_cfg(phase_config(
             self.cfg, phase, cycle_dir or self._cycle_dir(c),
-            train_dataset=subset_config(self.cfg.train_dataloader.dataset, self.pool,
-                                        positions),
+            train_dataset=train_dataset,
             num_train=len(positions), launcher=self.launcher, seed=self.settings.seed,
             name=f'cycle{c:02d}_{phase}_{time.time_ns()}',
             log=lambda msg: self._log(f'cycle {c}: {msg}'), **options))

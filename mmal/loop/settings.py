@@ -6,6 +6,7 @@ from ..datasets.label_checks import ACTIONS as BAD_LABEL_ACTIONS
 from ..datasets.label_checks import DEFAULT_TOLERANCE
 from ..scoring import ScoringSettings
 from ..utils import ConfigError
+from .box_level import BoxLevelSettings
 from .cost import AnnotationCost
 
 MODEL_INITS = ('reset', 'continue')
@@ -31,6 +32,12 @@ class ActiveLearningSettings:
             cycle but the last, in the unit of ``cost``: K samples (images),
             or a number of boxes or seconds (then the strategy's picks are
             labeled best first until it is spent, see :mod:`mmal.loop.cost`).
+        box_level (dict, optional): Box-level queries (detection, the dataset
+            as the oracle): inside each selected image the most uncertain
+            detections are asked, confident ones become pseudo-labels and
+            the rest are ignored by the loss
+            (:class:`mmal.loop.box_level.BoxLevelSettings`); None (default)
+            labels selected images whole.
         cost (str | dict): The unit of budgets and curves: ``'images'``
             (persons for pose), ``'boxes'`` (joints for pose) or
             ``'seconds'``, or a dict with ``unit`` and the seconds model's
@@ -112,6 +119,7 @@ class ActiveLearningSettings:
     bad_labels: str = 'refuse'
     label_tolerance: float = DEFAULT_TOLERANCE
     cost: str | dict = 'images'
+    box_level: dict | None = None
 
     @classmethod
     def from_config(cls, section: dict | None) -> 'ActiveLearningSettings':
@@ -136,7 +144,7 @@ class ActiveLearningSettings:
         missing = [k for k in required if k not in section]
         if missing:
             raise ConfigError(f'active_learning is missing {missing}')
-        for key in ('strategy', 'annotation', 'initial_strategy', 'cost'):
+        for key in ('strategy', 'annotation', 'initial_strategy', 'cost', 'box_level'):
             if isinstance(section.get(key), dict):
                 section[key] = dict(section[key])
         settings = cls(**section)
@@ -161,6 +169,11 @@ class ActiveLearningSettings:
                                       f'number of {unit} > 0')
             elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f'active_learning.{key}={value!r} must be an integer >= 1')
+        if BoxLevelSettings.from_config(self.box_level) and self.oracle == 'human':
+            raise ConfigError(
+                "active_learning.box_level with oracle='human': batches that mark the asked "
+                'regions and carry the pseudo-labels to people are not built yet. Use '
+                "oracle='dataset' (benchmarks), or image-level batches (box_level=None)")
         if unit != 'images' and self.oracle == 'human':
             raise ConfigError(
                 f'active_learning.cost={self.cost!r} with oracle=\'human\': a budget in {unit} '
