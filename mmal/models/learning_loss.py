@@ -20,10 +20,10 @@ from .taps import FeatureTaps, tapped_channels
 #: What :meth:`LearningLossModel.score_step` can return.
 SCORE_OUTPUTS = ('pred_loss', 'features', 'target_loss', 'posteriors', 'boxes', 'proposals',
                  'heatmaps', 'images', 'predictions', 'grad_embedding', 'box_features',
-                 'gt_boxes', 'gt_labels')
+                 'gt_boxes', 'gt_labels', 'simcc_x', 'simcc_y')
 #: The task-normalised outputs a task wrapper computes (:meth:`task_outputs`).
 TASK_OUTPUTS = frozenset({'posteriors', 'boxes', 'proposals', 'heatmaps', 'grad_embedding',
-                          'box_features', 'gt_boxes', 'gt_labels'})
+                          'box_features', 'gt_boxes', 'gt_labels', 'simcc_x', 'simcc_y'})
 #: Outputs read from the samples' labels: a set scored for one is loaded with its labels.
 LABEL_OUTPUTS = frozenset({'target_loss', 'gt_boxes', 'gt_labels'})
 
@@ -183,7 +183,12 @@ class LearningLossModel(BaseModel):
                   ``posteriors``;
                 - ``'proposals'`` (two-stage detection): per image, the
                   proposal each box was refined from;
-                - ``'heatmaps'`` (pose): ``(B, K, H, W)``, the final stage;
+                - ``'heatmaps'`` (pose, heatmap heads): ``(B, K, H, W)``, the
+                  final stage;
+                - ``'simcc_x'`` / ``'simcc_y'`` (pose, SimCC heads such as
+                  RTMPose's): ``(B, K, Wx)`` / ``(B, K, Wy)``, each joint's
+                  distribution over the x / y bins, ``softmax(beta * logits)``
+                  at the temperature of the head's ``KLDiscretLoss``;
                 - ``'images'``: the network input resized to
                   ``image_size`` squared, ``(B, 3, S, S)``;
                 - ``'predictions'``: the task model's post-processed data

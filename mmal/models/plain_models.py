@@ -14,12 +14,13 @@ import copy
 
 from mmdet.models.detectors import SingleStageDetector, TwoStageDetector
 from mmdet.registry import MODELS as DET_MODELS
-from mmpose.models.pose_estimators import TopdownPoseEstimator
+from mmpose.models.pose_estimators import BottomupPoseEstimator, TopdownPoseEstimator
 from mmpose.registry import MODELS as POSE_MODELS
 
 from ..utils import ConfigError
 from .heads import with_per_image_loss_head
 from .learning_loss import LearningLossModel
+from .pose.learning_loss_pose_estimator import BOTTOM_UP_REFUSAL
 
 #: ``(plain model class, wrapper type, the wrapper's key for the plain config)``,
 #: most specific first.
@@ -65,6 +66,9 @@ def wrap_plain_model(model_cfg: dict) -> dict:
         if issubclass(cls, plain):
             # The data preprocessor is the plain model's own (the wrapper takes it over).
             return {'type': wrapper, key: _predictable(copy.deepcopy(model_cfg))}
+    if issubclass(cls, BottomupPoseEstimator):
+        raise ConfigError(BOTTOM_UP_REFUSAL.format(type=model_cfg.get('type')).replace(
+            'model.estimator.type', 'model.type', 1))
     raise ConfigError(f'model.type={model_cfg.get("type")!r} ({cls.__name__}) cannot be scored: '
                       'MMAL scores single-stage and two-stage mmdet detectors and top-down '
                       'mmpose estimators')

@@ -1,11 +1,12 @@
 """Scoring outputs that do not grow with the pool in memory.
 
 Per-sample outputs of a fixed shape (predicted and true losses, pooled
-features, gradient embeddings, resized images, heatmaps) go, as each
-batch is scored, into one preallocated array per output, at the rows of
-their dataset indices. Past ``spill_bytes`` the array is a memory-mapped
-``.npy`` file in ``spill_dir``, in a compact dtype (float16 for features,
-embeddings, images and heatmaps; float32 for losses), so resident memory
+features, gradient embeddings, resized images, heatmaps, SimCC
+distributions) go, as each batch is scored, into one preallocated array
+per output, at the rows of their dataset indices. Past ``spill_bytes`` the
+array is a memory-mapped ``.npy`` file in ``spill_dir``, in a compact
+dtype (float16 for features, embeddings, images, heatmaps and SimCC
+distributions; float32 for losses), so resident memory
 stays flat however large the pool; below it, an ordinary array as before.
 Outputs whose shape varies per sample (a box list per image, data
 samples) are kept as lists and gathered with mmengine's
@@ -29,9 +30,9 @@ from mmengine.dist import all_gather_object, barrier, collect_results, get_rank,
 
 #: Outputs with one fixed shape per sample (the last part of a ``pass/output`` key).
 FIXED_SHAPE_OUTPUTS = ('pred_loss', 'target_loss', 'features', 'grad_embedding', 'images',
-                       'heatmaps')
+                       'heatmaps', 'simcc_x', 'simcc_y')
 #: Outputs kept as float16 once spilled (distances and dot products need no more).
-COMPACT_OUTPUTS = ('features', 'grad_embedding', 'images', 'heatmaps')
+COMPACT_OUTPUTS = ('features', 'grad_embedding', 'images', 'heatmaps', 'simcc_x', 'simcc_y')
 #: Rows copied at a time when shards are assembled.
 CHUNK_ROWS = 4096
 
