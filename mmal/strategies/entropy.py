@@ -3,7 +3,13 @@
 from torch import Tensor
 
 from ..registry import STRATEGIES
-from .measures import binary_entropy, heatmap_distribution, normalised_entropy, sum_normalised
+from .measures import (
+    binary_entropy,
+    heatmap_distribution,
+    normalised_entropy,
+    simcc_entropy,
+    sum_normalised,
+)
 from .uncertainty import UncertaintyStrategy
 
 
@@ -20,7 +26,9 @@ class EntropyStrategy(UncertaintyStrategy):
     Pose: ``p`` is the joint's heatmap clipped at 0 and normalised to sum 1
     over its ``H*W`` pixels (a softmax would flatten a ``[0, 1]``-valued
     heatmap into near-uniform); an all-zero heatmap, a joint the model
-    places nowhere, counts as uniform, the maximum.
+    places nowhere, counts as uniform, the maximum. SimCC
+    (``pose_output='simcc'``): the entropy of the joint's 2-D location,
+    ``H(p_x) + H(p_y)``, over its maximum ``log(Wx * Wy)``.
 
     See :class:`~mmal.strategies.uncertainty.UncertaintyStrategy` for the
     arguments, the boxes scored and images with no box.
@@ -34,3 +42,6 @@ class EntropyStrategy(UncertaintyStrategy):
 
     def joint_uncertainty(self, heatmaps: Tensor) -> Tensor:
         return normalised_entropy(heatmap_distribution(heatmaps))
+
+    def simcc_uncertainty(self, simcc_x: Tensor, simcc_y: Tensor) -> Tensor:
+        return simcc_entropy(simcc_x, simcc_y)

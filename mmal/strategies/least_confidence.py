@@ -3,6 +3,7 @@ import torch
 from torch import Tensor
 
 from ..registry import STRATEGIES
+from .measures import simcc_peak_probability
 from .uncertainty import UncertaintyStrategy
 
 
@@ -14,6 +15,9 @@ class LeastConfidenceStrategy(UncertaintyStrategy):
     for sigmoid heads, ``max(p_c, 1 - p_c)`` of the box's least sure class.
     Pose: ``max p`` is the joint's heatmap peak, mmpose's keypoint score,
     clipped to ``[0, 1]`` (regressed heatmaps may overshoot slightly).
+    SimCC (``pose_output='simcc'``): ``max p`` is the probability of the
+    joint's most likely location, ``max p_x * max p_y`` (mmpose's SimCC
+    keypoint score reads raw logits, which are no probabilities).
 
     See :class:`~mmal.strategies.uncertainty.UncertaintyStrategy` for the
     arguments, the boxes scored and images with no box.
@@ -27,3 +31,6 @@ class LeastConfidenceStrategy(UncertaintyStrategy):
 
     def joint_uncertainty(self, heatmaps: Tensor) -> Tensor:
         return 1.0 - heatmaps.flatten(2).amax(dim=-1).clamp(0.0, 1.0)
+
+    def simcc_uncertainty(self, simcc_x: Tensor, simcc_y: Tensor) -> Tensor:
+        return 1.0 - simcc_peak_probability(simcc_x, simcc_y)

@@ -16,7 +16,10 @@ class MarginStrategy(UncertaintyStrategy):
     "no", ``|2 p_c - 1|``, the smallest over the box's classes.
 
     Detection only: a pose heatmap is a spatial map, not a posterior over
-    alternatives whose top two could be compared.
+    alternatives whose top two could be compared; and the two most probable
+    bins of a SimCC distribution (RTMPose) are neighbours on one peak, so
+    their margin measures how sharp that peak is, not a second place the
+    joint might be (which :class:`MultiPeakEntropyStrategy` measures).
 
     See :class:`~mmal.strategies.uncertainty.UncertaintyStrategy` for the
     arguments, the boxes scored and images with no box.
@@ -24,8 +27,9 @@ class MarginStrategy(UncertaintyStrategy):
 
     tasks = ('detection',)
     task_reason = ('the margin compares the two most probable classes of a posterior, and a '
-                   'pose heatmap has no classes; use LeastConfidenceStrategy or '
-                   'EntropyStrategy for pose')
+                   'pose heatmap has no classes (the two most probable bins of a SimCC '
+                   'distribution are neighbours on one peak); use LeastConfidenceStrategy, '
+                   'EntropyStrategy or MultiPeakEntropyStrategy for pose')
 
     def box_uncertainty(self, probs: Tensor) -> Tensor:
         top2 = probs.topk(2, dim=-1).values

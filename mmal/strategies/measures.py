@@ -73,3 +73,53 @@ def kl_to_mean(probs: np.ndarray) -> np.ndarray:
     mean = probs.mean(axis=-2, keepdims=True)
     kl = (xlogy(probs, probs) - xlogy(probs, mean)).sum(axis=-1)
     return np.clip(kl.mean(axis=-1), 0.0, None)
+
+
+#: What a pose strategy reads, by its ``pose_output`` argument: a heatmap head's joint
+#: heatmaps, or a SimCC head's (RTMPose) per-joint x and y distributions.
+POSE_OUTPUTS = {'heatmaps': ('heatmaps',), 'simcc': ('simcc_x', 'simcc_y')}
+
+
+def check_pose_output(owner: str, task: str | None, pose_output: str) -> None:
+    """``pose_output`` is one of :data:`POSE_OUTPUTS`, and only pose reads anything but
+    the default."""
+    check_choice(owner, 'pose_output', pose_output, POSE_OUTPUTS)
+    if task == 'detection' and pose_output != 'heatmaps':
+        raise ValueError(f'{owner}: pose_output={pose_output!r} is for pose estimators; a '
+                         'detector is read through its box posteriors, drop the key')
+
+
+def simcc_entropy(simcc_x: Tensor, simcc_y: Tensor) -> Tensor:
+    """Normalised entropy of each joint's 2-D location under SimCC, ``(..., Wx)``,
+    ``(..., Wy)`` -> ``(...)``.
+
+    SimCC models x and y as independent, so the joint's distribution over the
+    ``Wx * Wy`` locations is their outer product, whose entropy is
+    ``H(x) + H(y)``; divided by its maximum ``log(Wx * Wy)``, as a heatmap's
+    entropy is divided by ``log(H * W)``.
+    """
+    entropy = (-torch.special.xlogy(simcc_x, simcc_x).sum(dim=-1)
+               - torch.special.xlogy(simcc_y, simcc_y).sum(dim=-1))
+    return entropy / math.log(simcc_x.shape[-1] * simcc_y.shape[-1])
+
+
+def simcc_peak_probability(simcc_x: Tensor, simcc_y: Tensor) -> Tensor:
+    """Probability of each joint's most likely location under SimCC, ``max p(x) * max p(y)``
+    (x and y independent, as the head models them)."""
+    return simcc_x.amax(dim=-1) * simcc_y.amax(dim=-1)
+
+
+def pose_arrays(owner: str, candidate_outputs: dict, pose_output: str,
+                dtype=np.float32) -> tuple[Tensor, ...]:
+    """The candidates' pose outputs for ``pose_output`` as tensors, shapes checked:
+    ``(N, K, H, W)`` heatmaps, or ``(N, K, Wx)`` and ``(N, K, Wy)`` SimCC distributions."""
+    arrays = tuple(torch.as_tensor(np.asarray(candidate_outputs[key], dtype=dtype))
+                   for key in POSE_OUTPUTS[pose_output])
+    if pose_output == 'heatmaps':
+        if arrays[0].dim() != 4:
+            raise ValueError(f'{owner} expects pose heatmaps (N, K, H, W), got '
+                             f'{tuple(arrays[0].shape)}')
+    elif any(a.dim() != 3 for a in arrays) or arrays[0].shape[:2] != arrays[1].shape[:2]:
+        raise ValueError(f'{owner} expects SimCC distributions (N, K, Wx) and (N, K, Wy), got '
+                         f'{[tuple(a.shape) for a in arrays]}')
+    return arrays

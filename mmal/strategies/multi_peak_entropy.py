@@ -8,7 +8,14 @@ from torch.nn import functional as F  # noqa: N812
 
 from ..registry import STRATEGIES
 from .base import BaseStrategy, require
-from .measures import AGGREGATIONS, aggregate, check_choice
+from .measures import (
+    AGGREGATIONS,
+    POSE_OUTPUTS,
+    aggregate,
+    check_choice,
+    check_pose_output,
+    pose_arrays,
+)
 
 NORMALISATIONS = ('softmax', 'sum')
 #: The public re-implementation finds peaks at least 5 pixels apart on
@@ -56,6 +63,16 @@ class MultiPeakEntropyStrategy(BaseStrategy):
     border; here they count, since a joint may lie at the crop's edge.
     Joint visibility is unknown without labels, so every joint counts.
 
+    **SimCC** (``pose_output='simcc'``: RTMPose, whose head makes no
+    heatmaps but each joint's x and y distributions): the same peaks on each
+    1-D distribution (``min_distance`` scaled to the bins as to a heatmap's
+    width: the same fraction of the crop), their probabilities normalised by
+    their sum (``normalise`` defaults to ``'sum'`` here: a softmax of
+    probabilities, all well below 1, is near uniform whatever the peaks),
+    and the joint's value is the mean of the x and y entropies, each over
+    ``log(num_peaks)``: the entropy of the two peak distributions' product
+    (x and y independent, as SimCC models them) over its maximum.
+
     Pose only.
 
     Args:
@@ -66,11 +83,13 @@ class MultiPeakEntropyStrategy(BaseStrategy):
             width, at least 1.
         threshold (float): Least peak value, as a fraction of the joint's
             highest value, in ``[0, 1]``.
-        normalise (str): ``'softmax'`` or ``'sum'``.
+        normalise (str, optional): ``'softmax'`` or ``'sum'``; None:
+            ``'softmax'`` on heatmaps, ``'sum'`` on SimCC distributions.
         aggregation (str): ``'mean'``, ``'sum'`` or ``'max'`` over joints.
+        pose_output (str): ``'heatmaps'`` (heatmap heads) or ``'simcc'``
+            (SimCC heads such as RTMPose's).
     """
 
-    outputs = ('heatmaps',)
     tasks = ('pose',)
     task_reason = ('it reads the local peaks of joint heatmaps, and a detector outputs boxes '
                    'and class posteriors, not heatmaps; use EntropyStrategy, '
@@ -78,7 +97,8 @@ class MultiPeakEntropyStrategy(BaseStrategy):
 
     def __init__(self, task: str | None = None, num_peaks: int = 5,
                  min_distance: int | None = None, threshold: float = 0.1,
-                 normalise: str = 'softmax', aggregation: str = 'mean') -> None:
+                 normalise: str | None = None, aggregation: str = 'mean',
+                 pose_output: str = 'heatmaps') -> None:
         super().__init__(task)
         name = type(self).__name__
         if isinstance(num_peaks, bool) or not isinstance(num_peaks, int) or num_peaks < 2:
@@ -93,31 +113,49 @@ class MultiPeakEntropyStrategy(BaseStrategy):
                 or not 0.0 <= threshold <= 1.0:
             raise ValueError(f"{name}: threshold={threshold!r} must lie in [0, 1] (a fraction "
                              "of the joint's highest heatmap value)")
+        check_pose_output(name, task, pose_output)
+        if normalise is None:
+            normalise = 'sum' if pose_output == 'simcc' else 'softmax'
         check_choice(name, 'normalise', normalise, NORMALISATIONS)
         check_choice(name, 'aggregation', aggregation, AGGREGATIONS)
+        self.pose_output = pose_output
         self.num_peaks = num_peaks
         self.min_distance = min_distance
         self.threshold = float(threshold)
         self.normalise = normalise
         self.aggregation = aggregation
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return POSE_OUTPUTS[self.pose_output]
+
     def scores(self, candidate_outputs: dict, labeled_outputs: dict) -> np.ndarray:
-        require(self, candidate_outputs, 'heatmaps')
+        require(self, candidate_outputs, *self.outputs)
         # float64: an untrained model's near-flat heatmaps give peaks within 1e-3 of each
         # other, whose entropies differ below float32's resolution
-        heatmaps = torch.as_tensor(np.asarray(candidate_outputs['heatmaps'], dtype=np.float64))
-        if heatmaps.dim() != 4:
-            raise ValueError(f'{type(self).__name__} expects pose heatmaps (N, K, H, W), got '
-                             f'{tuple(heatmaps.shape)}')
-        entropy = self.joint_entropy(heatmaps)
+        arrays = pose_arrays(type(self).__name__, candidate_outputs, self.pose_output,
+                             dtype=np.float64)
+        if self.pose_output == 'simcc':
+            entropy = (self.axis_entropy(arrays[0]) + self.axis_entropy(arrays[1])) / 2
+        else:
+            entropy = self.joint_entropy(arrays[0])
         return np.asarray([float(aggregate(e, self.aggregation)) for e in entropy],
                           dtype=np.float64)
 
     def joint_entropy(self, heatmaps: Tensor) -> Tensor:
         """Normalised multiple-peak entropy of each joint, ``(N, K, H, W)`` -> ``(N, K)``."""
+        return self.peak_entropy(heatmaps.flatten(0, 1)).reshape(heatmaps.shape[:2])
+
+    def axis_entropy(self, simcc: Tensor) -> Tensor:
+        """Normalised multiple-peak entropy of each joint's 1-D SimCC distribution along
+        one axis, ``(N, K, W)`` -> ``(N, K)``: the peaks of a map one row high."""
+        return self.peak_entropy(simcc.flatten(0, 1)[:, None, :]).reshape(simcc.shape[:2])
+
+    def peak_entropy(self, maps: Tensor) -> Tensor:
+        """``(J, H, W)`` maps -> ``(J,)`` normalised entropies of their peaks."""
         radius = self.min_distance or max(
-            1, round(REFERENCE_MIN_DISTANCE * heatmaps.shape[-1] / REFERENCE_SIDE))
-        peaks = local_peaks(heatmaps.flatten(0, 1), self.num_peaks, radius, self.threshold)
+            1, round(REFERENCE_MIN_DISTANCE * maps.shape[-1] / REFERENCE_SIDE))
+        peaks = local_peaks(maps, self.num_peaks, radius, self.threshold)
         found = torch.isfinite(peaks)
         if self.normalise == 'softmax':
             probs = peaks.softmax(dim=-1)
@@ -126,8 +164,7 @@ class MultiPeakEntropyStrategy(BaseStrategy):
             probs = mass / mass.sum(dim=-1, keepdim=True).clamp(min=torch.finfo(mass.dtype).tiny)
         entropy = -torch.special.xlogy(probs, probs).sum(dim=-1) / math.log(self.num_peaks)
         # no peak: the joint is placed nowhere, the most uncertain case
-        entropy = torch.where(found.any(dim=-1), entropy, torch.ones_like(entropy))
-        return entropy.reshape(heatmaps.shape[:2])
+        return torch.where(found.any(dim=-1), entropy, torch.ones_like(entropy))
 
 
 def local_peaks(maps: Tensor, num_peaks: int, radius: int, threshold: float) -> Tensor:

@@ -12,7 +12,14 @@ from torch import Tensor
 
 from ..scoring import POSTERIOR_KIND
 from .base import BaseStrategy, require
-from .measures import AGGREGATIONS, aggregate, check_choice
+from .measures import (
+    AGGREGATIONS,
+    POSE_OUTPUTS,
+    aggregate,
+    check_choice,
+    check_pose_output,
+    pose_arrays,
+)
 
 
 class UncertaintyStrategy(BaseStrategy, metaclass=ABCMeta):
@@ -58,7 +65,12 @@ class UncertaintyStrategy(BaseStrategy, metaclass=ABCMeta):
 
     **Pose** (``heatmaps`` ``(K, H, W)`` per instance): each subclass
     measures every joint's heatmap, aggregated over the K joints. Joint
-    visibility is unknown without labels, so every joint counts.
+    visibility is unknown without labels, so every joint counts. A SimCC
+    head (RTMPose) makes no heatmaps: with ``pose_output='simcc'`` the
+    measure reads each joint's x and y distributions (``simcc_x``,
+    ``simcc_y``: ``softmax(beta * logits)`` at the temperature the head's
+    KL loss trains with) as the one distribution over 2-D locations they
+    define, their outer product (SimCC models x and y as independent).
 
     Per box / joint, aggregated per sample by ``aggregation``: ``'max'``
     (the most uncertain box or joint), ``'mean'`` or ``'sum'`` (more
@@ -70,15 +82,21 @@ class UncertaintyStrategy(BaseStrategy, metaclass=ABCMeta):
         aggregation (str): ``'max'``, ``'mean'`` or ``'sum'``.
         empty_score (float | str): Detection: the score of an image with no
             candidate box; ``'max'`` is the measure's maximum.
+        pose_output (str): Pose: ``'heatmaps'`` (heatmap heads) or
+            ``'simcc'`` (SimCC heads such as RTMPose's, which have no
+            heatmaps); the experiment refuses, before any training, the one
+            the model's head does not give.
     """
 
     tasks = ('detection', 'pose')
 
     def __init__(self, task: str | None = None, aggregation: str = 'max',
-                 empty_score: float | str = 'max') -> None:
+                 empty_score: float | str = 'max', pose_output: str = 'heatmaps') -> None:
         super().__init__(task)
         name = type(self).__name__
         check_choice(name, 'aggregation', aggregation, AGGREGATIONS)
+        check_pose_output(name, task, pose_output)
+        self.pose_output = pose_output
         if empty_score != 'max' and not isinstance(empty_score, (int, float)):
             raise ValueError(f"{name}: empty_score={empty_score!r} must be 'max' or a number")
         self.aggregation = aggregation
@@ -89,7 +107,9 @@ class UncertaintyStrategy(BaseStrategy, metaclass=ABCMeta):
         if self.task is None:
             raise RuntimeError(f'{type(self).__name__}: build it with task=..., the outputs '
                                'differ between detection and pose')
-        return ('posteriors',) if self.task == 'detection' else ('heatmaps',)
+        # the task may be set after __init__ (DensityWeightedStrategy's inner measure)
+        check_pose_output(type(self).__name__, self.task, self.pose_output)
+        return ('posteriors',) if self.task == 'detection' else POSE_OUTPUTS[self.pose_output]
 
     # ------------------------------------------------------------- measures
     @abstractmethod
@@ -104,12 +124,19 @@ class UncertaintyStrategy(BaseStrategy, metaclass=ABCMeta):
         """Uncertainty of each joint's heatmap ``(B, K, H, W)`` -> ``(B, K)``."""
         raise NotImplementedError(f'{type(self).__name__} has no heatmap measure')
 
+    def simcc_uncertainty(self, simcc_x: Tensor, simcc_y: Tensor) -> Tensor:
+        """Uncertainty of each joint's SimCC distributions ``(B, K, Wx)``, ``(B, K, Wy)``
+        -> ``(B, K)``."""
+        raise NotImplementedError(f'{type(self).__name__} has no SimCC measure')
+
     # ------------------------------------------------------------- scoring
     def scores(self, candidate_outputs: dict, labeled_outputs: dict) -> np.ndarray:
         require(self, candidate_outputs, *self.outputs)
         if self.task == 'detection':
             return self.detection_scores(candidate_outputs['posteriors'],
                                          candidate_outputs.get(POSTERIOR_KIND, 'softmax'))
+        if self.pose_output == 'simcc':
+            return self.simcc_scores(candidate_outputs)
         return self.pose_scores(candidate_outputs['heatmaps'])
 
     def per_box(self, probs: Tensor, kind: str) -> Tensor:
@@ -146,10 +173,17 @@ class UncertaintyStrategy(BaseStrategy, metaclass=ABCMeta):
 
     def pose_scores(self, heatmaps) -> np.ndarray:
         """Per-instance scores ``(N,)`` from heatmaps ``(N, K, H, W)``."""
-        heatmaps = torch.as_tensor(np.asarray(heatmaps, dtype=np.float32))
-        if heatmaps.dim() != 4:
-            raise ValueError(f'{type(self).__name__} expects pose heatmaps (N, K, H, W), got '
-                             f'{tuple(heatmaps.shape)}')
-        uncertainty = self.joint_uncertainty(heatmaps)
-        return np.asarray([float(aggregate(u, self.aggregation)) for u in uncertainty],
+        heatmaps, = pose_arrays(type(self).__name__, dict(heatmaps=heatmaps), 'heatmaps')
+        return self.aggregated(self.joint_uncertainty(heatmaps))
+
+    def simcc_scores(self, candidate_outputs: dict) -> np.ndarray:
+        """Per-instance scores ``(N,)`` from ``simcc_x`` ``(N, K, Wx)`` and ``simcc_y``."""
+        # float64: a near-uniform untrained head's entropies differ below float32's resolution
+        simcc_x, simcc_y = pose_arrays(type(self).__name__, candidate_outputs, 'simcc',
+                                       dtype=np.float64)
+        return self.aggregated(self.simcc_uncertainty(simcc_x, simcc_y))
+
+    def aggregated(self, joint_values: Tensor) -> np.ndarray:
+        """``(N, K)`` joint values -> ``(N,)`` scores."""
+        return np.asarray([float(aggregate(u, self.aggregation)) for u in joint_values],
                           dtype=np.float64)
