@@ -26,6 +26,9 @@ MMCV_VERSION=2.1.0
 MMENGINE_SPEC="mmengine==0.10.7"
 MMDET_SPEC="mmdet==3.3.0"
 MMPOSE_SPEC="mmpose==1.3.2"
+# ViTPose's backbone in mmpose 1.3.2 is mmpretrain's VisionTransformer; a pure-Python
+# wheel whose dependencies (einops, mat4py, model-index, ...) leave torch and mmcv alone.
+MMPRETRAIN_SPEC="mmpretrain==1.2.0"
 XTCOCOTOOLS_SPEC="xtcocotools==1.14.3"
 SETUPTOOLS_SPEC="setuptools==80.9.0"
 # What mmdet and mmpose import at run time (their metadata over-asks: mmpose
@@ -91,6 +94,7 @@ import mmcv
 from mmcv.ops import RoIAlign, batched_nms, nms
 import mmdet.models  # noqa: F401
 import mmpose.models  # noqa: F401
+import mmpretrain.models  # noqa: F401
 import mmal  # noqa: F401
 
 boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.], [20., 20., 30., 30.]])
@@ -208,7 +212,7 @@ fi
 
 # -------------------------------------------------------- mmdet, mmpose
 pip install -q --no-deps "$MMDET_SPEC" "$MMPOSE_SPEC"
-pip install -q "${RUNTIME_DEPS[@]}" "${DEV_DEPS[@]}"
+pip install -q "$MMPRETRAIN_SPEC" "${RUNTIME_DEPS[@]}" "${DEV_DEPS[@]}"
 # xtcocotools' wheel is built against numpy 1.x and dies under numpy 2
 # ("numpy.dtype size changed"); rebuilding it from source fixes that.
 if ! "$PY" -c 'import xtcocotools.coco' 2>/dev/null; then
