@@ -98,16 +98,33 @@ def test_queries_on_a_real_pool_answer_only_what_was_asked(tiny_cfg, tmp_path):
 
 
 def test_box_level_cycles_end_to_end(tiny_cfg, tmp_path):
-    """Two cycles: the queried images train on their box-level labels with the ignore
-    assigner, and the labeled cost is the initial set's plus what the queries cost."""
+    """Three cycles: the queried images train on their box-level labels with the ignore
+    assigner, stay candidates for more questions, and the labeled cost is the initial
+    set's plus what the queries cost."""
+    import csv
+
     from mmal.loop import ActiveLearningExperiment
     from mmal.loop.state import ExperimentState
     cfg = one_epoch_two_cycles(tiny_cfg)
     cfg.active_learning.update(box_level=dict(max_asked_per_image=2, min_score=0.01,
                                               pseudo_label_threshold=0.5),
-                               strategy=dict(type='RandomStrategy'), ranking_eval_size=0)
+                               strategy=dict(type='RandomStrategy'), ranking_eval_size=0,
+                               num_cycles=3, candidate_pool='all')
     ActiveLearningExperiment(cfg, str(tmp_path)).run()
-    c0, c1 = ExperimentState.load(tmp_path).data['cycles']
+    c0, c1, c2 = ExperimentState.load(tmp_path).data['cycles']
+    # the images queried in cycle 0 are candidates again in cycle 1
+    with open(tmp_path / 'cycle_01' / 'al_scores.csv') as f:
+        scored = {row['id'] for row in csv.DictReader(f)}
+    assert {p['id'] for p in c0['selected']} <= scored
+    assert not {p['id'] for p in c1['selected']} & set(c1['labeled'])
+    assert {p['id'] for p in c1['revisited']} <= set(c1['labeled'])
+    assert len(c1['selected']) + len(c1['revisited']) == 8
+    later = read_box_labels(c1['box_labels'])
+    for pick in c1['revisited']:  # what the first query settled is kept
+        first = read_box_labels(c0['box_labels'])[pick['id']]
+        assert all(o in later[pick['id']]['objects'] for o in first['objects']
+                   if o['source'] == 'answered')
+        assert all(b in later[pick['id']]['empty'] for b in first['empty'])
     q = c0['box_queries']
     entries = read_box_labels(c0['box_labels'])
     assert sorted(entries) == sorted(p['id'] for p in c0['selected']) and len(entries) == 8
@@ -125,6 +142,29 @@ def test_box_level_cycles_end_to_end(tiny_cfg, tmp_path):
     log = (tmp_path / 'al_train.log').read_text()
     assert 'box-level queries on 8 of the 8 picks' in log
     json.loads((tmp_path / 'al_state.json').read_text())  # the record stays plain JSON
+
+
+def test_asking_again_skips_what_is_settled_and_never_answers_an_object_twice():
+    from mmal.loop.box_level import query_image
+    gt_boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], dtype=float)
+    gt_labels = np.array([0, 1, 2])
+    settings = BoxLevelSettings(max_asked_per_image=2, pseudo_label_threshold=0.9)
+    prediction = dict(bboxes=gt_boxes.tolist() + [[60, 60, 70, 70]],
+                      scores=[0.5, 0.5, 0.3, 0.95], labels=[0, 1, 2, 0])
+    first, cost, _ = query_image(settings, prediction, gt_boxes, gt_labels)
+    assert [o['bbox'] for o in first['objects'] if o['source'] == 'answered'] == [
+        [0, 0, 10, 10], [20, 20, 30, 30]]
+    assert cost.boxes_drawn == 2 and cost.pseudo_labels == 1   # the 0.95 box on nothing
+    # asked again with the same detections: only the third object is left to ask
+    again, cost, audit = query_image(settings, prediction, gt_boxes, gt_labels, known=first)
+    assert cost.boxes_drawn == 1 and cost.verifications == 0 and cost.pseudo_labels == 0
+    answered = [o['bbox'] for o in again['objects'] if o['source'] == 'answered']
+    assert answered == [[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]]
+    assert audit.unlabeled_objects == 0 and audit.false == 1    # the kept pseudo-label
+    # a detection shifted onto an answered object is not answered again
+    shifted = dict(bboxes=[[1, 1, 11, 11]], scores=[0.5], labels=[0])
+    same, cost, _ = query_image(settings, shifted, gt_boxes, gt_labels, known=first)
+    assert cost.boxes_drawn == 0 and same['objects'] == first['objects']
 
 
 def test_box_level_refuses_a_model_that_cannot_ignore(voc_root, tmp_path):

@@ -31,8 +31,11 @@ cycle trains with it through ``LoadBoxLevelLabels`` (the image's own labels
 replaced), and the model config's assigners ignore the ignore regions
 (:func:`mmal.models.ignore_regions.with_ignore_regions`; models whose
 training cannot ignore are refused before any work). The initial set is
-labeled whole. A queried image joins the labeled set and is not queried
-again (a later cycle asking more of it is not built yet).
+labeled whole. A queried image joins the labeled set and, with ``revisit``
+(default), stays a candidate: a later cycle may ask more of it (the
+selection records it under ``revisited``, not ``selected``); what its labels
+settled is not asked again, and an object answered once is not answered
+twice.
 """
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +45,7 @@ import numpy as np
 from ..datasets.box_labels import read_box_labels, write_box_labels
 from ..datasets.pool import sample_infos
 from ..utils import ConfigError
+from ..utils.boxes import pairwise_iou
 from . import box_queries
 from .cost import AnnotationCost
 
@@ -62,6 +66,9 @@ class BoxLevelSettings:
         oracle_iou (float): An asked region is on an object at this IoU.
         ignore_iof_thr (float): A prior is ignored where an ignore region
             covers more than this fraction of it.
+        revisit (bool): Images queried before stay candidates: a later cycle
+            may ask more of them (what their labels settled is not asked
+            again); False queries each image once.
     """
 
     max_asked_per_image: int = 3
@@ -70,6 +77,7 @@ class BoxLevelSettings:
     duplicate_iou: float = 0.5
     oracle_iou: float = 0.5
     ignore_iof_thr: float = 0.5
+    revisit: bool = True
 
     @classmethod
     def from_config(cls, section: dict | None) -> 'BoxLevelSettings | None':
@@ -89,6 +97,8 @@ class BoxLevelSettings:
             raise ConfigError(f'{key} has unknown keys {unknown}; known keys: '
                               f'{sorted(cls.__dataclass_fields__)}')
         settings = cls(**section)
+        if not isinstance(settings.revisit, bool):
+            raise ConfigError(f'{key}.revisit={settings.revisit!r} must be True or False')
         if not isinstance(settings.max_asked_per_image, int) or settings.max_asked_per_image < 1:
             raise ConfigError(f'{key}.max_asked_per_image={settings.max_asked_per_image!r} '
                               'must be an integer >= 1')
@@ -110,29 +120,86 @@ def binary_entropy(scores) -> np.ndarray:
     return -(p * np.log(p) + (1 - p) * np.log(1 - p))
 
 
-def query_image(settings: BoxLevelSettings, prediction: dict, gt_boxes, gt_labels
-                ) -> tuple[box_queries.BoxLabels, box_queries.QueryCost,
-                           box_queries.PseudoLabelAudit]:
-    """One selected image's query: its labels, what answering cost, the pseudo-label audit.
+def query_image(settings: BoxLevelSettings, prediction: dict, gt_boxes, gt_labels,
+                known: dict | None = None
+                ) -> tuple[dict, box_queries.QueryCost, box_queries.PseudoLabelAudit]:
+    """One selected image's query: its labels entry, what answering cost, the audit.
 
     ``prediction``: ``{bboxes, scores, labels}`` in the image's pixels;
-    ``gt_boxes`` / ``gt_labels``: what the dataset answers from.
+    ``gt_boxes`` / ``gt_labels``: what the dataset answers from; ``known``:
+    the image's entry from an earlier query, when it is asked again. Then
+    the detections on what is settled (its object labels and "nothing here"
+    regions) are not asked again, the objects already answered are not
+    answered twice, and the new labels join the old ones.
     """
+    gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    gt_labels = np.asarray(gt_labels, dtype=np.int64).reshape(-1)
+    boxes = np.asarray(prediction['bboxes'], dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(prediction['scores'], dtype=np.float64).reshape(-1)
-    predictions = box_queries.BoxPredictions(
-        boxes=np.asarray(prediction['bboxes'], dtype=np.float64).reshape(-1, 4),
-        labels=np.asarray(prediction['labels'], dtype=np.int64).reshape(-1),
-        confidences=scores, uncertainties=binary_entropy(scores))
+    labels = np.asarray(prediction['labels'], dtype=np.int64).reshape(-1)
+    unanswered = np.ones(len(gt_boxes), dtype=bool)
+    if known is not None:
+        settled = _boxes([o['bbox'] for o in known['objects']] + known['empty'])
+        fresh = ~_overlaps(boxes, settled, settings.duplicate_iou)
+        boxes, scores, labels = boxes[fresh], scores[fresh], labels[fresh]
+        answered = _boxes([o['bbox'] for o in known['objects'] if o['source'] == 'answered'])
+        unanswered = ~_overlaps(gt_boxes, answered, settings.oracle_iou, at_least=True)
+    predictions = box_queries.BoxPredictions(boxes=boxes, labels=labels, confidences=scores,
+                                             uncertainties=binary_entropy(scores))
     split = box_queries.split_boxes(
         predictions.boxes, predictions.uncertainties, predictions.confidences,
         max_asked=settings.max_asked_per_image,
         pseudo_label_threshold=settings.pseudo_label_threshold, min_score=settings.min_score,
         duplicate_iou=settings.duplicate_iou)
-    answer = box_queries.answer_from_ground_truth(predictions.boxes[split.asked], gt_boxes,
-                                                  gt_labels, settings.oracle_iou)
-    labels = box_queries.image_labels(predictions, split, answer, settings.duplicate_iou)
-    audit = box_queries.audit_pseudo_labels(labels, gt_boxes, gt_labels, settings.oracle_iou)
-    return labels, box_queries.query_cost(labels), audit
+    answer = box_queries.answer_from_ground_truth(predictions.boxes[split.asked],
+                                                  gt_boxes[unanswered], gt_labels[unanswered],
+                                                  settings.oracle_iou)
+    new = box_queries.image_labels(predictions, split, answer, settings.duplicate_iou)
+    entry = new.to_entry() if known is None else merge_entry(known, new.to_entry(),
+                                                             settings.duplicate_iou)
+    audit = box_queries.audit_pseudo_labels(_labels_of(entry), gt_boxes, gt_labels,
+                                            settings.oracle_iou)
+    return entry, box_queries.query_cost(new), audit
+
+
+def merge_entry(old: dict, new: dict, duplicate_iou: float) -> dict:
+    """An image's labels after a second query: the old and new answers and empty regions;
+    old pseudo-labels unless a new answer is on them; the new pseudo-labels; ignore
+    regions of both that no object label lies on."""
+    new_answers = _boxes([o['bbox'] for o in new['objects'] if o['source'] == 'answered'])
+    answered = [o for o in old['objects'] if o['source'] == 'answered'] + [
+        o for o in new['objects'] if o['source'] == 'answered']
+    pseudo = [o for o in old['objects'] if o['source'] == 'pseudo'
+              and not _overlaps(_boxes([o['bbox']]), new_answers, duplicate_iou)[0]] + [
+        o for o in new['objects'] if o['source'] == 'pseudo']
+    objects = answered + pseudo
+    on_objects = _boxes([o['bbox'] for o in objects])
+    ignore = [b for b in old['ignore'] + new['ignore']
+              if not _overlaps(_boxes([b]), on_objects, duplicate_iou)[0]]
+    return dict(objects=objects, ignore=ignore, empty=old['empty'] + new['empty'])
+
+
+def _boxes(values) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).reshape(-1, 4)
+
+
+def _overlaps(boxes: np.ndarray, others: np.ndarray, iou: float,
+              at_least: bool = False) -> np.ndarray:
+    """Per box, whether it overlaps one of ``others`` by more than (``at_least``: at
+    least) ``iou``."""
+    if not len(boxes) or not len(others):
+        return np.zeros(len(boxes), dtype=bool)
+    overlap = np.asarray(pairwise_iou(boxes, others), dtype=np.float64)
+    return np.any(overlap >= iou if at_least else overlap > iou, axis=1)
+
+
+def _labels_of(entry: dict) -> box_queries.BoxLabels:
+    objects = entry['objects']
+    return box_queries.BoxLabels(
+        boxes=_boxes([o['bbox'] for o in objects]),
+        labels=np.array([o['label'] for o in objects], dtype=np.int64),
+        sources=tuple(o['source'] for o in objects), ignore_boxes=_boxes(entry['ignore']),
+        empty_boxes=_boxes(entry['empty']))
 
 
 def query_cost_in_units(cost: AnnotationCost, query: box_queries.QueryCost) -> dict:
@@ -168,9 +235,9 @@ def run_queries(settings: BoxLevelSettings, cost: AnnotationCost, budget: float,
     for pick, prediction in zip(picked, predictions):
         if spent[cost.unit] >= budget:
             break
-        labels, query, audit = query_image(settings, prediction,
-                                           *ground_truth(infos[pick['id']][1]))
-        entries[pick['id']] = labels.to_entry()
+        entries[pick['id']], query, audit = query_image(
+            settings, prediction, *ground_truth(infos[pick['id']][1]),
+            known=entries.get(pick['id']))
         for unit, value in query_cost_in_units(cost, query).items():
             spent[unit] += value
         total_query, total_audit = total_query + query, total_audit + audit

@@ -26,6 +26,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from ..datasets import Pool, build_pool, subset_config, with_box_level_labels
+from ..datasets.box_labels import read_box_labels
 from ..hooks import TrainingDivergedError
 from ..models import with_ignore_regions
 from ..scoring import MAIN, ScorePass, Scorer, ScoringSettings
@@ -335,6 +336,9 @@ class ActiveLearningExperiment:
             picked = self._spend_budget(c, picked)
         else:
             picked, queried = self._query_boxes(c, scorer, picked, previous)
+            known = set(entry['labeled'])  # asked again: labeled already, not selected
+            queried['revisited'] = [p for p in picked if p['id'] in known]
+            picked = [p for p in picked if p['id'] not in known]
         timings = dict(entry['timings'], score_s=elapsed(start))
         picked, fields = self.oracle.ask(c, picked, previous, self._cycle_dir(c),
                                          scorer.predictions)
@@ -417,7 +421,11 @@ class ActiveLearningExperiment:
         labeled = sorted(self.position[i] for i in entry['labeled'])
         # What the oracle could not settle last time goes first, not as a candidate.
         requeued = {self.position[i] for i in self.oracle.requeued(previous)}
-        candidates = draw_candidates(len(self.pool), set(labeled) | requeued,
+        revisitable = set()
+        if self.box_level is not None and self.box_level.revisit and (previous or {}).get(
+                'box_labels'):
+            revisitable = {self.position[i] for i in read_box_labels(previous['box_labels'])}
+        candidates = draw_candidates(len(self.pool), (set(labeled) | requeued) - revisitable,
                                      self.settings.candidate_pool, rng)
         self._log(f'cycle {c}: scoring {len(candidates)} of {len(self.pool) - len(labeled)} '
                   f'unlabeled samples with {self.strategy_name}')
