@@ -348,3 +348,14 @@ def test_entropy_on_rtmpose_is_refused_by_the_tool_before_any_training(mpii_root
     assert "RTMCCHead predicts each joint's x and y" in result.stderr
     assert "pose_output='simcc'" in result.stderr
     assert not (tmp_path / 'work' / 'cycle_00').exists()
+
+
+def test_default_ranking_references_are_refused_on_rtmpose_before_any_work(mpii_root, tmp_path):
+    """The default references (LL and heatmap entropy) would fail after cycle 0 trained."""
+    from mmal.loop import ActiveLearningExperiment
+    cfg = al_cfg('rtmpose', mpii_root, dict(type='LearningLossStrategy'))
+    cfg.active_learning.pop('ranking_references')
+    with pytest.raises(ConfigError, match=r'ranking_references: EntropyStrategy cannot score '
+                                          r'this model: .*heatmaps'):
+        ActiveLearningExperiment(cfg, str(tmp_path / 'run'))
+    assert not (tmp_path / 'run' / 'al_state.json').exists()

@@ -122,6 +122,15 @@ class ActiveLearningExperiment:
         self.ranking = RankingEvaluation(self.settings.ranking_eval_size,
                                          self.settings.ranking_references, self.task
                                          ) if self.settings.ranking_eval_size else None
+        for name, reference in (self.ranking.references if self.ranking else {}).items():
+            try:  # refused now, not after cycle 0 has trained
+                reference.check_config(cfg)
+                check_model_outputs(cfg, reference)
+            except ConfigError as err:
+                raise ConfigError(
+                    f'active_learning.ranking_references: {name} cannot score this model: '
+                    f'{err}. List references the model gives (e.g. ranking_references='
+                    "[dict(type='LearningLossStrategy')]) or set ranking_eval_size=0") from err
 
     def _build_initial_strategy(self, cfg: Config):
         """The strategy choosing the initial set (None: the seeded random draw), refused
