@@ -155,3 +155,24 @@ def test_a_budget_in_boxes_runs_end_to_end(tiny_cfg, tmp_path):
     assert 'labeled_boxes' in header and 'labeled_seconds' in header
     log = (tmp_path / 'al_train.log').read_text()
     assert f'the budget of 12 boxes labels {len(picked)} of the' in log
+
+
+def test_the_cost_saved_per_seed_and_its_interval():
+    runs = [
+        _run('RandomStrategy', 0, [0.2, 0.4], labeled=(10, 20), boxes=(30, 60)),
+        _run('RandomStrategy', 1, [0.2, 0.4], labeled=(10, 20), boxes=(30, 60)),
+        _run('Crowded', 0, [0.2, 0.5], labeled=(10, 14), boxes=(30, 62)),
+        _run('Crowded', 1, [0.2, 0.6], labeled=(10, 16), boxes=(30, 62)),
+        _run('Late', 0, [0.2, 0.5], labeled=(10, 20), boxes=(30, 60)),
+        _run('Late', 1, [0.2, 0.3], labeled=(10, 20), boxes=(30, 60)),
+    ]
+    result = compare(runs)
+    saved = result['strategies']['Crowded']['cost_saved_per_seed']
+    # random's final 0.4 at 60 boxes: seed 0 reaches it at 30 + 32 * 2/3, seed 1 at 30 + 16
+    assert saved['per_seed'] == {0: pytest.approx(60 - (30 + 32 * 2 / 3)), 1: pytest.approx(14)}
+    assert saved['mean'] == pytest.approx((60 - (30 + 32 * 2 / 3) + 14) / 2)
+    assert saved['t_ci'][0] < saved['mean'] < saved['t_ci'][1]
+    late = result['strategies']['Late']['cost_saved_per_seed']
+    assert late['reached'] == 1 and late['mean'] is None    # no interval over survivors
+    md = to_markdown(result)
+    assert '1/2 seeds reach it' in md

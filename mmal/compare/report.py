@@ -9,6 +9,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..loop.cost import UNITS, AnnotationCost, labeled_cost
 from ..loop.reporting import evaluated_cycles, primary_metric, save_figure
 from ..loop.state import STATE_FILE, ExperimentState, atomic_write_text
@@ -132,6 +134,8 @@ def compare(runs: list[Run], baseline: str = 'RandomStrategy', metric: str | Non
                                            target) if points else None
             summary[to_reach] = needed
             summary[saved] = None if needed is None else base['summary_curve'][-1][x] - needed
+        summary['cost_saved_per_seed'] = _saved_per_seed(summary['cost_per_seed'], target,
+                                                         result['horizon_cost'], confidence)
         if name != baseline:
             summary['vs_baseline'] = dict(
                 auc=_difference(summary['auc']['per_seed'], base['auc']['per_seed'],
@@ -195,9 +199,30 @@ def _strategy_summary(group: list[Run], summarised: list[Run], metric: str,
         mean=stats.mean_std([r.cycles[i]['metrics'].get(metric) for r in summarised])[0])
         for i in range(horizon)] if summarised else []
     mean, std, n = stats.mean_std(list(auc.values()))
+    cost_per_seed = {r.seed: [(labeled_cost(e, unit), e['metrics'].get(metric, float('nan')))
+                              for e in r.cycles[:horizon]] for r in summarised}
     return dict(seeds=sorted(r.seed for r in group), cycles=table, curve=curve,
+                cost_per_seed=cost_per_seed,
                 auc=dict(mean=mean, std=std, n=n, per_seed=auc), final_per_seed=final,
                 summary_curve=summary_curve)
+
+
+def _saved_per_seed(curves: dict[int, list], target: float, end: float,
+                    confidence: float) -> dict:
+    """Per seed, the cost saved reaching ``target`` (the baseline's final mean) against
+    ``end`` (the baseline's cost there); their mean and t-interval when every seed
+    reached it (an interval over the seeds that did would flatter the strategy)."""
+    saved = {}
+    for seed, points in curves.items():
+        needed = stats.labels_to_reach([x for x, _ in points], [y for _, y in points], target)
+        saved[seed] = None if needed is None else end - needed
+    reached = [v for v in saved.values() if v is not None]
+    out = dict(per_seed=saved, reached=len(reached), seeds=len(saved), mean=None, t_ci=None)
+    if reached and len(reached) == len(saved):
+        out['mean'] = float(np.mean(reached))
+        if len(reached) >= 2:
+            out['t_ci'] = list(stats.t_interval(reached, confidence))
+    return out
 
 
 def _mean(values: list[float]) -> float | int:
@@ -279,12 +304,14 @@ def to_markdown(result: dict) -> str:
         columns = [('labels_to_reach_baseline', 'labels_saved', 'labels')]
         if unit != 'images':
             columns.insert(0, ('cost_to_reach_baseline', 'cost_saved', unit))
+        per_seed_note = (f'{unit} saved per seed: mean (t-interval) when every seed reaches '
+                         'it, else how many did')
         lines += ['', f'Against {base}, paired by seed, up to {end}: mean difference '
                   f'[{pct}% bootstrap CI] (t-interval; seeds better/all). What each strategy '
                   f'needs to reach {base}\'s mean at {end} ({result["baseline_final"]:.4f}):',
                   '', '| strategy | Δ AUC | Δ at the last cycle | '
                   + ' | '.join(f'{what} to reach | {what} saved' for *_, what in columns)
-                  + ' |', '|---|---|---|' + '---|---|' * len(columns)]
+                  + f' | {per_seed_note} |', '|---|---|---|' + '---|---|' * len(columns) + '---|']
         for name in names:
             s = result['strategies'][name]
             vs = s.get('vs_baseline', {})
@@ -294,7 +321,7 @@ def to_markdown(result: dict) -> str:
                 cells += ['not reached' if needed is None else f'{needed:.0f}',
                           '–' if saved is None else f'{saved:+.0f}']
             lines.append(f'| {name} | {_diff(vs.get("auc"))} | {_diff(vs.get("final"))} | '
-                         + ' | '.join(cells) + ' |')
+                         + ' | '.join(cells) + f' | {_saved(s["cost_saved_per_seed"])} |')
     rank = [(n, p) for n in names for p in result['strategies'][n]['cycles']
             if p['ranking_accuracy']]
     if rank:
@@ -350,6 +377,14 @@ def _cost_curve_table(result: dict) -> list[str]:
         lines.append(f'| {name} | {len(s["seeds"])} | ' + ' | '.join(cells)
                      + f' | {_pm(s["auc"])} |')
     return lines
+
+
+def _saved(v: dict) -> str:
+    if v['mean'] is None:
+        return f'{v["reached"]}/{v["seeds"]} seeds reach it'
+    if v['t_ci'] is None:
+        return f'{v["mean"]:+.0f} (1 seed)'
+    return f'{v["mean"]:+.0f} ({v["t_ci"][0]:+.0f}, {v["t_ci"][1]:+.0f})'
 
 
 def _pm(v: dict) -> str:
