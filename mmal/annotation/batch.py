@@ -129,22 +129,41 @@ def write_batch(out_dir: str | Path, tasks: Sequence[Task], space: LabelSpace,
         writer.writerow([t.rank, t.image, t.task_id, repr(t.score), strategy,
                          '' if cycle is None else cycle])
     atomic_write_text(out_dir / RANKED_FILE, buf.getvalue())
+    box_level = 'box_level' in (extra or {})
     record = dict(strategy=strategy, cycle=cycle, space=dict(task=space.task, names=space.names),
-                  tasks=[task_record(t) for t in tasks], **(extra or {}))
+                  tasks=[task_record(t, box_level) for t in tasks], **(extra or {}))
     atomic_write_text(out_dir / BATCH_FILE, json.dumps(record, indent=1) + '\n')
     return written + [out_dir / RANKED_FILE, out_dir / BATCH_FILE]
 
 
-def task_record(task: Task) -> dict:
-    return dict(id=task.task_id, image=task.image, width=task.width, height=task.height,
-                score=task.score, rank=task.rank,
-                person_box=None if task.person_box is None else [
-                    task.person_box.x1, task.person_box.y1, task.person_box.x2,
-                    task.person_box.y2])
+def task_record(task: Task, box_level: bool = False) -> dict:
+    """A task in ``batch.json``; a box-level task with its question: the asked regions,
+    the pseudo-labels shown and the ignore regions (what ingest reads answers against)."""
+    record = dict(id=task.task_id, image=task.image, width=task.width, height=task.height,
+                  score=task.score, rank=task.rank,
+                  person_box=None if task.person_box is None else [
+                      task.person_box.x1, task.person_box.y1, task.person_box.x2,
+                      task.person_box.y2])
+    if box_level:
+        record.update(asked=[_box_record(b) for b in task.asked],
+                      pseudo=[_box_record(b) for b in (task.prediction.boxes
+                                                       if task.prediction else ())],
+                      ignored=[_box_record(b) for b in task.ignored])
+    return record
+
+
+def _box_record(box: Box) -> dict:
+    return dict(label=box.label, bbox=[box.x1, box.y1, box.x2, box.y2], score=box.score)
+
+
+def _box_of(record: dict) -> Box:
+    return Box(record['label'], *record['bbox'], score=record.get('score'))
 
 
 def read_batch(folder: str | Path) -> tuple[dict, list[Task]]:
-    """``batch.json`` of a batch folder: its record and its tasks (without predictions).
+    """``batch.json`` of a batch folder: its record and its tasks (without predictions;
+    a box-level batch's tasks with their question: asked regions, pseudo-labels as the
+    prediction, ignore regions).
 
     Raises:
         FileNotFoundError: Naming the folder, when it holds no batch.
@@ -155,9 +174,19 @@ def read_batch(folder: str | Path) -> tuple[dict, list[Task]]:
                                 'tools/al_query.py or al_train.py --oracle human')
     record = json.loads(path.read_text())
     tasks = [Task(t['id'], t['image'], t['width'], t['height'], t['score'], t['rank'],
-                  person_box=Box('person', *t['person_box']) if t.get('person_box') else None)
+                  person_box=Box('person', *t['person_box']) if t.get('person_box') else None,
+                  **(_question(t) if 'box_level' in record else {}))
              for t in record['tasks']]
     return record, tasks
+
+
+def _question(task: dict) -> dict:
+    """A box-level task's asked regions, pseudo-labels (as the prediction) and ignore
+    regions, from its ``batch.json`` record."""
+    return dict(asked=tuple(_box_of(b) for b in task.get('asked', [])),
+                ignored=tuple(_box_of(b) for b in task.get('ignored', [])),
+                prediction=Labels(task['id'], 'model',
+                                  boxes=tuple(_box_of(b) for b in task.get('pseudo', []))))
 
 
 def append_to_batch(folder: str | Path, tasks: Sequence[Task], space: LabelSpace,

@@ -212,8 +212,9 @@ def ingest_and_write(cfg, batch_dir: str | Path, exports: list, *, fmt: str = 'a
     dataset, writes into the dataset; one over ``--images`` into the batch
     folder (see :func:`mmal.annotation.batch.batch_samples`). Labels of a
     task accepted before and no longer (a new annotator made a tie) are
-    removed again. ``annotation``: the settings to decide with (default:
-    the config's).
+    removed again. A box-level batch writes nothing here (see
+    :func:`mmal.loop.human.ingest_into_experiment`). ``annotation``: the
+    settings to decide with (default: the config's).
 
     Raises:
         ConfigError: When the exports hold no label of this batch at all.
@@ -231,6 +232,11 @@ def ingest_and_write(cfg, batch_dir: str | Path, exports: list, *, fmt: str = 'a
         problems = '; '.join(map(str, decision.errors[:3])) or 'no annotation in them'
         raise ConfigError(f'the exports hold no label of the batch in {batch_dir} ({problems}); '
                           'nothing was ingested. Export the project that labeled this batch')
+    if 'box_level' in record:
+        # A box-level batch answers regions: its labels go to the experiment's box-labels
+        # file (mmal.loop.human), never into the dataset's files, which would read as the
+        # image labeled whole.
+        return decision, []
     withdrawn = [i for i in before if i not in decision.accepted]
     samples = batch_samples(cfg, batch_dir, record, [*decision.accepted, *withdrawn])
     changed = write_labels({i: c.labels for i, c in decision.accepted.items()}, samples, space)

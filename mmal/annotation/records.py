@@ -67,7 +67,15 @@ class Task:
         person_box (Box, optional): Pose: the person to label (from the
             dataset's center and scale).
         prediction (Labels, optional): The model's labels, offered as
-            pre-annotations.
+            pre-annotations. In a box-level batch, the pseudo-labels: boxes to
+            keep (confirmed), correct or delete.
+        asked (tuple[Box]): Box-level batches: the regions asked, shown
+            apart from the pre-annotations (each labeled with the model's
+            guess); an annotator answers one by drawing the object it is on,
+            or leaves it ("nothing here"). Empty for image-level batches.
+        ignored (tuple[Box]): Box-level batches: regions the model was
+            unsure of and nobody is asked about; not shown, ignored by the
+            loss.
     """
 
     task_id: str
@@ -78,6 +86,8 @@ class Task:
     rank: int
     person_box: Box | None = None
     prediction: Labels | None = None
+    asked: tuple[Box, ...] = ()
+    ignored: tuple[Box, ...] = ()
 
 
 @dataclass(frozen=True)

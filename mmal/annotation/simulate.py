@@ -4,7 +4,8 @@
 as the oracle has: a few labeled training samples, the rest unlabeled, and
 keeps the hidden labels aside as *answers*. :func:`labelstudio_export`
 answers a batch as Label Studio's JSON export does, one annotation per
-simulated annotator, optionally with mistakes, so ``al_ingest.py`` and
+simulated annotator, optionally with mistakes (a box-level batch answered as
+:func:`box_level_answer` says), so ``al_ingest.py`` and
 ``al_train.py --oracle human --resume`` can run end to end without people.
 Never used by the loop itself. From the command line::
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..datasets.mpii_format import MPII_JOINTS
+from ..utils.boxes import pairwise_iou
 from .batch import read_batch
 from .records import Task
 
@@ -98,8 +100,14 @@ def labelstudio_export(batch_dir: str | Path, answers: str | Path, annotators: S
         annotations = []
         for a, who in enumerate(annotators):
             wrong = mistakes.get(task.task_id, {}).get(who)
-            result = (_joints(task, answer_joints(Path(answers), task.task_id), wrong)
-                      if pose else _boxes(task, answer_boxes(Path(answers), task.task_id), wrong))
+            if pose:
+                result = _joints(task, answer_joints(Path(answers), task.task_id), wrong)
+            elif 'box_level' in record:
+                truth = answer_boxes(Path(answers), task.task_id)
+                result = _boxes(task, box_level_answer(
+                    task, truth, record['box_level']['oracle_iou']), wrong) + _asked(task)
+            else:
+                result = _boxes(task, answer_boxes(Path(answers), task.task_id), wrong)
             annotations.append(dict(id=100 * n + a, completed_by=dict(id=a + 1, email=who),
                                     result=result, was_cancelled=False, ground_truth=False))
         exported.append(dict(id=n + 1, annotations=annotations, predictions=[],
@@ -115,6 +123,45 @@ def _boxes(task: Task, boxes, wrong: str | None) -> list[dict]:
                             height=100 * (y2 - y1) / task.height, rotation=0,
                             rectanglelabels=[wrong or label]))
             for i, (label, x1, y1, x2, y2) in enumerate(boxes)]
+
+
+def box_level_answer(task: Task, truth, oracle_iou: float = 0.5) -> list[tuple]:
+    """What a careful annotator leaves on a box-level task's image, ``(label, x1, y1, x2,
+    y2)`` each: a pseudo-label on a true object of its class kept as it is (the model's
+    box), one on an object of another class corrected to the object, one on nothing
+    deleted; each asked region on an object answered with the object's box and class, the
+    others left ("nothing here"); no object drawn beyond those (each object once)."""
+    pseudo = list(task.prediction.boxes) if task.prediction else []
+    regions = pseudo + list(task.asked)
+    truth = list(truth)
+    if not regions or not truth:
+        return []
+    iou = np.asarray(pairwise_iou([[b.x1, b.y1, b.x2, b.y2] for b in regions],
+                                  [t[1:] for t in truth]), dtype=np.float64)
+    out, used = [], set()
+    for r, region in enumerate(regions):  # pseudo-labels first: they are on screen
+        order = [int(j) for j in np.argsort(-iou[r], kind='stable')
+                 if iou[r, j] >= oracle_iou and int(j) not in used]
+        if not order:
+            continue
+        used.add(order[0])
+        obj = truth[order[0]]
+        if r < len(pseudo) and region.label == obj[0]:
+            out.append((region.label, region.x1, region.y1, region.x2, region.y2))
+        else:
+            out.append(tuple(obj))
+    return out
+
+
+def _asked(task: Task) -> list[dict]:
+    """The asked regions as Label Studio keeps them in an annotation (the prediction's)."""
+    return [dict(id=f'asked{i}', from_name='asked', to_name='image', type='rectanglelabels',
+                 original_width=task.width, original_height=task.height, image_rotation=0,
+                 value=dict(x=100 * b.x1 / task.width, y=100 * b.y1 / task.height,
+                            width=100 * (b.x2 - b.x1) / task.width,
+                            height=100 * (b.y2 - b.y1) / task.height, rotation=0,
+                            rectanglelabels=['asked_region']))
+            for i, b in enumerate(task.asked)]
 
 
 def _joints(task: Task, joints: dict, wrong) -> list[dict]:

@@ -20,6 +20,18 @@ BORDER_TOLERANCE = 0.5
 NOT_IN_BATCH = 'is not in this batch'
 #: Boxes narrower or lower than this (pixels) are slips of the mouse.
 MIN_BOX_SIZE = 1.0
+#: Box-level batches: the label of the asked regions (a Label Studio control
+#: of its own, a CVAT label, a COCO category), shown apart from the classes.
+#: What people send back under it is the question, not an answer: skipped.
+ASKED_LABEL = 'asked_region'
+#: Its colour in the tools that take one: apart from the classes' colours.
+ASKED_COLOR = '#ff00ff'
+#: What a box-level batch asks of its annotators, in words.
+BOX_LEVEL_INSTRUCTIONS = (
+    f'Each {ASKED_LABEL} box asks: which object is here? Draw a box fitted to that '
+    'object with its class, or leave the region alone if there is none. The class '
+    "boxes are the model's: keep the right ones as they are, move or relabel the "
+    'wrong ones, delete those on nothing.')
 
 
 class Problems(list):

@@ -16,6 +16,13 @@ every task, with the task's ``person_box`` (and no joints where the model
 gave none), so that annotators see whom to label; it carries no ``score``
 since the model scores no person.
 
+Box-level batches (tasks with ``asked`` regions): one more category,
+``asked_region`` (after the classes), holds the asked regions, each
+annotation flagged ``"mmal_asked": true``; the pseudo-labels are the class
+annotations (``"mmal_pseudo": true``, with their ``score``), to keep,
+correct or delete. ``asked_region`` annotations in an export are the
+question, not an answer, and are skipped.
+
 Mapping back: an image's ``file_name`` is the task's image path as written
 (or a name ending with it, or that it ends with); a person is the batch's
 person of that image whose ``person_box`` overlaps most (IoU) the
@@ -34,6 +41,7 @@ from pathlib import Path
 from ...utils.atomic import atomic_write_text
 from ..records import Box, ExportError, Keypoint, Labels, LabelSpace, Task
 from ._common import (
+    ASKED_LABEL,
     NOT_IN_BATCH,
     ImageIndex,
     Problems,
@@ -88,8 +96,10 @@ def write_tasks(tasks: Sequence[Task], space: LabelSpace, out_dir: Path, *,
         for annotation in _annotations(task, space):
             annotation.update(id=len(annotations) + 1, image_id=image_ids[name])
             annotations.append(annotation)
+    asked = [{'id': len(space.names) + 1, 'name': ASKED_LABEL, 'supercategory': 'mmal'}
+             ] if any(t.asked for t in tasks) else []
     coco = {'info': {'description': 'mmal batch'}, 'licenses': [], 'images': images,
-            'categories': categories(space), 'annotations': annotations}
+            'categories': categories(space) + asked, 'annotations': annotations}
     path = out_dir / ANNOTATIONS_FILE
     atomic_write_text(path, json.dumps(coco, indent=1))
     return [path]
@@ -119,7 +129,13 @@ def _annotations(task: Task, space: LabelSpace) -> list[dict]:
                           'segmentation': []}
             if box.score is not None:
                 annotation['score'] = box.score
+            if task.asked:
+                annotation['mmal_pseudo'] = True
             annotations.append(annotation)
+        # A box-level task's question: the asked regions, in a category of their own.
+        annotations += [{'category_id': len(space.names) + 1, 'bbox': _xywh(box),
+                         'area': (box.x2 - box.x1) * (box.y2 - box.y1), 'iscrowd': 0,
+                         'segmentation': [], 'mmal_asked': True} for box in task.asked]
         return annotations
     predicted = {kp.name: kp for kp in task.prediction.keypoints
                  if kp.visible} if task.prediction else {}
@@ -224,6 +240,8 @@ class _Reader:
                 self.problems.add(where, 'has no image_id', 'export the dataset again as COCO')
             return
         category = self.categories.get(annotation.get('category_id'))
+        if category is not None and category.get('name') == ASKED_LABEL:
+            return  # a box-level batch's question, not an answer
         if category is None:
             self.problems.add(where, f"category_id {annotation.get('category_id')!r} is not "
                               'among the categories', 'export the dataset again as COCO')

@@ -11,6 +11,12 @@ Coordinates are the image's pixels as floats (``xtl``, ``ytl``, ``xbr``,
 ``ybr``; ``points="x,y"``), as ours; where the export's image is another
 size than the task's they are scaled to the task's.
 
+Box-level batches (tasks with ``asked`` regions): the task gets one more
+label, ``asked_region`` (magenta), and each asked region is a box of that
+label; the pseudo-labels are the class boxes to keep, correct or delete.
+``asked_region`` boxes in an export are the question, not an answer, and
+are skipped.
+
 Pose follows what CVAT 2.x exports for skeletons in this format: a
 ``<skeleton label="person">`` holding one ``<points label="<joint>"
 points="x,y" outside=".." occluded="..">`` per joint, ``outside="1"`` for
@@ -37,6 +43,8 @@ from xml.etree import ElementTree
 from ...utils.atomic import atomic_write_text
 from ..records import Box, ExportError, Keypoint, Labels, LabelSpace, Task
 from ._common import (
+    ASKED_COLOR,
+    ASKED_LABEL,
     NOT_IN_BATCH,
     ImageIndex,
     Problems,
@@ -84,9 +92,10 @@ def write_tasks(tasks: Sequence[Task], space: LabelSpace, out_dir: Path, *,
     images: dict[str, list[Task]] = {}
     for task in tasks:
         images.setdefault(image_name(task, image_url), []).append(task)
+    asked = any(t.asked for t in tasks)
     root = ElementTree.Element('annotations')
     _text(root, 'version', VERSION)
-    _meta(root, space, len(images))
+    _meta(root, space, len(images), asked)
     # CVAT numbers a task's images in their lexical order.
     for frame, name in enumerate(sorted(images)):
         first = images[name][0]
@@ -96,13 +105,15 @@ def write_tasks(tasks: Sequence[Task], space: LabelSpace, out_dir: Path, *,
             if space.task == 'detection':
                 for box in task.prediction.boxes if task.prediction else ():
                     _box(image, box, box.label)
+                for box in task.asked:
+                    _box(image, box, ASKED_LABEL)
             else:
                 _person(image, task, space, group)
     ElementTree.indent(root)
     xml_path, labels_path = out_dir / ANNOTATIONS_FILE, out_dir / LABELS_FILE
     atomic_write_text(xml_path, "<?xml version='1.0' encoding='utf-8'?>\n"
                       + ElementTree.tostring(root, encoding='unicode'))
-    atomic_write_text(labels_path, json.dumps(raw_labels(space), indent=1))
+    atomic_write_text(labels_path, json.dumps(raw_labels(space, asked), indent=1))
     return [xml_path, labels_path]
 
 
@@ -112,15 +123,17 @@ def _text(parent: ElementTree.Element, tag: str, text: str) -> ElementTree.Eleme
     return element
 
 
-def _meta(root: ElementTree.Element, space: LabelSpace, size: int) -> None:
+def _meta(root: ElementTree.Element, space: LabelSpace, size: int, asked: bool) -> None:
     task = ElementTree.SubElement(ElementTree.SubElement(root, 'meta'), 'task')
     for tag, text in (('name', 'mmal batch'), ('size', str(size)), ('mode', 'annotation'),
                       ('overlap', '0')):
         _text(task, tag, text)
     labels = ElementTree.SubElement(task, 'labels')
-    for label in raw_labels(space):
+    for label in raw_labels(space, asked):
         element = ElementTree.SubElement(labels, 'label')
         _text(element, 'name', label['name'])
+        if 'color' in label:
+            _text(element, 'color', label['color'])
         _text(element, 'type', 'bbox' if label['type'] == 'rectangle' else label['type'])
         ElementTree.SubElement(element, 'attributes')
         if 'svg' in label:
@@ -133,15 +146,18 @@ def _meta(root: ElementTree.Element, space: LabelSpace, size: int) -> None:
             _text(sub, 'parent', label['name'])
 
 
-def raw_labels(space: LabelSpace) -> list[dict]:
-    """The labels in the JSON of CVAT's raw label editor.
+def raw_labels(space: LabelSpace, asked: bool = False) -> list[dict]:
+    """The labels in the JSON of CVAT's raw label editor (``asked``: with a box-level
+    batch's ``asked_region`` label).
 
     Pose: the ``person_box`` rectangle and the ``person`` skeleton with
     one point sublabel per joint, drawn around a circle with the space's
     skeleton edges.
     """
     if space.task == 'detection':
-        return [{'name': name, 'type': 'rectangle', 'attributes': []} for name in space.names]
+        return [{'name': name, 'type': 'rectangle', 'attributes': []} for name in space.names
+                ] + ([{'name': ASKED_LABEL, 'type': 'rectangle', 'color': ASKED_COLOR,
+                       'attributes': []}] if asked else [])
     count = len(space.names)
     nodes = [(50 + 40 * math.sin(2 * math.pi * i / count),
               50 - 40 * math.cos(2 * math.pi * i / count)) for i in range(count)]
@@ -278,8 +294,8 @@ def _read_boxes(image: ElementTree.Element, where: str, scale: tuple[float, floa
                 task: Task, space: LabelSpace, problems: Problems) -> tuple[Box, ...]:
     boxes = []
     for shape, record in _shapes(image, where):
-        if shape.tag == 'tag':
-            continue  # image-level tags are no objects
+        if shape.tag == 'tag' or (shape.tag == 'box' and shape.get('label') == ASKED_LABEL):
+            continue  # image-level tags are no objects; asked regions are the question
         if shape.tag != 'box':
             problems.add(record, f'is a {shape.tag}; this batch is labeled with boxes',
                          'redraw it as a box, or delete it')

@@ -12,6 +12,13 @@ Label Studio places regions in percent of the image: ``x``, ``y``,
 are converted with the task's own size, so the pixels are those of the
 image the batch was written for even where the tool showed a resized copy.
 
+Box-level batches (tasks with ``asked`` regions): the interface has a
+second rectangle control, ``asked``, whose one label ``asked_region``
+(magenta) marks the regions asked, pre-annotated beside the pseudo-labels
+(the ``label`` control's classes, to keep, correct or delete), and a header
+saying what to do. ``asked`` regions in an export are the question, not an
+answer, and are skipped.
+
 Pose: one task is one person; the interface shows the person's box (a
 ``person`` rectangle, pre-annotated) and the joints are
 ``KeyPointLabels`` points. The box is a guide and is not read back.
@@ -25,6 +32,9 @@ from xml.etree import ElementTree
 from ...utils.atomic import atomic_write_text
 from ..records import Box, ExportError, Keypoint, Labels, LabelSpace, Task
 from ._common import (
+    ASKED_COLOR,
+    ASKED_LABEL,
+    BOX_LEVEL_INSTRUCTIONS,
     NOT_IN_BATCH,
     Problems,
     check_space,
@@ -41,6 +51,8 @@ TASKS_FILE = 'tasks.json'
 CONFIG_FILE = 'labeling_config.xml'
 #: The ``name`` s of the interface's tags, which results refer to.
 IMAGE, BOXES, KEYPOINTS, PERSON = 'image', 'label', 'keypoints', 'person'
+#: The control of a box-level batch's asked regions.
+ASKED = 'asked'
 MODEL_VERSION = 'mmal'
 #: Drawn size of a predicted joint, percent of the image width.
 KEYPOINT_WIDTH = 0.5
@@ -71,7 +83,7 @@ def write_tasks(tasks: Sequence[Task], space: LabelSpace, out_dir: Path, *,
     tasks_path, config_path = out_dir / TASKS_FILE, out_dir / CONFIG_FILE
     atomic_write_text(tasks_path, json.dumps(
         [import_task(task, space, image_url) for task in tasks], indent=1))
-    atomic_write_text(config_path, labeling_config(space))
+    atomic_write_text(config_path, labeling_config(space, box_level=any(t.asked for t in tasks)))
     return [tasks_path, config_path]
 
 
@@ -80,15 +92,20 @@ def local_file_url(prefix: str) -> Callable[[Task], str]:
     return lambda task: prefix + urllib.parse.quote(task.image)
 
 
-def labeling_config(space: LabelSpace) -> str:
-    """The ``<View>`` of a project labeling ``space``."""
+def labeling_config(space: LabelSpace, box_level: bool = False) -> str:
+    """The ``<View>`` of a project labeling ``space`` (``box_level``: with the asked
+    regions' control and what to do with them)."""
     check_space(space)
     view = ElementTree.Element('View')
+    if box_level:
+        ElementTree.SubElement(view, 'Header', value=BOX_LEVEL_INSTRUCTIONS)
     if space.task == 'pose':
         ElementTree.SubElement(view, 'Header', value='Label the joints of the person in the box')
     ElementTree.SubElement(view, 'Image', name=IMAGE, value=f'${IMAGE}')
     if space.task == 'detection':
         _labels(view, 'RectangleLabels', BOXES, space.names)
+        if box_level:
+            _labels(view, 'RectangleLabels', ASKED, (ASKED_LABEL,), background=ASKED_COLOR)
     else:
         _labels(view, 'RectangleLabels', PERSON, (PERSON,))
         _labels(view, 'KeyPointLabels', KEYPOINTS, space.names)
@@ -96,10 +113,11 @@ def labeling_config(space: LabelSpace) -> str:
     return ElementTree.tostring(view, encoding='unicode') + '\n'
 
 
-def _labels(view: ElementTree.Element, tag: str, name: str, values: Sequence[str]) -> None:
+def _labels(view: ElementTree.Element, tag: str, name: str, values: Sequence[str],
+            **attrib: str) -> None:
     control = ElementTree.SubElement(view, tag, name=name, toName=IMAGE)
     for value in values:
-        ElementTree.SubElement(control, 'Label', value=value)
+        ElementTree.SubElement(control, 'Label', value=value, **attrib)
 
 
 def import_task(task: Task, space: LabelSpace,
@@ -117,6 +135,11 @@ def import_task(task: Task, space: LabelSpace,
         else:
             result += [_keypoint(task, kp, f'kp{i}')
                        for i, kp in enumerate(task.prediction.keypoints) if kp.visible]
+    # A box-level task's question, under its own control: the regions asked.
+    result += [_rectangle(task, Box(ASKED_LABEL, box.x1, box.y1, box.x2, box.y2, box.score),
+                          ASKED, f'asked{i}') for i, box in enumerate(task.asked)]
+    if task.asked:
+        data['asked_regions'] = len(task.asked)
     entry = {'data': data}
     if result:
         entry['predictions'] = [{'model_version': MODEL_VERSION, 'score': task.score,
@@ -277,6 +300,8 @@ def _read_region(region, where: str, task: Task, space: LabelSpace,
     kind = region.get('type')
     if kind == 'relation' or (space.task == 'pose' and kind == 'rectanglelabels'):
         return None  # links between regions, and the person's guide box
+    if region.get('from_name') == ASKED:
+        return None  # a box-level batch's question, kept in the annotation
     wanted = 'rectanglelabels' if space.task == 'detection' else 'keypointlabels'
     if kind != wanted:
         problems.add(where, f'is a {kind!r} region; this batch is labeled with {wanted}',
