@@ -26,10 +26,15 @@ def test_bad_box_level_settings_name_the_key(section, match):
         BoxLevelSettings.from_config(section)
 
 
-def test_box_level_with_people_is_refused_naming_why():
-    with pytest.raises(ConfigError, match="box_level with oracle='human'.*not built yet"):
+def test_box_level_with_people_budgets_in_images():
+    """People answer box-level batches (tests/test_box_level_people.py); what a query
+    costs is known only once they answer, so the budget stays in images."""
+    settings = ActiveLearningSettings.from_config(dict(budget_per_cycle=5, num_cycles=2,
+                                                       oracle='human', box_level={}))
+    assert settings.box_level == {}
+    with pytest.raises(ConfigError, match="cost='boxes'.*known only once people"):
         ActiveLearningSettings.from_config(dict(budget_per_cycle=5, num_cycles=2,
-                                                oracle='human', box_level={}))
+                                                oracle='human', box_level={}, cost='boxes'))
 
 
 def test_uncertainty_is_highest_where_the_model_cannot_tell():

@@ -134,23 +134,11 @@ def query_image(settings: BoxLevelSettings, prediction: dict, gt_boxes, gt_label
     """
     gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
     gt_labels = np.asarray(gt_labels, dtype=np.int64).reshape(-1)
-    boxes = np.asarray(prediction['bboxes'], dtype=np.float64).reshape(-1, 4)
-    scores = np.asarray(prediction['scores'], dtype=np.float64).reshape(-1)
-    labels = np.asarray(prediction['labels'], dtype=np.int64).reshape(-1)
     unanswered = np.ones(len(gt_boxes), dtype=bool)
     if known is not None:
-        settled = _boxes([o['bbox'] for o in known['objects']] + known['empty'])
-        fresh = ~_overlaps(boxes, settled, settings.duplicate_iou)
-        boxes, scores, labels = boxes[fresh], scores[fresh], labels[fresh]
         answered = _boxes([o['bbox'] for o in known['objects'] if o['source'] == 'answered'])
         unanswered = ~_overlaps(gt_boxes, answered, settings.oracle_iou, at_least=True)
-    predictions = box_queries.BoxPredictions(boxes=boxes, labels=labels, confidences=scores,
-                                             uncertainties=binary_entropy(scores))
-    split = box_queries.split_boxes(
-        predictions.boxes, predictions.uncertainties, predictions.confidences,
-        max_asked=settings.max_asked_per_image,
-        pseudo_label_threshold=settings.pseudo_label_threshold, min_score=settings.min_score,
-        duplicate_iou=settings.duplicate_iou)
+    predictions, split = plan_query(settings, prediction, known)
     answer = box_queries.answer_from_ground_truth(predictions.boxes[split.asked],
                                                   gt_boxes[unanswered], gt_labels[unanswered],
                                                   settings.oracle_iou)
@@ -160,6 +148,28 @@ def query_image(settings: BoxLevelSettings, prediction: dict, gt_boxes, gt_label
     audit = box_queries.audit_pseudo_labels(_labels_of(entry), gt_boxes, gt_labels,
                                             settings.oracle_iou)
     return entry, box_queries.query_cost(new), audit
+
+
+def plan_query(settings: BoxLevelSettings, prediction: dict, known: dict | None = None
+               ) -> tuple[box_queries.BoxPredictions, box_queries.BoxSplit]:
+    """One selected image's question: its detections and where each went (asked,
+    pseudo-label, ignore region). ``known``: the image's entry from an earlier query;
+    detections on what it settled (object labels, "nothing here" regions) are left out."""
+    boxes = np.asarray(prediction['bboxes'], dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(prediction['scores'], dtype=np.float64).reshape(-1)
+    labels = np.asarray(prediction['labels'], dtype=np.int64).reshape(-1)
+    if known is not None:
+        settled = _boxes([o['bbox'] for o in known['objects']] + known['empty'])
+        fresh = ~_overlaps(boxes, settled, settings.duplicate_iou)
+        boxes, scores, labels = boxes[fresh], scores[fresh], labels[fresh]
+    predictions = box_queries.BoxPredictions(boxes=boxes, labels=labels, confidences=scores,
+                                             uncertainties=binary_entropy(scores))
+    split = box_queries.split_boxes(
+        predictions.boxes, predictions.uncertainties, predictions.confidences,
+        max_asked=settings.max_asked_per_image,
+        pseudo_label_threshold=settings.pseudo_label_threshold, min_score=settings.min_score,
+        duplicate_iou=settings.duplicate_iou)
+    return predictions, split
 
 
 def merge_entry(old: dict, new: dict, duplicate_iou: float) -> dict:

@@ -343,15 +343,16 @@ class ActiveLearningExperiment:
         queried = {}
         if self.box_level is None:
             picked = self._spend_budget(c, picked)
-        else:
+        elif self.oracle.knows_labels:  # people get the question in the oracle's batch
             picked, queried = self._query_boxes(c, scorer, picked, previous)
-            known = set(entry['labeled'])  # asked again: labeled already, not selected
-            queried['revisited'] = [p for p in picked if p['id'] in known]
-            picked = [p for p in picked if p['id'] not in known]
         timings = dict(entry['timings'], score_s=elapsed(start))
         picked, fields = self.oracle.ask(c, picked, previous, self._cycle_dir(c),
                                          scorer.predictions)
         fields.update(queried)
+        if self.box_level is not None:
+            known = set(entry['labeled'])  # asked again: labeled already, not selected
+            fields['revisited'] = [p for p in picked if p['id'] in known]
+            picked = [p for p in picked if p['id'] not in known]
         if self.oracle.knows_labels and not queried:
             fields['selected_cost'] = self._cost_of([p['id'] for p in picked])
         if self.ranking is not None and self.oracle.knows_labels:
@@ -434,7 +435,7 @@ class ActiveLearningExperiment:
         if self.box_level is not None and self.box_level.revisit and (previous or {}).get(
                 'box_labels'):
             revisitable = {self.position[i] for i in read_box_labels(previous['box_labels'])}
-        candidates = draw_candidates(len(self.pool), (set(labeled) | requeued) - revisitable,
+        candidates = draw_candidates(len(self.pool), (set(labeled) - revisitable) | requeued,
                                      self.settings.candidate_pool, rng)
         self._log(f'cycle {c}: scoring {len(candidates)} of {len(self.pool) - len(labeled)} '
                   f'unlabeled samples with {self.strategy_name}')

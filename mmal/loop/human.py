@@ -11,16 +11,36 @@ accepted ones.
 A cycle's ``annotation`` entry: ``folder`` (the batch), ``status``
 (``'waiting'`` until an ingest, then ``'ingested'``), and after an ingest
 ``accepted`` (ids), ``requeued`` (``{id: reason}``), ``agreement``.
+
+Box-level queries (``active_learning.box_level``): each task of the batch
+carries its question (:func:`~mmal.loop.box_level.plan_query`: the regions
+asked, the pseudo-labels to confirm, the ignore regions, recorded in
+``batch.json``); a task sent back keeps the question it was asked. Ingest
+reads the accepted answers against it
+(:func:`mmal.annotation.box_answers.read_answers`), merges them into the
+image's earlier entry, writes the cycle's cumulative ``box_labels.json``
+(the next cycle trains on it, nothing is written into the dataset) and
+records in the cycle's entry what the dataset oracle's cycle records:
+``box_queries`` (what people did), ``selected_cost`` and ``box_labels``.
 """
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from ..annotation.batch import label_space, tasks_of_samples, write_batch
+import numpy as np
+
+from ..annotation.batch import label_space, read_batch, tasks_of_samples, write_batch
+from ..annotation.box_answers import AnswerCounts, read_answers
 from ..annotation.ingest import Decision, carry_received, ingest_and_write
+from ..annotation.records import Box, Labels, Task
 from ..annotation.settings import AnnotationSettings
 from ..datasets import Pool
+from ..datasets.box_labels import read_box_labels, write_box_labels
 from ..utils import ConfigError
 from ..utils.dist import on_rank0
+from . import box_level
+from .box_queries import QueryCost
+from .cost import AnnotationCost
 from .settings import ActiveLearningSettings
 from .state import ExperimentState
 
@@ -51,6 +71,7 @@ class HumanOracle:
         self.annotation = AnnotationSettings.from_dict(settings.annotation)
         self.space = label_space(cfg, task)
         self.strategy = settings.strategy['type']
+        self.box_level = box_level.BoxLevelSettings.from_config(settings.box_level)
 
     @staticmethod
     def check_config(strategy) -> None:
@@ -78,7 +99,8 @@ class HumanOracle:
         if c == 0:
             return self.initial_labeled()
         previous = state.cycle(c - 1)
-        return previous['labeled'] + self.accepted(previous)
+        known = set(previous['labeled'])  # box-level: an image asked again is labeled already
+        return previous['labeled'] + [i for i in self.accepted(previous) if i not in known]
 
     def initial_labeled(self) -> list[str]:
         """Cycle 0's labeled set: the samples labeled on disk."""
@@ -112,7 +134,8 @@ class HumanOracle:
         """
         requeued = self.requeued(previous)
         if requeued:
-            before = {p['id']: p['score'] for p in previous['selected']}
+            before = {p['id']: p['score']
+                      for p in previous['selected'] + previous.get('revisited', [])}
             picked = [dict(id=i, score=before[i], requeued=True) for i in requeued] + picked
         annotation = self.write(picked, cycle_dir, c, predict, previous=previous)
         return picked, dict(annotation=annotation)
@@ -135,12 +158,48 @@ class HumanOracle:
             tasks = tasks_of_samples(self.cfg.train_dataloader.dataset, ids,
                                      [p['score'] for p in picked], predictions, self.space,
                                      self.annotation)
+            extra = dict(requeued=requeued)
+            if self.box_level is not None:
+                tasks = self._questions(tasks, predictions, previous)
+                extra['box_level'] = dataclasses.asdict(self.box_level)
             write_batch(folder, tasks, self.space, self.annotation, strategy=self.strategy,
-                        cycle=cycle, extra=dict(requeued=requeued))
+                        cycle=cycle, extra=extra)
             if requeued and previous is not None:
                 carry_received(previous['annotation']['folder'], folder, requeued)
         on_rank0(write_files)  # the others wait for the files
         return dict(folder=str(folder), status='waiting', num_tasks=len(ids))
+
+    def _questions(self, tasks: list[Task], predictions: list, previous: dict | None
+                   ) -> list[Task]:
+        """Box-level: each task with its question (asked regions, pseudo-labels as the
+        prediction, ignore regions), from the model's predictions and what the image's
+        earlier answers settled; a task sent back keeps the question it was asked."""
+        known = read_box_labels(previous['box_labels']) if (previous or {}).get(
+            'box_labels') else {}
+        asked_before = {t.task_id: t for t in read_batch(
+            previous['annotation']['folder'])[1]} if (previous or {}).get('annotation') else {}
+        out = []
+        for task, sample in zip(tasks, predictions):
+            if task.task_id in asked_before and task.task_id in self.requeued(previous):
+                before = asked_before[task.task_id]
+                out.append(dataclasses.replace(task, prediction=before.prediction,
+                                               asked=before.asked, ignored=before.ignored))
+                continue
+            instances = sample.pred_instances
+            prediction = {key: _array(getattr(instances, key))
+                          for key in ('bboxes', 'scores', 'labels')}
+            found, split = box_level.plan_query(self.box_level, prediction,
+                                                known.get(task.task_id))
+            out.append(dataclasses.replace(
+                task, prediction=Labels(task.task_id, 'model',
+                                        boxes=self._boxes(found, split.pseudo)),
+                asked=self._boxes(found, split.asked), ignored=self._boxes(found, split.ignored)))
+        return out
+
+    def _boxes(self, found, indices) -> tuple[Box, ...]:
+        return tuple(Box(self.space.names[int(found.labels[i])],
+                         *(float(v) for v in found.boxes[i]),
+                         score=float(found.confidences[i])) for i in indices)
 
     def waiting_message(self, c: int, entry: dict, work_dir: Path, config: str) -> str:
         folder = entry['annotation']['folder']
@@ -183,7 +242,57 @@ def ingest_into_experiment(cfg, work_dir: str | Path, exports: list, *, fmt: str
                                          annotation=state.data['settings'].get('annotation'))
     record = dict(entry['annotation'], status='ingested', accepted=sorted(decision.accepted),
                   requeued=decision.requeued)
-    if record != entry['annotation']:
-        entry['annotation'] = record
+    batch, tasks = read_batch(folder)
+    fields = dict(annotation=record)
+    if 'box_level' in batch:
+        labels_file = folder.parent / box_level.LABELS_FILE
+        before = labels_file.read_text() if labels_file.exists() else None
+        fields.update(box_level_labels(state, c, batch, tasks, decision, folder.parent))
+        changed = [labels_file] if labels_file.read_text() != before else []
+    if any(entry.get(key) != value for key, value in fields.items()):
+        entry.update(fields)
         state.save()
     return c, decision, changed
+
+
+def box_level_labels(state: ExperimentState, c: int, batch: dict, tasks: list[Task],
+                     decision: Decision, cycle_dir: Path) -> dict:
+    """Cycle ``c``'s box-labels file from the accepted answers; what the cycle records.
+
+    The file is the previous cycle's entries with each accepted image's answers
+    merged in (:func:`~mmal.loop.box_level.merge_entry` where it was asked before),
+    written whole from them at every ingest, so an ingest repeated, or one that takes
+    an acceptance back, leaves the file as the decision says.
+    """
+    settings = batch['box_level']
+    names = batch['space']['names']
+    previous = state.cycle(c - 1) if c else None
+    entries = read_box_labels(previous['box_labels']) if (previous or {}).get(
+        'box_labels') else {}
+    counts = AnswerCounts()
+    for task in tasks:
+        if task.task_id not in decision.accepted:
+            continue
+        new, done = read_answers(decision.accepted[task.task_id].labels.boxes, task, names,
+                                 oracle_iou=settings['oracle_iou'],
+                                 duplicate_iou=settings['duplicate_iou'])
+        old = entries.get(task.task_id)
+        entries[task.task_id] = new if old is None else box_level.merge_entry(
+            old, new, settings['duplicate_iou'])
+        counts += done
+    path = cycle_dir / box_level.LABELS_FILE
+    write_box_labels(path, entries)
+    cost = AnnotationCost.from_config(state.data['settings'].get('cost', 'images'))
+    images = len([t for t in tasks if t.task_id in decision.accepted])
+    spent = box_level.query_cost_in_units(cost, QueryCost(boxes_drawn=counts.boxes_drawn,
+                                                          verifications=counts.verifications))
+    # query_cost_in_units prices one image; the overhead is per image answered.
+    spent.update(images=float(images), seconds=spent['seconds'] + cost.per_image * (images - 1))
+    return dict(box_queries=counts.record(), box_labels=str(path),
+                selected_cost={unit: round(v, 3) for unit, v in spent.items()})
+
+
+def _array(value) -> np.ndarray:
+    if hasattr(value, 'detach'):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)

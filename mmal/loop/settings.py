@@ -32,8 +32,8 @@ class ActiveLearningSettings:
             cycle but the last, in the unit of ``cost``: K samples (images),
             or a number of boxes or seconds (then the strategy's picks are
             labeled best first until it is spent, see :mod:`mmal.loop.cost`).
-        box_level (dict, optional): Box-level queries (detection, the dataset
-            as the oracle): inside each selected image the most uncertain
+        box_level (dict, optional): Box-level queries (detection; the dataset
+            or people answer): inside each selected image the most uncertain
             detections are asked, confident ones become pseudo-labels and
             the rest are ignored by the loss
             (:class:`mmal.loop.box_level.BoxLevelSettings`); None (default)
@@ -169,11 +169,7 @@ class ActiveLearningSettings:
                                       f'number of {unit} > 0')
             elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f'active_learning.{key}={value!r} must be an integer >= 1')
-        if BoxLevelSettings.from_config(self.box_level) and self.oracle == 'human':
-            raise ConfigError(
-                "active_learning.box_level with oracle='human': batches that mark the asked "
-                'regions and carry the pseudo-labels to people are not built yet. Use '
-                "oracle='dataset' (benchmarks), or image-level batches (box_level=None)")
+        BoxLevelSettings.from_config(self.box_level)
         if unit != 'images' and self.oracle == 'human':
             raise ConfigError(
                 f'active_learning.cost={self.cost!r} with oracle=\'human\': a budget in {unit} '
