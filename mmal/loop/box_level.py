@@ -41,9 +41,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..datasets.box_labels import read_box_labels, write_box_labels
 from ..datasets.pool import sample_infos
+from ..strategies import measures
 from ..utils import ConfigError
 from ..utils.boxes import pairwise_iou
 from . import box_queries
@@ -115,9 +117,10 @@ class BoxLevelSettings:
 
 
 def binary_entropy(scores) -> np.ndarray:
-    """Entropy (nats) of object vs not for each detection score."""
-    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-12, 1 - 1e-12)
-    return -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    """Entropy (nats) of object vs not for each detection score (the measure PPAL reads
+    its detections with)."""
+    p = torch.as_tensor(np.asarray(scores, dtype=np.float64))
+    return measures.binary_entropy(p).numpy()
 
 
 def query_image(settings: BoxLevelSettings, prediction: dict, gt_boxes, gt_labels,
