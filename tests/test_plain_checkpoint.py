@@ -86,8 +86,10 @@ def test_given_taps_are_probed_for_their_channels():
 
 
 def test_a_model_kind_no_wrapper_takes_is_refused_naming_the_kinds():
-    with pytest.raises(ConfigError, match='single-stage and two-stage'):
-        wrap_plain_model(dict(type='DINO'))
+    # a semi-supervised teacher-student pair (mmdet's BaseDetector, no wrapper's kind)
+    with pytest.raises(ConfigError, match='single-stage and two-stage mmdet detectors, '
+                                          'DETR-family'):
+        wrap_plain_model(dict(type='SoftTeacher'))
     with pytest.raises(ConfigError, match="'NoSuchDetector'"):
         wrap_plain_model(dict(type='NoSuchDetector'))
 

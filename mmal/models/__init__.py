@@ -1,6 +1,6 @@
 """The Learning Loss method: module, ranking loss, taps and task wrappers."""
 from .backbones import EfficientNetLite
-from .detectors import LearningLossDetector, LearningLossTwoStageDetector
+from .detectors import LearningLossDetector, LearningLossDETR, LearningLossTwoStageDetector
 from .heads import (
     PerImageLossRTMDetHead,
     PerImageLossRTMDetSepBNHead,
@@ -15,8 +15,9 @@ from .ranking_loss import LossPredictionLoss, ranking_accuracy
 from .taps import FeatureTaps
 
 __all__ = [
-    'CompactHourglassNet', 'EfficientNetLite', 'FeatureTaps', 'LearningLossDetector',
-    'LearningLossModel', 'LearningLossPoseEstimator', 'LearningLossTwoStageDetector',
+    'CompactHourglassNet', 'EfficientNetLite', 'FeatureTaps', 'LearningLossDETR',
+    'LearningLossDetector', 'LearningLossModel', 'LearningLossPoseEstimator',
+    'LearningLossTwoStageDetector',
     'LossPredictionLoss', 'LossPredictionModule', 'PerImageLossRTMDetHead',
     'PerImageLossRTMDetSepBNHead', 'PerImageLossSSDHead', 'PerImageLossYOLOXHead',
     'ranking_accuracy', 'with_ignore_regions'

@@ -12,7 +12,7 @@ scored (:func:`mmal.service.query.check_checkpoint`).
 """
 import copy
 
-from mmdet.models.detectors import SingleStageDetector, TwoStageDetector
+from mmdet.models.detectors import DetectionTransformer, SingleStageDetector, TwoStageDetector
 from mmdet.registry import MODELS as DET_MODELS
 from mmpose.models.pose_estimators import BottomupPoseEstimator, TopdownPoseEstimator
 from mmpose.registry import MODELS as POSE_MODELS
@@ -27,6 +27,7 @@ from .pose.learning_loss_pose_estimator import BOTTOM_UP_REFUSAL
 _WRAPPERS = (
     (SingleStageDetector, 'LearningLossDetector', 'detector'),
     (TwoStageDetector, 'LearningLossTwoStageDetector', 'detector'),
+    (DetectionTransformer, 'LearningLossDETR', 'detector'),
     (TopdownPoseEstimator, 'LearningLossPoseEstimator', 'estimator'),
 )
 
@@ -70,8 +71,8 @@ def wrap_plain_model(model_cfg: dict) -> dict:
         raise ConfigError(BOTTOM_UP_REFUSAL.format(type=model_cfg.get('type')).replace(
             'model.estimator.type', 'model.type', 1))
     raise ConfigError(f'model.type={model_cfg.get("type")!r} ({cls.__name__}) cannot be scored: '
-                      'MMAL scores single-stage and two-stage mmdet detectors and top-down '
-                      'mmpose estimators')
+                      'MMAL scores single-stage and two-stage mmdet detectors, DETR-family '
+                      'ones (DINO, Deformable DETR, DETR) and top-down mmpose estimators')
 
 
 def _predictable(model_cfg: dict) -> dict:

@@ -99,7 +99,9 @@ class LearningLossDetector(LearningLossModel):
         if not isinstance(built, SingleStageDetector):
             raise TypeError(f'model.detector.type={detector.get("type")!r} is not a '
                             'single-stage detector; LearningLossDetector wraps '
-                            'SingleStageDetector subclasses (SSD, RetinaNet, FCOS, ...)')
+                            'SingleStageDetector subclasses (SSD, RetinaNet, FCOS, ...). '
+                            "Set model.type='LearningLossDETR' for DETR, DeformableDETR and "
+                            "DINO, 'LearningLossTwoStageDetector' for Faster R-CNN and kin")
         head = built.bbox_head
         if (per_image_normalizer != 'none' and hasattr(head, 'loss_by_feat_per_image')
                 and not hasattr(head, 'per_image_normalizer')):
