@@ -1,7 +1,8 @@
 """Box-level queries in the experiment: ask regions of the selected images, not images.
 
-``active_learning.box_level = dict(...)`` turns them on (detection, the
-dataset as the oracle). After the strategy has ordered the candidates
+``active_learning.box_level = dict(...)`` turns them on (detection; the
+dataset as the oracle, or people through box-level batches,
+:mod:`mmal.annotation.box_answers`). After the strategy has ordered the candidates
 (whatever it is: Learning Loss, entropy, PPAL, random), each selected
 image, best first, gets a query (:mod:`.box_queries`):
 
@@ -13,7 +14,7 @@ image, best first, gets a query (:mod:`.box_queries`):
    detections at ``pseudo_label_threshold`` or more become pseudo-labels;
    the rest above ``min_score`` become ignore regions (the loss neither
    trains them as objects nor as background);
-3. the dataset answers the asked regions only (an object matched at
+3. the dataset (or people) answers the asked regions only (an object matched at
    ``oracle_iou``, with its exact box and class, or "nothing here"); an
    object that no region asked stays unlabeled;
 4. what the answer cost (boxes drawn, "nothing here" verifications) is
