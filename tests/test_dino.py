@@ -318,3 +318,20 @@ def test_deformable_detr_and_detr_targets_and_outputs(other_detr):
     assert out['posteriors'][0].shape == (30, 6) and out['boxes'][0].shape == (30, 4)
     assert out['grad_embedding'].shape == (2, (6 if detr else 5) * 256)
     assert torch.isfinite(out['target_loss']).all()
+
+
+def test_a_dropout_committee_scores_dino_like_any_detector(dino_cfg, model):
+    """Query by committee's dropout members drop the neck's maps before the transformer;
+    their query rows differ, and the committee's disagreement is a number per image."""
+    from mmal.scoring.score_loop import run_passes, split_per_sample, stack_outputs
+    from mmal.strategies.query_by_committee import QueryByCommitteeStrategy
+    model.eval()
+    model.score_cfg.update(score_thr=0.0, num_boxes=10)
+    strategy = QueryByCommitteeStrategy(task='detection', committee='dropout', members=3)
+    out = run_passes(model, batch(dino_cfg, 2), strategy.candidate_passes())
+    members = out['posteriors'][0]
+    assert len(members) == 3 and all(m.shape == (10, 6) for m in members)
+    assert not torch.allclose(torch.as_tensor(members[0]), torch.as_tensor(members[1]))
+    outputs = stack_outputs(split_per_sample(out), 2, model.posterior_kind)
+    scores = strategy.scores(outputs, {})
+    assert scores.shape == (2,) and all(0.0 <= s <= 1.0 for s in scores)
