@@ -11,11 +11,13 @@ and the batch is written as the experiment writes it for people.
 """
 import copy
 import json
+import logging
 import os.path as osp
 from pathlib import Path
 
 import numpy as np
 from mmengine.config import Config
+from mmengine.logging import print_log
 from mmengine.runner import CheckpointLoader
 from mmpose.datasets import MpiiDataset
 from mmpose.registry import DATASETS as POSE_DATASETS
@@ -103,6 +105,10 @@ class CheckpointScorer:
         self.strategy_cfg = dict(strategy or section.get('strategy') or
                                  dict(type='LearningLossStrategy'))
         self.seed = section.get('seed', 0)
+        if section.get('box_level') is not None:
+            print_log('active_learning.box_level is ignored here: al_query and the serving '
+                      'queue order whole images; box-level queries run in tools/al_train.py',
+                      logger='current', level=logging.WARNING)
         self.task = task_of(cfg)
         self.strategy = build_strategy(self.strategy_cfg, self.task)
         if self.strategy.needs_labels:
