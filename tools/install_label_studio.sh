@@ -23,6 +23,10 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${MMAL_LABEL_STUDIO:-${XDG_CACHE_HOME:-$HOME/.cache}/mmal/labelstudio-venv}
 SPEC=${MMAL_LABEL_STUDIO_SPEC:-label-studio==1.23.2}
 STAMP="$VENV/.mmal-installed"
+# Label Studio asks for sentry-sdk>=2.16 with no upper bound, and its settings
+# pass an option (send_default_pii) that sentry-sdk 3.0 rejects: with 3.x no
+# label-studio command starts ("TypeError: Unknown option").
+PINS="sentry-sdk<3"
 
 die() { printf 'install_label_studio: ERROR: %s\n' "$*" >&2; exit 1; }
 log() { printf 'install_label_studio: %s\n' "$*" >&2; }
@@ -43,7 +47,7 @@ find_python() {
 
 works() { "$VENV/bin/label-studio" --help >/dev/null 2>&1; }
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$SPEC" ] && works; then
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$SPEC $PINS" ] && works; then
   log "reusing $VENV ($SPEC)"
 else
   created=""
@@ -56,7 +60,7 @@ else
   fi
   log "installing $SPEC (about 1 GB, a minute or two)"
   rm -f "$STAMP"
-  if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$SPEC" >&2; then
+  if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$SPEC" $PINS >&2; then
     [ -n "$created" ] && rm -rf "$VENV"
     die "pip could not install $SPEC into $VENV (see pip's message above);" \
       "try another version with MMAL_LABEL_STUDIO_SPEC=label-studio==<version>"
@@ -64,7 +68,7 @@ else
   works || die "$VENV/bin/label-studio does not run after installing $SPEC"
   # The database copy belongs to the version it was migrated with.
   rm -rf "$VENV/mmal-database"
-  echo "$SPEC" > "$STAMP"
+  echo "$SPEC $PINS" > "$STAMP"
 fi
 
 "$VENV/bin/python" "$REPO/tests/labelstudio_server.py" prepare >&2 ||
