@@ -264,6 +264,19 @@ def test_al_compare_gives_amp_to_every_run(monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------ default folders
+def test_al_compare_puts_its_runs_in_the_configs_work_dir(monkeypatch, tmp_path):
+    """Like al_train: no --work-dir means the config's work_dir, then work_dirs/."""
+    import mmal.compare
+    al_compare = load_tool(REPO / 'tools/al_compare.py')
+    roots = []
+    monkeypatch.setattr(mmal.compare, 'run_one', lambda cfg, spec, root, *a: roots.append(root))
+    monkeypatch.chdir(tmp_path)
+    args = [str(CONFIG), '--strategies', 'RandomStrategy', '--seeds', '0', '--no-report']
+    al_compare.main([*args, '--cfg-options', f'work_dir={tmp_path / "mine"}'])
+    al_compare.main(args)
+    assert roots == [tmp_path / 'mine', Path('work_dirs') / f'compare_{CONFIG.stem}']
+
+
 def test_al_query_never_writes_over_a_batch(tmp_path, monkeypatch, capsys):
     """Its default folder is work_dirs/<config name>/query; a batch there (or in any
     --out) may be with annotators, so a second query is refused."""

@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                         'aggregation=sum')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2],
                         help='one run per strategy and seed (active_learning.seed)')
-    parser.add_argument('--work-dir', help='comparison folder (default: '
-                        './work_dirs/compare_<config name>)')
+    parser.add_argument('--work-dir', help="comparison folder (default: the config's "
+                        'work_dir, else ./work_dirs/compare_<config name>)')
     parser.add_argument('--baseline', default='RandomStrategy',
                         help='the strategy name the others are compared with')
     parser.add_argument('--metric', help='summary metric, as the runs record it (default: '
@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             print('error: --jobs runs several single-process runs; with --launcher '
                   f'{args.launcher} runs go one after another (--jobs 1)', file=sys.stderr)
             return 2
-    work_dir = Path(args.work_dir or default_work_dir(args.config or 'runs', prefix='compare_'))
     failed: list[str] = []
+    cfg = None
     if not args.plot_only:
         try:
             specs = plan_runs(args.strategies, args.seeds)
@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if note and args.run_index is None:
             print(note)
+    work_dir = Path(args.work_dir
+                    or default_work_dir(args.config or 'runs', cfg, prefix='compare_'))
+    if not args.plot_only:
         if args.jobs > 1:
             # Each child parses the same flags (--amp included) and runs one spec.
             failed = run_in_parallel(specs, args.jobs, [str(Path(__file__).resolve()), *argv],
