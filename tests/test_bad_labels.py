@@ -122,6 +122,25 @@ def test_drop_and_clip_fix_the_boxes_while_loading(dirty_voc, tmp_path, action, 
     assert bad_kept == kept     # clip repairs the inverted and the outside box
 
 
+def test_a_switched_pipeline_fixes_the_boxes_too(dirty_voc, tmp_path):
+    """RTMDet's last epochs load through PipelineSwitchHook's own pipeline."""
+    from mmdet.registry import DATASETS
+    from mmengine.dataset import Compose
+    from mmengine.registry import init_default_scope
+    root, files = dirty_voc
+    cfg = voc_config('configs/active_learning/ll_rtmdet-tiny_synthetic-voc.py', root)
+    cfg.active_learning.update(initial_size=24, bad_labels='drop')
+    init_default_scope('mmdet')
+    phase = phase_config(cfg, 'train', tmp_path, num_train=24)
+    switch, = [h for h in phase.custom_hooks if h.type == 'PipelineSwitchHook']
+    raw = DATASETS.build(cfg.train_dataloader.dataset)
+    switched = Compose(switch.switch_pipeline)
+    for i in range(3):   # the three bad images come first in trainval
+        boxes = switched(raw.get_data_info(i))['data_samples'].gt_instances.bboxes.tensor
+        assert len(boxes) == len(raw[i]['data_samples'].gt_instances.bboxes) - 1
+        assert (boxes[:, 2:] > boxes[:, :2]).all()
+
+
 @pytest.mark.slow
 def test_dropped_bad_boxes_train_finite_and_the_log_counts_them(dirty_voc, tmp_path):
     root, _ = dirty_voc

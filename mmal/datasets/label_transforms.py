@@ -90,13 +90,19 @@ def with_label_fixes(dataset_cfg: dict, action: str,
     if action == 'refuse':
         return cfg
     for leaf in leaf_configs(cfg):
-        pipeline = list(leaf.get('pipeline') or [])
-        if any(t.get('type') in _LOADERS for t in pipeline):
-            continue
-        for name, loaders in _LOADERS.items():
-            at = [i for i, t in enumerate(pipeline) if t.get('type') in loaders]
-            if at:
-                pipeline.insert(at[0] + 1, dict(type=name, action=action, tolerance=tolerance))
-                break
-        leaf['pipeline'] = pipeline
+        leaf['pipeline'] = pipeline_with_label_fixes(leaf.get('pipeline'), action, tolerance)
     return cfg
+
+
+def pipeline_with_label_fixes(pipeline: list | None, action: str,
+                              tolerance: float = DEFAULT_TOLERANCE) -> list:
+    """``pipeline`` with the fix right after the step that loads the labels."""
+    pipeline = list(pipeline or [])
+    if action == 'refuse' or any(t.get('type') in _LOADERS for t in pipeline):
+        return pipeline
+    for name, loaders in _LOADERS.items():
+        at = [i for i, t in enumerate(pipeline) if t.get('type') in loaders]
+        if at:
+            pipeline.insert(at[0] + 1, dict(type=name, action=action, tolerance=tolerance))
+            break
+    return pipeline

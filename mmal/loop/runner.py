@@ -15,7 +15,7 @@ from mmengine.dist import get_world_size
 from mmengine.runner import Runner
 
 from ..datasets.label_checks import DEFAULT_TOLERANCE
-from ..datasets.label_transforms import with_label_fixes
+from ..datasets.label_transforms import pipeline_with_label_fixes, with_label_fixes
 from ..hooks import EpochSeedHook, StopOnNonFiniteLossHook
 
 
@@ -149,6 +149,12 @@ def fix_bad_labels(cfg: Config, action: str, tolerance: float) -> None:
     for key in ('train_dataloader', 'test_dataloader'):
         if cfg.get(key) and cfg[key].get('dataset'):
             cfg[key].dataset = with_label_fixes(cfg[key].dataset, action, tolerance)
+    # A hook that swaps the training pipeline mid-run (mmdet's PipelineSwitchHook,
+    # RTMDet / YOLOX's last epochs) must keep the fix too.
+    for hook in cfg.get('custom_hooks') or []:
+        if hook.get('switch_pipeline'):
+            hook['switch_pipeline'] = pipeline_with_label_fixes(hook['switch_pipeline'],
+                                                                action, tolerance)
 
 
 def no_single_sample_batch(cfg: Config, num_samples: int) -> bool:
