@@ -12,7 +12,12 @@ scored (:func:`mmal.service.query.check_checkpoint`).
 """
 import copy
 
-from mmdet.models.detectors import DetectionTransformer, SingleStageDetector, TwoStageDetector
+from mmdet.models.detectors import (
+    DetectionTransformer,
+    SemiBaseDetector,
+    SingleStageDetector,
+    TwoStageDetector,
+)
 from mmdet.registry import MODELS as DET_MODELS
 from mmpose.models.pose_estimators import BottomupPoseEstimator, TopdownPoseEstimator
 from mmpose.registry import MODELS as POSE_MODELS
@@ -86,3 +91,12 @@ def _predictable(model_cfg: dict) -> dict:
     config the wrapper is handed already names what it builds.
     """
     return with_per_image_loss_head(model_cfg)
+
+
+def is_teacher_student(model_cfg: dict) -> bool:
+    """Whether a wrapper config's ``detector`` is a teacher-student pair (mmdet's
+    ``SemiBaseDetector``: ``SoftTeacher``), i.e. the model trains semi-supervised."""
+    detector = model_cfg.get('detector') if isinstance(model_cfg, dict) else None
+    if not isinstance(detector, dict) or detector.get('type') is None:
+        return False
+    return issubclass(model_class(detector), SemiBaseDetector)

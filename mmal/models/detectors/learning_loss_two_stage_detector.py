@@ -5,7 +5,7 @@ import inspect
 from collections.abc import Iterator, Sequence
 
 import torch
-from mmdet.models.detectors import TwoStageDetector
+from mmdet.models.detectors import SemiBaseDetector, TwoStageDetector
 from mmdet.models.roi_heads.bbox_heads import BBoxHead
 from mmdet.models.utils import unpack_gt_instances
 from mmdet.registry import MODELS
@@ -43,6 +43,10 @@ class LearningLossTwoStageDetector(LearningLossModel):
             the ``num_boxes`` (default 100) with the highest foreground
             confidence per image, among those with at least ``score_thr``
             (default 0.05).
+        score_on (str): With ``detector`` a teacher-student pair (mmdet's
+            ``SoftTeacher`` around a two-stage detector: semi-supervised
+            training), the member scoring reads, ``'student'`` (default) or
+            ``'teacher'``; see :class:`~mmal.models.LearningLossModel`.
 
     **Per-image target loss.** An image's target loss is its *summed*
     objective, as :class:`LearningLossDetector` has it by default
@@ -91,29 +95,38 @@ class LearningLossTwoStageDetector(LearningLossModel):
     def __init__(self, detector: dict, taps: Sequence[str] | None = None,
                  loss_prediction: dict | None = None,
                  rank_loss: dict | None = None, rank_loss_weight: float = 1.0,
-                 init_cfg: dict | None = None, score_cfg: dict | None = None) -> None:
+                 init_cfg: dict | None = None, score_cfg: dict | None = None,
+                 score_on: str = 'student') -> None:
         score_cfg = check_score_cfg(score_cfg)
         built = MODELS.build(detector)
-        if not isinstance(built, TwoStageDetector):
-            raise TypeError(f'model.detector.type={detector.get("type")!r} is not a '
+        key, kind = 'model.detector.type', detector.get('type')
+        plain = built
+        if isinstance(built, SemiBaseDetector):
+            # mmdet's teacher-student pair (SoftTeacher): its student is checked below
+            key, kind, plain = 'model.detector.detector.type', type(built.student).__name__, \
+                built.student
+        if not isinstance(plain, TwoStageDetector):
+            raise TypeError(f'{key}={kind!r} is not a '
                             'two-stage detector; LearningLossTwoStageDetector wraps '
-                            'TwoStageDetector subclasses (FasterRCNN, CascadeRCNN, ...). '
+                            'TwoStageDetector subclasses (FasterRCNN, CascadeRCNN, ...), '
+                            'alone or as the detector of a SemiBaseDetector (SoftTeacher). '
                             'For a single-stage detector (SSD, RetinaNet, FCOS, ...) set '
                             "model.type='LearningLossDetector'")
-        if not built.with_roi_head:
-            raise TypeError(f'model.detector.type={detector.get("type")!r} has no roi_head; '
+        if not plain.with_roi_head:
+            raise TypeError(f'{key}={kind!r} has no roi_head; '
                             'LearningLossTwoStageDetector needs one')
-        if built.roi_head.with_mask:
-            raise TypeError(f'model.detector.type={detector.get("type")!r} has a mask branch '
+        if plain.roi_head.with_mask:
+            raise TypeError(f'{key}={kind!r} has a mask branch '
                             '(roi_head.mask_head); the per-image target covers the RPN and the '
                             'box branch only, so its mask loss would be left out. Remove the '
                             'mask head or wrap a box-only detector')
-        super().__init__(built, taps, loss_prediction, rank_loss, rank_loss_weight, init_cfg)
+        super().__init__(built, taps, loss_prediction, rank_loss, rank_loss_weight, init_cfg,
+                         score_on=score_on)
         self.score_cfg = score_cfg
 
     # ------------------------------------------------------------ target losses
     def task_loss(self, feats: tuple, data_samples: list) -> tuple[dict, Tensor]:
-        detector = self.task_model
+        detector = self.detector
         rpn_head = detector.rpn_head if detector.with_rpn else None
         with contextlib.ExitStack() as stack:
             rpn_calls = stack.enter_context(recorded_calls(
@@ -127,7 +140,7 @@ class LearningLossTwoStageDetector(LearningLossModel):
         return losses, (rpn + roi).detach()
 
     def _bbox_heads(self) -> list[nn.Module]:
-        heads = self.task_model.roi_head.bbox_head
+        heads = self.detector.roi_head.bbox_head
         return list(heads) if isinstance(heads, nn.ModuleList) else [heads]
 
     @torch.no_grad()
@@ -135,9 +148,9 @@ class LearningLossTwoStageDetector(LearningLossModel):
         """Each image's summed RPN loss, from the batch's recorded targets."""
         num_imgs = len(data_samples)
         per_image = feats[0].new_zeros(num_imgs)
-        if not self.task_model.with_rpn:
+        if not self.detector.with_rpn:
             return per_image
-        head = self.task_model.rpn_head
+        head = self.detector.rpn_head
         batch_first = all(a.shape[0] == num_imgs for call in calls
                           for a in call.args if isinstance(a, Tensor))
         if not calls or not batch_first:
@@ -158,7 +171,7 @@ class LearningLossTwoStageDetector(LearningLossModel):
     def _roi_per_image(self, num_imgs: int, calls: list[list], device) -> Tensor:
         """Each image's summed box-head loss, on the RoIs the batch sampled."""
         per_image = torch.zeros(num_imgs, device=device)
-        weights = getattr(self.task_model.roi_head, 'stage_loss_weights', None)
+        weights = getattr(self.detector.roi_head, 'stage_loss_weights', None)
         for stage, (head, head_calls) in enumerate(zip(self._bbox_heads(), calls)):
             weight = 1.0 if weights is None else float(weights[stage])
             signature = inspect.signature(head.loss_and_target)
@@ -209,13 +222,13 @@ class LearningLossTwoStageDetector(LearningLossModel):
         unsupported = set(wanted) - TASK_OUTPUTS
         if unsupported:
             raise UnsupportedScoreOutputError(
-                f'{type(self.task_model).__name__} cannot give {sorted(unsupported)}; a '
+                f'{type(self.detector).__name__} cannot give {sorted(unsupported)}; a '
                 f'two-stage detector gives {sorted(TASK_OUTPUTS)}')
         gt = ground_truth(data_samples, wanted)
         wanted = wanted - set(gt)
         if not wanted:
             return gt
-        roi_head = self.task_model.roi_head
+        roi_head = self.detector.roi_head
         bbox_head = roi_head.bbox_head
         if not isinstance(bbox_head, BBoxHead):
             raise UnsupportedScoreOutputError(
@@ -261,7 +274,7 @@ class LearningLossTwoStageDetector(LearningLossModel):
     # ------------------------------------------------------------ predictions
     def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list) -> list:
         """mmdet's post-processed predictions, rescaled to the original image."""
-        detector = self.task_model
+        detector = self.detector
         with mmcv_ops_precision(feats) as feats:
             rpn_results = self._rpn_results(feats, data_samples)
             results = detector.roi_head.predict(feats, rpn_results, data_samples, rescale=True)
@@ -271,7 +284,7 @@ class LearningLossTwoStageDetector(LearningLossModel):
         """Proposals in network-input pixels, as ``TwoStageDetector.predict`` gets them."""
         if data_samples[0].get('proposals', None) is not None:
             return [sample.proposals for sample in data_samples]
-        return self.task_model.rpn_head.predict(feats, data_samples, rescale=False)
+        return self.detector.rpn_head.predict(feats, data_samples, rescale=False)
 
 
 @contextlib.contextmanager
