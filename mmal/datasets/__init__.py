@@ -27,6 +27,7 @@ from .pool import (
     deterministic_pipeline,
     leaf_configs,
     scoring_config,
+    semi_supervised_config,
     subset_config,
 )
 from .voc_generator import SYNTHETIC_VOC_CLASSES, VOCSceneConfig, generate_voc_dataset
@@ -39,6 +40,7 @@ __all__ = [
     'PartiallyLabeledVOCDataset', 'Pool',
     'UnlabeledImageDataset', 'image_paths', 'SYNTHETIC_VOC_CLASSES',
     'VOCSceneConfig', 'build_pool', 'deterministic_pipeline', 'generate_mpii_dataset',
-    'generate_voc_dataset', 'leaf_configs', 'scoring_config', 'subset_config',
+    'generate_voc_dataset', 'leaf_configs', 'scoring_config', 'semi_supervised_config',
+    'subset_config',
     'validate_mpii_annotations', 'write_mpii_headboxes', 'write_mpii_json'
 ]

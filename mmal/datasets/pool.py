@@ -211,3 +211,29 @@ def scoring_config(dataset_cfg: dict, pool: Pool, positions: Sequence[int],
     if len(leaves) == 1:
         return leaves[0]
     return dict(type='ConcatDataset', datasets=leaves, ignore_keys=['dataset_type'])
+
+
+def semi_supervised_config(labeled_cfg: dict, dataset_cfg: dict, pool: Pool,
+                           labeled: Sequence[int], unlabeled_pipeline: list[dict],
+                           branch_field: Sequence[str]) -> dict:
+    """mmdet's semi-supervised training set, both branches drawn from the pool.
+
+    ``labeled_cfg`` (the labeled subset, :func:`subset_config`) keeps its
+    training pipeline, its last step (the packing) moved into mmdet's
+    ``MultiBranch`` as the ``'sup'`` branch; the rest of the pool, every
+    position not in ``labeled``, is the unlabeled branch: the leaves with
+    their ``indices`` and ``unlabeled_pipeline`` (wrappers dropped, as
+    :func:`scoring_config` does). The two are one ``ConcatDataset``, labeled
+    first, which mmdet's ``MultiSourceSampler`` draws each batch from. The
+    pool itself stays the labeled leaves: no unlabeled set is ever added to
+    the config's ``train_dataloader.dataset``.
+    """
+    labeled_cfg = copy.deepcopy(labeled_cfg)
+    for leaf in leaf_configs(labeled_cfg):
+        pipeline = [copy.deepcopy(t) for t in leaf.get('pipeline') or []]
+        leaf['pipeline'] = pipeline[:-1] + [dict(type='MultiBranch',
+                                                 branch_field=list(branch_field),
+                                                 sup=pipeline[-1])]
+    rest = sorted(set(range(len(pool))) - set(labeled))
+    unlabeled_cfg = scoring_config(dataset_cfg, pool, rest, unlabeled_pipeline, with_labels=True)
+    return dict(type='ConcatDataset', datasets=[labeled_cfg, unlabeled_cfg])

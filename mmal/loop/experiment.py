@@ -29,6 +29,7 @@ from ..datasets import Pool, build_pool, subset_config, with_box_level_labels
 from ..datasets.box_labels import read_box_labels
 from ..hooks import TrainingDivergedError
 from ..models import with_ignore_regions
+from ..models.plain_models import is_teacher_student
 from ..scoring import MAIN, ScorePass, Scorer, ScoringSettings
 from ..strategies import build_strategy
 from ..utils import ConfigError
@@ -49,6 +50,7 @@ from .ranking import RankingEvaluation
 from .resume import check_writable, interrupted_cycle, open_state
 from .runner import CycleRunner, phase_config
 from .selection import SCORES_FILE, CycleSelection, draw_candidates, elapsed, write_scores
+from .semi_supervised import SemiSupervisedSettings
 from .settings import ActiveLearningSettings
 from .shared_initial import SharedInitialCycle, shared_initial_set
 from .state import ExperimentState, phase_done
@@ -112,6 +114,15 @@ class ActiveLearningExperiment:
         self.stop_set_outputs = ('predictions',) + (
             ('pred_loss',) if model_refusals(cfg, {'pred_loss'}) == {} else ())
         self.cost = cost.AnnotationCost.from_config(self.settings.cost, self.task)
+        self.semi = SemiSupervisedSettings.from_config(cfg.active_learning.get('semi_supervised'))
+        if self.semi is not None:
+            self.semi.check_config(cfg, self.task)
+        elif self.task == 'detection' and is_teacher_student(cfg.model):
+            raise ConfigError(
+                f'model.detector.type={cfg.model.detector.type!r} is a teacher-student pair, '
+                'which trains on the labeled set and the unlabeled rest of the pool: give '
+                'active_learning.semi_supervised=dict(unlabeled_pipeline=[...]) (see '
+                'docs/experiments.md), or set model.detector to the plain detector')
         self.box_level = box_level.BoxLevelSettings.from_config(self.settings.box_level)
         if self.box_level is not None:
             if self.task != 'detection':
@@ -269,6 +280,9 @@ class ActiveLearningExperiment:
         if not resume and c > 0 and self.settings.model_init == 'continue':
             load_from = self.state.cycle(c - 1)['checkpoint']
         self._log(f'cycle {c}: training on {entry["num_labeled"]} labeled samples'
+                  + ('' if self.semi is None else
+                     f' and the {len(self.pool) - entry["num_labeled"]} unlabeled ones '
+                     '(semi-supervised)')
                   + (f' (resuming from {load_from or "its last checkpoint"})' if resume else ''))
         start = time.perf_counter()
         runner = self._runner(c, entry, 'train', cycle_dir, resume=resume, load_from=load_from)
@@ -516,9 +530,14 @@ class ActiveLearningExperiment:
         labels_file = (self.state.cycle(c - 1) or {}).get('box_labels') if c else None
         if labels_file:  # the images queried box by box train on their box-level labels
             train_dataset = with_box_level_labels(train_dataset, labels_file)
+        sampler = None
+        if self.semi is not None and phase == 'train':  # and the rest of the pool
+            train_dataset, sampler = self.semi.train_data(
+                train_dataset, self.cfg.train_dataloader.dataset, self.pool, positions,
+                self.cfg.train_dataloader.batch_size)
         return CycleRunner.from_cfg(phase_config(
             self.cfg, phase, cycle_dir or self._cycle_dir(c),
-            train_dataset=train_dataset,
+            train_dataset=train_dataset, train_sampler=sampler,
             num_train=len(positions), launcher=self.launcher, seed=self.settings.seed,
             name=f'cycle{c:02d}_{phase}_{time.time_ns()}',
             log=lambda msg: self._log(f'cycle {c}: {msg}'), **options))

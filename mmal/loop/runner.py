@@ -63,6 +63,7 @@ class CycleRunner(Runner):
 
 def phase_config(cfg: Config, phase: str, work_dir: str | Path, *,
                  train_dataset: dict | None = None, num_train: int | None = None,
+                 train_sampler: dict | None = None,
                  test: tuple[dict, dict] | None = None, launcher: str = 'none',
                  resume: bool = False, load_from: str | None = None, seed: int | None = None,
                  name: str | None = None, log: Callable[[str], None] | None = None) -> Config:
@@ -84,6 +85,10 @@ def phase_config(cfg: Config, phase: str, work_dir: str | Path, *,
             ``train_dataloader.dataset`` (the labeled subset).
         num_train (int, optional): How many samples ``train_dataset``
             holds; needed to train.
+        train_sampler (dict, optional): Replaces the training sampler (and
+            drops the batch sampler): semi-supervised training's multi-source
+            sampler (:mod:`~mmal.loop.semi_supervised`), whose batches are
+            always full.
         test (tuple[dict, dict], optional): ``(test_dataloader, test_cfg)``
             of a scoring pass (whose test loop is ``ScoreLoop``).
         launcher (str): The process group's launcher.
@@ -98,6 +103,9 @@ def phase_config(cfg: Config, phase: str, work_dir: str | Path, *,
     section = cfg.pop('active_learning', None) or {}
     if train_dataset is not None:
         cfg.train_dataloader.dataset = train_dataset
+    if train_sampler is not None:
+        cfg.train_dataloader.sampler = train_sampler
+        cfg.train_dataloader.batch_sampler = None
     if test is not None:
         cfg.test_dataloader, cfg.test_cfg = test
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
@@ -109,7 +117,7 @@ def phase_config(cfg: Config, phase: str, work_dir: str | Path, *,
                              'training samples')
         reproducible_training(cfg)
         add_hook(cfg, 'StopOnNonFiniteLossHook', StopOnNonFiniteLossHook)
-        if no_single_sample_batch(cfg, num_train) and log is not None:
+        if train_sampler is None and no_single_sample_batch(cfg, num_train) and log is not None:
             log(f'{num_train} labeled samples would leave a last training batch of one, '
                 'which BatchNorm refuses: it is dropped')
     cfg.work_dir = str(work_dir)

@@ -8,6 +8,7 @@ from ..scoring import ScoringSettings
 from ..utils import ConfigError
 from .box_level import BoxLevelSettings
 from .cost import AnnotationCost
+from .semi_supervised import SemiSupervisedSettings, plain_config
 
 MODEL_INITS = ('reset', 'continue')
 ORACLES = ('dataset', 'human')
@@ -96,6 +97,11 @@ class ActiveLearningSettings:
             (dropping what stays empty). Each kept fix is logged with counts.
         label_tolerance (float): Pixels beyond the image border accepted as
             rounding by that check.
+        semi_supervised (dict, optional): Train every cycle semi-supervised:
+            the labeled set and the rest of the pool, with a teacher-student
+            model (:class:`mmal.loop.semi_supervised.SemiSupervisedSettings`:
+            ``unlabeled_pipeline``, ``sampler``); None (default) trains on
+            the labeled set alone.
     """
 
     budget_per_cycle: int | float
@@ -120,6 +126,7 @@ class ActiveLearningSettings:
     label_tolerance: float = DEFAULT_TOLERANCE
     cost: str | dict = 'images'
     box_level: dict | None = None
+    semi_supervised: dict | None = None
 
     @classmethod
     def from_config(cls, section: dict | None) -> 'ActiveLearningSettings':
@@ -147,6 +154,9 @@ class ActiveLearningSettings:
         for key in ('strategy', 'annotation', 'initial_strategy', 'cost', 'box_level'):
             if isinstance(section.get(key), dict):
                 section[key] = dict(section[key])
+        if isinstance(section.get('semi_supervised'), dict):
+            # plain lists (pipelines hold tuples), as the record's JSON gives them back
+            section['semi_supervised'] = plain_config(section['semi_supervised'])
         settings = cls(**section)
         settings._check()
         return settings
@@ -170,6 +180,7 @@ class ActiveLearningSettings:
             elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f'active_learning.{key}={value!r} must be an integer >= 1')
         BoxLevelSettings.from_config(self.box_level)
+        SemiSupervisedSettings.from_config(self.semi_supervised)
         if unit != 'images' and self.oracle == 'human':
             raise ConfigError(
                 f'active_learning.cost={self.cost!r} with oracle=\'human\': a budget in {unit} '
@@ -246,6 +257,9 @@ class ActiveLearningSettings:
                 f'({self.num_cycles - 1}) x budget_per_cycle ({self.budget_per_cycle}) = '
                 f'{needed} samples, but the pool has {pool_size}. Lower active_learning.'
                 'num_cycles, budget_per_cycle or initial_size')
+        semi = SemiSupervisedSettings.from_config(self.semi_supervised)
+        if semi is not None:
+            semi.check_plan(pool_size, needed if in_images else initial)
         if (self.candidate_pool != 'all' and self.initial_strategy != 'random'
                 and initial > self.candidate_pool):
             raise ConfigError(
