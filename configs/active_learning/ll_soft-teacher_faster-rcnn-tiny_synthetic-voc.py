@@ -1,0 +1,96 @@
+# Learning Loss with semi-supervised training phases: mmdet's SoftTeacher around the
+# small Faster R-CNN, on the generated VOC-format data. Every cycle trains the
+# teacher-student pair on the labeled set and the still-unlabeled rest of the pool
+# (active_learning.semi_supervised, mmal/loop/semi_supervised.py); the ranking loss
+# reads the labeled half of each batch only, and scoring reads the student
+# (model.score_on). Evaluation predicts with the teacher (semi_test_cfg, mmdet's).
+# Random baseline + semi-supervised:
+#   --cfg-options active_learning.strategy.type=RandomStrategy
+_base_ = './ll_faster-rcnn-tiny_synthetic-voc.py'
+
+detector = _base_.model.detector  # the plain FasterRCNN of faster_rcnn_tiny.py
+model = dict(
+    detector=dict(
+        _delete_=True,
+        type='SoftTeacher',
+        detector=detector,
+        data_preprocessor=dict(type='MultiBranchDataPreprocessor',
+                               data_preprocessor=detector.data_preprocessor),
+        # mmdet's soft_teacher settings, the unlabeled loss weighted 1 (mmdet: 4 on COCO
+        # at 180k iterations; a few hundred iterations from scratch start with a teacher
+        # that finds nothing above the thresholds)
+        semi_train_cfg=dict(
+            freeze_teacher=True,
+            sup_weight=1.0,
+            unsup_weight=1.0,
+            pseudo_label_initial_score_thr=0.5,
+            rpn_pseudo_thr=0.9,
+            cls_pseudo_thr=0.9,
+            reg_pseudo_thr=0.02,
+            jitter_times=10,
+            jitter_scale=0.06,
+            min_pseudo_bbox_wh=(1e-2, 1e-2)),
+        semi_test_cfg=dict(predict_on='teacher')),
+    score_on='student')
+
+input_size = 128
+color_space = [
+    [dict(type='ColorTransform')], [dict(type='AutoContrast')], [dict(type='Equalize')],
+    [dict(type='Sharpness')], [dict(type='Posterize')], [dict(type='Solarize')],
+    [dict(type='Color')], [dict(type='Contrast')], [dict(type='Brightness')],
+]
+geometric = [
+    [dict(type='Rotate')], [dict(type='ShearX')], [dict(type='ShearY')],
+    [dict(type='TranslateX')], [dict(type='TranslateY')],
+]
+meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
+             'flip_direction', 'homography_matrix')
+# the teacher's (weak) and the student's (strong) views of an unlabeled image
+weak_pipeline = [
+    dict(type='Resize', scale=(input_size, input_size), keep_ratio=False),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs', meta_keys=meta_keys),
+]
+strong_pipeline = [
+    dict(type='Resize', scale=(input_size, input_size), keep_ratio=False),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='RandomOrder', transforms=[
+        dict(type='RandAugment', aug_space=color_space, aug_num=1),
+        dict(type='RandAugment', aug_space=geometric, aug_num=1),
+    ]),
+    dict(type='RandomErasing', n_patches=(1, 5), ratio=(0, 0.2)),
+    dict(type='FilterAnnotations', min_gt_bbox_wh=(1e-2, 1e-2)),
+    dict(type='PackDetInputs', meta_keys=meta_keys),
+]
+unlabeled_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadEmptyAnnotations'),
+    dict(type='MultiBranch', branch_field=['sup', 'unsup_teacher', 'unsup_student'],
+         unsup_teacher=weak_pipeline, unsup_student=strong_pipeline),
+]
+
+active_learning = dict(
+    # the labeled set's pipeline is the pool's (train_dataloader.dataset), packed as
+    # the 'sup' branch; the unlabeled branch is the rest of the pool
+    semi_supervised=dict(
+        unlabeled_pipeline=unlabeled_pipeline,
+        sampler=dict(type='MultiSourceSampler', source_ratio=[1, 1])))
+
+# mmdet's multi-source sampler never ends an epoch: iteration-based training, the
+# same length every cycle (16 images a batch: 8 labeled, 8 unlabeled)
+max_iters = 600
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
+                 val_interval=max_iters)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=max_iters, eta_min=1e-5),
+]
+default_hooks = dict(
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=200, max_keep_ckpts=1))
+log_processor = dict(by_epoch=False)
+custom_hooks = [
+    # teacher = EMA of the student; mmdet's momentum 0.001 suits 180k iterations, a few
+    # hundred need a faster teacher
+    dict(type='MeanTeacherHook', momentum=0.01),
+    dict(type='LossPredictionStopGradientHook', stop_fraction=0.6),
+]
