@@ -18,6 +18,7 @@ from mmdet.registry import DATASETS, MODELS
 from mmdet.utils import register_all_modules
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
+from mmengine.runner import set_random_seed
 
 from mmal.datasets import build_pool, subset_config
 from mmal.loop import ActiveLearningExperiment
@@ -60,7 +61,7 @@ def semi_dataset(cfg, labeled=LABELED):
 def multi_branch_batch(dataset, sup, unsup):
     """A training batch: labeled items ``sup``, unlabeled items ``unsup`` (branch-local)."""
     offset = dataset.cumulative_sizes[0]
-    torch.manual_seed(0)
+    set_random_seed(0)  # the pipelines' flips and augmentations draw from numpy and random
     return pseudo_collate([dataset[i] for i in sup] + [dataset[offset + i] for i in unsup])
 
 
@@ -259,3 +260,33 @@ def test_two_semi_supervised_cycles_through_the_tool(voc_root, tmp_path):
     state = torch.load(c1['checkpoint'], map_location='cpu', weights_only=False)['state_dict']
     assert any(k.startswith('task_model.teacher.') for k in state)
     assert any(k.startswith('loss_prediction.') for k in state)
+
+
+
+def test_the_serving_queue_retrains_semi_supervised_too(semi_cfg, tmp_path, monkeypatch):
+    from mmal.service import retrain
+    seen = {}
+
+    class StopBeforeTrainingError(Exception):
+        pass
+
+    def capture(run):
+        seen['cfg'] = run
+        raise StopBeforeTrainingError
+    monkeypatch.setattr(retrain.CycleRunner, 'from_cfg', staticmethod(capture))
+    # the generated VOC data is labeled on disk whole: nothing for the unlabeled branch
+    with pytest.raises(ConfigError, match='every sample of the pool .* is labeled'):
+        retrain.train_on_labeled(semi_cfg, tmp_path)
+    # a pool that lists 8 samples without labels (people label them later)
+    monkeypatch.setattr(retrain, 'build_pool', lambda *a: _partly_labeled(build_pool(*a), 8))
+    with pytest.raises(StopBeforeTrainingError):
+        retrain.train_on_labeled(semi_cfg, tmp_path)
+    loader = seen['cfg'].train_dataloader
+    assert loader.sampler['type'] == 'MultiSourceSampler' and loader.batch_sampler is None
+    labeled, unlabeled = loader.dataset['datasets']
+    assert len(labeled['indices']) == 40 and unlabeled['indices'] == list(range(40, 48))
+
+
+def _partly_labeled(pool, unlabeled):
+    pool.has_labels = [True] * (len(pool) - unlabeled) + [False] * unlabeled
+    return pool

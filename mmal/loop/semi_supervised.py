@@ -181,6 +181,11 @@ class SemiSupervisedSettings:
     def train_data(self, labeled_cfg: dict, dataset_cfg: dict, pool: Pool,
                    labeled: list[int], batch_size: int) -> tuple[dict, dict]:
         """``(dataset, sampler)`` of a semi-supervised training Runner."""
+        if len(set(labeled)) >= len(pool):
+            raise ConfigError('active_learning.semi_supervised: every sample of the pool '
+                              '(train_dataloader.dataset) is labeled, which leaves the '
+                              'unlabeled branch empty. Remove the key to train on the labeled '
+                              'set alone, or use a pool that lists unlabeled samples')
         dataset = semi_supervised_config(labeled_cfg, dataset_cfg, pool, labeled,
                                          self.unlabeled_pipeline, BRANCHES)
         return dataset, dict(self.sampler, batch_size=batch_size)

@@ -18,18 +18,26 @@ from mmengine.runner import find_latest_checkpoint
 
 from ..datasets import build_pool, subset_config
 from ..loop.runner import CycleRunner, phase_config
+from ..loop.semi_supervised import SemiSupervisedSettings
 from ..utils.atomic import atomic_write_text
 from .query import CheckpointScorer
 from .serve import ORDER_FILE
 
 
 def train_on_labeled(cfg: Config, folder: Path) -> str:
-    """Train on the samples labeled on disk; the last checkpoint."""
+    """Train on the samples labeled on disk (with ``active_learning.semi_supervised``, and
+    the unlabeled rest of the pool); the last checkpoint."""
     pool = build_pool(cfg.train_dataloader.dataset)
     labeled = [p for p, has in enumerate(pool.has_labels) if has]
+    dataset = subset_config(cfg.train_dataloader.dataset, pool, labeled)
+    sampler = None
+    semi = SemiSupervisedSettings.from_config(
+        (cfg.get('active_learning') or {}).get('semi_supervised'))
+    if semi is not None:
+        dataset, sampler = semi.train_data(dataset, cfg.train_dataloader.dataset, pool, labeled,
+                                           cfg.train_dataloader.batch_size)
     run = phase_config(
-        cfg, 'train', folder,
-        train_dataset=subset_config(cfg.train_dataloader.dataset, pool, labeled),
+        cfg, 'train', folder, train_dataset=dataset, train_sampler=sampler,
         num_train=len(labeled), resume=find_latest_checkpoint(str(folder)) is not None,
         load_from=cfg.get('load_from'),  # the config's starting weights, if it names any
         seed=(cfg.get('active_learning') or {}).get('seed', 0))
