@@ -377,6 +377,9 @@ class ActiveLearningExperiment:
             start = time.perf_counter()
             fields.update(self._stopping_signal(c, scorer))
             timings['stop_signal_s'] = elapsed(start)
+        # The selection cleared its own spill; the passes after it (ranking
+        # evaluation, stop set, box queries) spill too, and are done with it.
+        on_rank0(scorer.clear_spill)
         self.state.mark(c, 'selected', selected=picked, num_candidates=int(len(candidates)),
                         timings=timings, **fields)
         self._write_reports()
