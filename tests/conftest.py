@@ -6,7 +6,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-os.environ.setdefault('OMP_NUM_THREADS', '2')
+# Under pytest-xdist each worker takes one core: the machine's cores are
+# shared out, not oversubscribed.
+os.environ.setdefault('OMP_NUM_THREADS', '1' if os.environ.get('PYTEST_XDIST_WORKER') else '2')
 
 
 @pytest.fixture(scope='session')

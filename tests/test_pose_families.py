@@ -295,7 +295,7 @@ def test_simcc_multi_peak_entropy_known_answers():
 
 # ------------------------------------------------------------ two cycles through the tool
 def al_train(config, work_dir, options):
-    env = dict(os.environ, OMP_NUM_THREADS='2', PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=str(REPO))  # threads: conftest's share
     return subprocess.run([sys.executable, 'tools/al_train.py', str(config), '--work-dir',
                            str(work_dir), '--cfg-options', *options], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=1200)
@@ -304,7 +304,8 @@ def al_train(config, work_dir, options):
 SHRUNK = ['active_learning.initial_size=16', 'active_learning.budget_per_cycle=16',
           'active_learning.num_cycles=2', 'active_learning.candidate_pool=32',
           'active_learning.score_num_workers=0', 'active_learning.score_batch_size=16',
-          'active_learning.ranking_eval_size=16', 'train_cfg.max_epochs=2',
+          'active_learning.ranking_eval_size=8', 'active_learning.stopping.stop_set_size=8',
+          'train_cfg.max_epochs=2',
           'train_dataloader.batch_size=8']
 
 
