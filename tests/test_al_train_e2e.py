@@ -11,14 +11,13 @@ from mmengine.config import Config
 from mmal.loop import ActiveLearningExperiment
 from mmal.loop.state import ExperimentState
 
-from .conftest import REPO
+from .conftest import REPO, voc_config
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def exp_cfg(tiny_cfg):
-    cfg = copy.deepcopy(tiny_cfg)
+def _exp_cfg(voc_root):
+    cfg = voc_config('configs/learning_loss/ssd-tiny_ll_synthetic-voc.py', voc_root)
     cfg.train_dataloader.batch_size = 4
     cfg.train_cfg.max_epochs = 2
     cfg.train_cfg.val_interval = 100
@@ -32,6 +31,19 @@ def exp_cfg(tiny_cfg):
     return cfg
 
 
+@pytest.fixture
+def exp_cfg(voc_root):
+    return _exp_cfg(voc_root)
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(voc_root, tmp_path_factory):
+    """One uninterrupted run of ``exp_cfg``: its folder and final state, read by
+    the tests of its outputs and of resuming (each would otherwise rerun it)."""
+    work_dir = tmp_path_factory.mktemp('uninterrupted')
+    return work_dir, run(_exp_cfg(voc_root), work_dir)
+
+
 def run(cfg, work_dir, resume=False):
     return ActiveLearningExperiment(copy.deepcopy(cfg), str(work_dir), resume=resume).run()
 
@@ -42,8 +54,8 @@ def essence(state_data):
                  metrics=c['metrics'], status=c['status']) for c in state_data['cycles']]
 
 
-def test_two_cycle_run_writes_every_output(exp_cfg, tmp_path):
-    state = run(exp_cfg, tmp_path)
+def test_two_cycle_run_writes_every_output(uninterrupted):
+    tmp_path, state = uninterrupted
     data = json.loads((tmp_path / 'al_state.json').read_text())
     assert data['status'] == 'finished'
     assert {'settings', 'seed', 'config_digests', 'versions', 'pool', 'cycles'} <= set(data)
@@ -82,8 +94,9 @@ class SimulatedKillError(Exception):
 
 @pytest.mark.parametrize('stop_at', [(0, 'trained'), (0, 'evaluated'), (0, 'selected'),
                                      (1, 'trained')])
-def test_resume_after_each_step_gives_the_same_state(exp_cfg, tmp_path, monkeypatch, stop_at):
-    reference = run(exp_cfg, tmp_path / 'ref').data
+def test_resume_after_each_step_gives_the_same_state(exp_cfg, uninterrupted, tmp_path,
+                                                     monkeypatch, stop_at):
+    reference = uninterrupted[1].data
     original = ExperimentState.mark
 
     def mark_then_die(self, index, phase, **fields):

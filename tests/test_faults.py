@@ -41,7 +41,8 @@ def test_killed_anywhere_resumes_to_the_uninterrupted_result(tiny_cfg, tmp_path)
     cfg.train_dataloader.num_workers = 2  # real workers: their streams must repeat too
     cfg.train_cfg.max_epochs = 2
     cfg.default_hooks.checkpoint.max_keep_ckpts = 2
-    cfg.active_learning.update(candidate_pool=16, ranking_eval_size=8)
+    cfg.active_learning.update(candidate_pool=16, ranking_eval_size=8,
+                               stopping=dict(stop_set_size=8))  # a kill while scoring it too
     config = tmp_path / 'faults.py'
     cfg.dump(str(config))
 
