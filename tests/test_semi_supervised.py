@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 from mmdet.engine.hooks import MeanTeacherHook
-from mmdet.registry import DATASETS, MODELS
+from mmdet.registry import DATASETS
 from mmdet.utils import register_all_modules
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
@@ -27,6 +27,7 @@ from mmal.models.replay import recorded_calls
 from mmal.utils import ConfigError
 
 from .conftest import REPO, voc_config
+from .test_two_stage_detector import build
 
 register_all_modules()
 
@@ -37,14 +38,6 @@ LABELED = [0, 1, 2, 3]
 @pytest.fixture
 def semi_cfg(voc_root):
     return voc_config(CONFIG, voc_root)
-
-
-def build(model_cfg, seed=0):
-    init_default_scope('mmdet')
-    torch.manual_seed(seed)
-    model = MODELS.build(copy.deepcopy(model_cfg))
-    model.init_weights()
-    return model
 
 
 def semi_dataset(cfg, labeled=LABELED):
