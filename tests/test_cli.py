@@ -181,7 +181,7 @@ def test_the_interrupted_cycles_runner_resumes_from_the_checkpoint(tmp_path):
 
     experiment = object.__new__(ActiveLearningExperiment)
     experiment.resume_checkpoint, experiment.resumed_cycle = '/x/epoch_2.pth', 1
-    experiment.work_dir = tmp_path
+    experiment.work_dir, experiment.semi = tmp_path, None  # supervised training
     experiment._runner, experiment._log = runner, lambda msg: None
     for c, expected in [(1, dict(resume=True, load_from='/x/epoch_2.pth')),
                         (0, dict(resume=False, load_from=None))]:
