@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'work_dir, else ./work_dirs/<config name>, as al_train.py)')
     parser.add_argument('--batch', help='a batch folder of tools/al_query.py, instead of the '
                         "experiment's: its labels go into the training dataset, or (for "
-                        '--images batches) into BATCH/labels/ (VOC XML) or BATCH/persons.json')
+                        '--images batches) into BATCH/labels/ (VOC XML) or BATCH/persons.json; '
+                        "a box-level batch's answers into the training dataset's "
+                        'box_labels_file')
     parser.add_argument('--format', default='auto',
                         choices=['auto', 'labelstudio', 'cvat', 'coco'],
                         help='the export format; auto tells it from the file')
@@ -54,18 +56,21 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     from mmal.annotation import ExportError
-    from mmal.annotation.ingest import ingest_and_write
+    from mmal.annotation.batch import read_batch
     from mmal.loop.human import ingest_into_experiment
+    from mmal.service.query import ingest_query_batch
     from mmal.utils import ConfigError
     from mmal.utils.config import default_work_dir, load_config
 
     cfg = load_config(args.config, args.cfg_options)
     work_dir = args.work_dir or default_work_dir(args.config, cfg)
+    box_level = False
     try:
         if args.batch:
             cycle = None
-            decision, changed = ingest_and_write(cfg, args.batch, args.exports, fmt=args.format,
-                                                 on_error=args.on_error)
+            decision, changed = ingest_query_batch(cfg, args.batch, args.exports,
+                                                   fmt=args.format, on_error=args.on_error)
+            box_level = 'box_level' in read_batch(args.batch)[0]
         else:
             cycle, decision, changed = ingest_into_experiment(
                 cfg, work_dir, args.exports, fmt=args.format, on_error=args.on_error)
@@ -82,10 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     for task_id, reason in decision.requeued.items():
         print(f'{task_id}: back to the next batch ({reason})')
     where = args.batch if args.batch else f'cycle {cycle}'
+    written = ('box-labels files written' if args.batch and box_level
+               else 'dataset files written')
     print(f'{where}: {len(decision.accepted)} accepted, {len(decision.requeued)} back to '
           f'the next batch, {len(decision.errors)} records skipped; {decision.new_labels} new '
-          f'label sets, {len(changed)} dataset files written'
+          f'label sets, {len(changed)} {written}'
           + ('' if decision.new_labels or changed else ' (nothing changed)'))
+    for path in changed if args.batch and box_level else []:
+        print(f'box-level labels in {path}: the training dataset reads them '
+              '(its box_labels_file)')
     if not args.batch:
         print(f'next: python tools/al_train.py {args.config} --work-dir {work_dir} '
               '--oracle human --resume')

@@ -15,7 +15,11 @@ unless ``--strategy`` names another. DIR (by default
 the tools' files with the model's predictions as pre-annotations
 (Label Studio ``tasks.json`` + ``labeling_config.xml``, CVAT
 ``annotations.xml``, COCO ``annotations.json``), ``batch.csv`` (rank, image,
-id, score, strategy, cycle) and ``batch.json``.
+id, score, strategy, cycle) and ``batch.json``. With
+``active_learning.box_level`` (detection) each task asks regions of its image
+(asked regions, pseudo-labels to confirm) as the experiment's box-level
+batches do; ``al_ingest.py --batch`` merges the answers into the training
+dataset's ``box_labels_file``.
 """
 import argparse
 import os.path as osp

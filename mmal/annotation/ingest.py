@@ -213,7 +213,8 @@ def ingest_and_write(cfg, batch_dir: str | Path, exports: list, *, fmt: str = 'a
     folder (see :func:`mmal.annotation.batch.batch_samples`). Labels of a
     task accepted before and no longer (a new annotator made a tie) are
     removed again. A box-level batch writes nothing here (see
-    :func:`mmal.loop.human.ingest_into_experiment`). ``annotation``: the
+    :func:`mmal.loop.human.ingest_into_experiment` and
+    :func:`mmal.service.query.ingest_query_batch`). ``annotation``: the
     settings to decide with (default: the config's).
 
     Raises:
@@ -233,9 +234,9 @@ def ingest_and_write(cfg, batch_dir: str | Path, exports: list, *, fmt: str = 'a
         raise ConfigError(f'the exports hold no label of the batch in {batch_dir} ({problems}); '
                           'nothing was ingested. Export the project that labeled this batch')
     if 'box_level' in record:
-        # A box-level batch answers regions: its labels go to the experiment's box-labels
-        # file (mmal.loop.human), never into the dataset's files, which would read as the
-        # image labeled whole.
+        # A box-level batch answers regions: its labels go to a box-labels file (the
+        # experiment's, mmal.loop.human; the pool's, mmal.service.query), never into the
+        # dataset's files, which would read as the image labeled whole.
         return decision, []
     withdrawn = [i for i in before if i not in decision.accepted]
     samples = batch_samples(cfg, batch_dir, record, [*decision.accepted, *withdrawn])

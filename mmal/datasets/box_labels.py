@@ -27,6 +27,14 @@ they train as background, like the rest of the image.
 pipeline (:func:`with_box_level_labels`), so the box type, the bad-label
 fixes and every transform after it treat these labels as they treat the
 dataset's.
+
+Outside an experiment the file belongs to the pool: a
+``PartiallyLabeledVOCDataset`` / ``PartiallyLabeledCocoDataset`` given
+``box_labels_file`` (under ``data_root`` unless absolute) reads it with its
+annotations (:func:`with_box_labels`): a listed image is labeled by its
+entry, so every training on the dataset trains it on these labels and the
+pool counts it labeled; ``tools/al_ingest.py`` writes people's box-level
+answers there.
 """
 import copy
 import json
@@ -135,6 +143,15 @@ def write_box_labels(path: str | os.PathLike, entries: Mapping[str, Mapping]) ->
                                        indent=1, sort_keys=True))
 
 
+def entry_instances(entry: Mapping) -> list[dict]:
+    """An entry as mmdet data-info ``instances``: its objects (``ignore_flag`` 0), then its
+    ignore regions (``ignore_flag`` 1, class 0: an ignored instance's class is read by
+    nothing); "nothing here" regions train as background, as the rest of the image."""
+    return [dict(bbox=list(o['bbox']), bbox_label=o['label'], ignore_flag=0)
+            for o in entry['objects']] + [dict(bbox=list(box), bbox_label=0, ignore_flag=1)
+                                          for box in entry['ignore']]
+
+
 @TRANSFORMS.register_module()
 class LoadBoxLevelLabels(BaseTransform):
     """Replace the labels of the images listed in a box-labels file by theirs.
@@ -173,26 +190,76 @@ class LoadBoxLevelLabels(BaseTransform):
         entry = self._entry(results['img_path'])
         if entry is None:
             return results
-        objects = [(o['bbox'], o['label'], False) for o in entry['objects']]
-        regions = [(box, 0, True) for box in entry['ignore']]
-        results['instances'] = [dict(bbox=list(box), bbox_label=label, ignore_flag=int(flag))
-                                for box, label, flag in objects + regions]
+        results['instances'] = entry_instances(entry)
         if 'gt_bboxes' in results:
-            values = np.array([box for box, _, _ in objects + regions],
-                              dtype=np.float32).reshape(-1, 4)
+            instances = results['instances']
+            values = np.array([i['bbox'] for i in instances], dtype=np.float32).reshape(-1, 4)
             boxes = results['gt_bboxes']
             tensor = getattr(boxes, 'tensor', None)
             results['gt_bboxes'] = values if tensor is None else type(boxes)(
                 torch.as_tensor(values, dtype=tensor.dtype))
-            results['gt_bboxes_labels'] = np.array([label for _, label, _ in objects + regions],
+            results['gt_bboxes_labels'] = np.array([i['bbox_label'] for i in instances],
                                                    dtype=np.int64)
-            results['gt_ignore_flags'] = np.array([flag for _, _, flag in objects + regions],
+            results['gt_ignore_flags'] = np.array([i['ignore_flag'] for i in instances],
                                                   dtype=bool)
         return results
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(labels_file={self.labels_file!r}, '
                 f'data_root={self.data_root!r})')
+
+
+#: The dataset argument naming a pool's box-labels file (the datasets that read it say
+#: ``reads_box_labels``): where ``tools/al_ingest.py`` writes box-level answers outside
+#: an experiment, and where training and ``tools/al_query.py`` read them.
+DATASET_KEY = 'box_labels_file'
+
+
+def resolve_labels_file(path: str | None, data_root: str | None) -> str | None:
+    """``path`` joined with ``data_root`` unless absolute, as mmengine joins ``ann_file``."""
+    if not path:
+        return None
+    path = str(path)
+    return path if osp.isabs(path) or not data_root else osp.join(data_root, path)
+
+
+def with_box_labels(data_list: list[dict], labels_file: str | None,
+                    data_root: str | None) -> list[dict]:
+    """A pool's data infos with the images of a box-labels file labeled by their entries.
+
+    Each listed image gets the entry's :func:`entry_instances` in place of its
+    own, ``labeled=True`` (the pool trains it) and ``box_level=True`` (a
+    candidate again for a later box-level query). A file not written yet
+    (no answer ingested so far) labels nothing.
+
+    Raises:
+        BoxLabelsFileError: For an entry whose sample id is no image of the
+            list (the file belongs to another ``data_root``), naming the file.
+    """
+    if labels_file is None or not osp.exists(labels_file):
+        return data_list
+    entries = read_box_labels(labels_file)
+    out, found = [], set()
+    for info in data_list:
+        key = sample_id(info['img_path'], data_root)
+        entry = entries.get(key)
+        if entry is None:
+            out.append(info)
+            continue
+        found.add(key)
+        out.append(dict(info, instances=entry_instances(entry), labeled=True, box_level=True))
+    missing = sorted(set(entries) - found)
+    if missing:
+        raise BoxLabelsFileError(
+            f'{labels_file}: {len(missing)} samples are no image of the dataset at '
+            f'data_root={data_root!r}, e.g. {missing[:3]}; sample ids are image paths under '
+            'data_root without extension: give the data_root the file was written for')
+    return out
+
+
+def leaf_labels_file(leaf_cfg: dict) -> str | None:
+    """The box-labels file a leaf dataset config names (``box_labels_file``), resolved."""
+    return resolve_labels_file(leaf_cfg.get(DATASET_KEY), leaf_cfg.get('data_root') or '')
 
 
 def with_box_level_labels(dataset_cfg: dict, labels_file: str) -> dict:

@@ -22,6 +22,8 @@ from mmpose.datasets import MpiiDataset
 from mmpose.registry import DATASETS as POSE_DATASETS
 from PIL import Image
 
+from .box_labels import resolve_labels_file, with_box_labels
+
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
@@ -45,7 +47,26 @@ class PartiallyLabeledVOCDataset(VOCDataset):
     image whose ``Annotations/<id>.xml`` is missing has no instances and
     ``labeled=False``. Writing its XML (``tools/al_ingest.py`` does) labels
     it. Only the size filter (``filter_cfg.min_size``) applies.
+
+    Args:
+        box_labels_file (str, optional): A box-labels file
+            (:mod:`mmal.datasets.box_labels`; under ``data_root`` unless
+            absolute): the images it lists are labeled by their box-level
+            entries (answered objects, pseudo-labels, ignore regions) in place
+            of their XML. Missing: nothing is box-labeled yet.
     """
+
+    #: ``box_labels_file`` is read (:func:`~mmal.datasets.box_labels.with_box_labels`).
+    reads_box_labels = True
+
+    def __init__(self, *args, box_labels_file: str | None = None, **kwargs) -> None:
+        self.box_labels_file = box_labels_file
+        super().__init__(*args, **kwargs)
+
+    def load_data_list(self) -> list[dict]:
+        return with_box_labels(super().load_data_list(),
+                               resolve_labels_file(self.box_labels_file, self.data_root),
+                               self.data_root)
 
     def parse_data_info(self, img_info: dict) -> dict:
         if osp.exists(img_info['xml_path']):

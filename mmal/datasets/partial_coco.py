@@ -39,6 +39,7 @@ from mmpose.datasets import CocoDataset as PoseCocoDataset
 from mmpose.registry import DATASETS as POSE_DATASETS
 
 from ..utils.errors import ConfigError
+from .box_labels import resolve_labels_file, with_box_labels
 from .partial import IMAGE_SUFFIXES, image_size
 
 #: The image record's key that says whether the image is labeled (see the module).
@@ -184,10 +185,20 @@ class PartiallyLabeledCocoDataset(CocoDataset):
     Args:
         unlisted_images (bool): Whether the images of the image folder that
             the file does not list are unlabeled samples (default True).
+        box_labels_file (str, optional): A box-labels file
+            (:mod:`mmal.datasets.box_labels`; under ``data_root`` unless
+            absolute): the images it lists are labeled by their box-level
+            entries in place of their annotations. Missing: nothing is
+            box-labeled yet.
     """
 
-    def __init__(self, *args, unlisted_images: bool = True, **kwargs) -> None:
+    #: ``box_labels_file`` is read (:func:`~mmal.datasets.box_labels.with_box_labels`).
+    reads_box_labels = True
+
+    def __init__(self, *args, unlisted_images: bool = True, box_labels_file: str | None = None,
+                 **kwargs) -> None:
         self.unlisted_images = unlisted_images
+        self.box_labels_file = box_labels_file
         super().__init__(*args, **kwargs)
 
     def load_data_list(self) -> list[dict]:
@@ -218,7 +229,8 @@ class PartiallyLabeledCocoDataset(CocoDataset):
                 data_list.append(dict(img_path=path, img_id=name, seg_map_path=None,
                                       width=width, height=height, instances=[], labeled=False,
                                       file_name=name))
-        return data_list
+        return with_box_labels(data_list, resolve_labels_file(self.box_labels_file,
+                                                              self.data_root), self.data_root)
 
     def filter_data(self) -> list[dict]:
         min_size = (self.filter_cfg or {}).get('min_size', 0)

@@ -72,6 +72,10 @@ class Pool:
             boxes of an image (difficult ones too: someone drew them), the
             labeled joints of a person; 0 while unlabeled. What
             ``active_learning.cost`` counts (:mod:`mmal.loop.cost`).
+        box_level (list[bool]): Per sample, whether its labels are a
+            box-labels file's entry (the dataset's ``box_labels_file``,
+            :func:`~mmal.datasets.box_labels.with_box_labels`): labeled in part,
+            so a later box-level query may ask it again.
     """
 
     ids: list[str]
@@ -79,6 +83,7 @@ class Pool:
     has_labels: list[bool] = field(default_factory=list)
     bad_labels: list[LabelProblem] = field(default_factory=list)
     marks: list[int] = field(default_factory=list)
+    box_level: list[bool] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -105,17 +110,20 @@ def build_pool(dataset_cfg: dict, label_tolerance: float = DEFAULT_TOLERANCE) ->
     sizes = [0] * len(leaf_configs(dataset_cfg))
     has_labels: list[bool] = []
     marks: list[int] = []
+    box_level: list[bool] = []
 
     def infos():  # one pass over the dataset: ids, labeled flags, marks and the label check
         for leaf_index, sample_id, info in iter_samples(dataset_cfg):
             ids.append(sample_id)
             has_labels.append(_has_labels(info))
+            box_level.append(bool(info.get('box_level')))
             marks.append(_num_marks(info) if has_labels[-1] else 0)
             sizes[leaf_index] += 1
             if has_labels[-1]:  # an unlabeled sample (people label it later) has none to check
                 yield info
     bad = scan_dataset(infos(), image_size, label_tolerance)
-    return Pool(ids=ids, leaf_sizes=sizes, has_labels=has_labels, bad_labels=bad, marks=marks)
+    return Pool(ids=ids, leaf_sizes=sizes, has_labels=has_labels, bad_labels=bad, marks=marks,
+                box_level=box_level)
 
 
 def find_bad_labels(dataset_cfg: dict, label_tolerance: float = DEFAULT_TOLERANCE

@@ -185,21 +185,9 @@ class HumanOracle:
                 out.append(dataclasses.replace(task, prediction=before.prediction,
                                                asked=before.asked, ignored=before.ignored))
                 continue
-            instances = sample.pred_instances
-            prediction = {key: _array(getattr(instances, key))
-                          for key in ('bboxes', 'scores', 'labels')}
-            found, split = box_level.plan_query(self.box_level, prediction,
-                                                known.get(task.task_id))
-            out.append(dataclasses.replace(
-                task, prediction=Labels(task.task_id, 'model',
-                                        boxes=self._boxes(found, split.pseudo)),
-                asked=self._boxes(found, split.asked), ignored=self._boxes(found, split.ignored)))
+            out.append(box_question(self.box_level, task, sample, known.get(task.task_id),
+                                    self.space.names))
         return out
-
-    def _boxes(self, found, indices) -> tuple[Box, ...]:
-        return tuple(Box(self.space.names[int(found.labels[i])],
-                         *(float(v) for v in found.boxes[i]),
-                         score=float(found.confidences[i])) for i in indices)
 
     def waiting_message(self, c: int, entry: dict, work_dir: Path, config: str) -> str:
         folder = entry['annotation']['folder']
@@ -255,6 +243,50 @@ def ingest_into_experiment(cfg, work_dir: str | Path, exports: list, *, fmt: str
     return c, decision, changed
 
 
+def box_question(settings: box_level.BoxLevelSettings, task: Task, sample, known: dict | None,
+                 names) -> Task:
+    """A box-level task with its question (:func:`~mmal.loop.box_level.plan_query`): the
+    asked regions, the pseudo-labels as the prediction and the ignore regions, from the
+    model's prediction ``sample`` (an mmdet data sample) and ``known``, what the image's
+    earlier answers settled (its box-labels entry, or None). The experiment's batches and
+    ``tools/al_query.py``'s ask alike."""
+    instances = sample.pred_instances
+    prediction = {key: _array(getattr(instances, key)) for key in ('bboxes', 'scores', 'labels')}
+    found, split = box_level.plan_query(settings, prediction, known)
+
+    def boxes(indices) -> tuple[Box, ...]:
+        return tuple(Box(names[int(found.labels[i])], *(float(v) for v in found.boxes[i]),
+                         score=float(found.confidences[i])) for i in indices)
+    return dataclasses.replace(task, prediction=Labels(task.task_id, 'model',
+                                                       boxes=boxes(split.pseudo)),
+                               asked=boxes(split.asked), ignored=boxes(split.ignored))
+
+
+def answered_entries(batch: dict, tasks: list[Task], decision: Decision, known: dict
+                     ) -> tuple[dict[str, dict], AnswerCounts]:
+    """Each accepted task's box-labels entry, and what people did.
+
+    The answers are read against the task's question
+    (:func:`~mmal.annotation.box_answers.read_answers`, the batch's
+    ``box_level`` settings) and merged into ``known[task id]``, the image's
+    entry when it was asked (:func:`~mmal.loop.box_level.merge_entry`).
+    """
+    settings = batch['box_level']
+    names = batch['space']['names']
+    entries, counts = {}, AnswerCounts()
+    for task in tasks:
+        if task.task_id not in decision.accepted:
+            continue
+        new, done = read_answers(decision.accepted[task.task_id].labels.boxes, task, names,
+                                 oracle_iou=settings['oracle_iou'],
+                                 duplicate_iou=settings['duplicate_iou'])
+        old = known.get(task.task_id)
+        entries[task.task_id] = new if old is None else box_level.merge_entry(
+            old, new, settings['duplicate_iou'])
+        counts += done
+    return entries, counts
+
+
 def box_level_labels(state: ExperimentState, c: int, batch: dict, tasks: list[Task],
                      decision: Decision, cycle_dir: Path) -> dict:
     """Cycle ``c``'s box-labels file from the accepted answers; what the cycle records.
@@ -264,22 +296,11 @@ def box_level_labels(state: ExperimentState, c: int, batch: dict, tasks: list[Ta
     written whole from them at every ingest, so an ingest repeated, or one that takes
     an acceptance back, leaves the file as the decision says.
     """
-    settings = batch['box_level']
-    names = batch['space']['names']
     previous = state.cycle(c - 1) if c else None
     entries = read_box_labels(previous['box_labels']) if (previous or {}).get(
         'box_labels') else {}
-    counts = AnswerCounts()
-    for task in tasks:
-        if task.task_id not in decision.accepted:
-            continue
-        new, done = read_answers(decision.accepted[task.task_id].labels.boxes, task, names,
-                                 oracle_iou=settings['oracle_iou'],
-                                 duplicate_iou=settings['duplicate_iou'])
-        old = entries.get(task.task_id)
-        entries[task.task_id] = new if old is None else box_level.merge_entry(
-            old, new, settings['duplicate_iou'])
-        counts += done
+    answered, counts = answered_entries(batch, tasks, decision, entries)
+    entries.update(answered)
     path = cycle_dir / box_level.LABELS_FILE
     write_box_labels(path, entries)
     cost = AnnotationCost.from_config(state.data['settings'].get('cost', 'images'))

@@ -192,3 +192,24 @@ def with_ignore_regions(model_cfg: dict, ignore_iof_thr: float = 0.5,
         raise ConfigError('box-level labels cannot be trained with ignore regions:\n  '
                           + '\n  '.join(problems) + f'\n{_FIX}.')
     return cfg
+
+
+def ignore_region_settings(model_cfg: dict, ignore_iof_thr: float = 0.5,
+                           key: str = 'model') -> list[str]:
+    """What a config must set for its own training (mmdet's ``tools/train.py``) to train
+    ignored instances as :func:`with_ignore_regions` does: one line per assigner, its key
+    and the values; [] when the config does so already.
+
+    Raises:
+        ConfigError: As :func:`with_ignore_regions`, for a model that cannot ignore.
+    """
+    swapped = with_ignore_regions(model_cfg, ignore_iof_thr, key)
+    lines = []
+    for (where, before), (_, after) in zip(_walk(copy.deepcopy(model_cfg), key),
+                                           _walk(swapped, key)):
+        if _type_name(after.get('type', '')) in _OURS and (
+                _type_name(before.get('type')) != after['type']
+                or before.get('ignore_iof_thr') != after['ignore_iof_thr']):
+            lines.append(f"{where}.type='{after['type']}', "
+                         f"{where}.ignore_iof_thr={after['ignore_iof_thr']}")
+    return lines

@@ -8,27 +8,50 @@ optional) for pose. The labeled set, for strategies that compare with it
 selection are the experiment's own (a :class:`~mmal.scoring.Scorer` on a
 Runner loading the checkpoint, :class:`~mmal.loop.selection.CycleSelection`),
 and the batch is written as the experiment writes it for people.
+
+Box-level queries (``active_learning.box_level``, detection) ask regions of
+the picked images, as the experiment's box-level batches do
+(:func:`mmal.loop.human.box_question`). Their answers live in the pool's
+box-labels file, the training dataset's ``box_labels_file``
+(:mod:`mmal.datasets.box_labels`): an image it lists is labeled (the next
+training trains it on those labels) and, with ``box_level.revisit``, still a
+candidate, asked only about what its entry did not settle.
+:func:`ingest_query_batch` merges people's answers into that file.
 """
 import copy
+import dataclasses
 import json
 import logging
 import os.path as osp
 from pathlib import Path
 
 import numpy as np
+from mmdet.registry import DATASETS
 from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.runner import CheckpointLoader
 from mmpose.datasets import MpiiDataset
 from mmpose.registry import DATASETS as POSE_DATASETS
 
-from ..annotation.batch import label_space, tasks_of_samples, write_batch
+from ..annotation.batch import label_space, read_batch, tasks_of_samples, write_batch
+from ..annotation.ingest import Decision, ingest_and_write
 from ..annotation.records import Task
 from ..annotation.settings import AnnotationSettings
 from ..datasets import build_pool
+from ..datasets.box_labels import (
+    DATASET_KEY,
+    leaf_labels_file,
+    read_box_labels,
+    write_box_labels,
+)
+from ..datasets.dataset_configs import is_leaf_dataset, walk_dataset_configs
 from ..datasets.mpii_format import MPII_JOINTS
+from ..datasets.pool import sample_infos
+from ..loop.box_level import BoxLevelSettings
+from ..loop.human import answered_entries, box_question
 from ..loop.runner import CycleRunner, phase_config
 from ..loop.selection import CycleSelection
+from ..models.ignore_regions import ignore_region_settings
 from ..models.plain_models import is_wrapped, wrap_plain_model
 from ..scoring import Scorer, ScoringSettings
 from ..strategies import build_strategy
@@ -105,11 +128,20 @@ class CheckpointScorer:
         self.strategy_cfg = dict(strategy or section.get('strategy') or
                                  dict(type='LearningLossStrategy'))
         self.seed = section.get('seed', 0)
-        if section.get('box_level') is not None:
-            print_log('active_learning.box_level is ignored here: al_query and the serving '
-                      'queue order whole images; box-level queries run in tools/al_train.py',
-                      logger='current', level=logging.WARNING)
         self.task = task_of(cfg)
+        self.box_level = BoxLevelSettings.from_config(section.get('box_level'))
+        self.labels_files: list[str] = []
+        self.known: dict[str, dict] = {}
+        if self.box_level is not None:
+            self.labels_files = box_labels_files(cfg, self.task, images)
+            # Refused now if the model cannot train ignore regions; said how if its config
+            # does not yet (the next training is the user's, on this config).
+            settings = ignore_region_settings(cfg.model, self.box_level.ignore_iof_thr)
+            if settings:
+                print_log('active_learning.box_level: the answers hold ignore regions; train '
+                          'on them with these settings in the config, or they train as '
+                          'background: ' + '; '.join(settings), logger='current',
+                          level=logging.WARNING)
         self.strategy = build_strategy(self.strategy_cfg, self.task)
         if self.strategy.needs_labels:
             raise ConfigError(f"{self.strategy_cfg['type']} reads the candidates' labels; "
@@ -127,8 +159,11 @@ class CheckpointScorer:
         self.pool = build_pool(cfg.train_dataloader.dataset)
         first = len(self.pool) - self.pool.leaf_sizes[-1] if images else len(self.pool)
         self.labeled = [p for p in range(first) if self.pool.has_labels[p]]
+        # Box-level: an image labeled in part may be asked again, as in the experiment.
+        revisit = self.box_level is not None and self.box_level.revisit
         self.candidates = np.array(list(range(first, len(self.pool))) if images else [
-            p for p in range(len(self.pool)) if not self.pool.has_labels[p]], dtype=int)
+            p for p in range(len(self.pool)) if not self.pool.has_labels[p]
+            or (revisit and self.pool.box_level[p])], dtype=int)
         self.annotation = AnnotationSettings.from_dict(section.get('annotation'))
         self.space = label_space(cfg, self.task)
         self.scorer = Scorer(cfg, self.pool, ScoringSettings.from_config(cfg, section),
@@ -139,7 +174,7 @@ class CheckpointScorer:
         """The strategy's ``k`` picks of the candidates (all by default), best first, and scores."""
         k = len(self.candidates) if k is None else k
         if len(self.candidates) < k:
-            raise ConfigError(f'--budget {k}: only {len(self.candidates)} unlabeled candidates')
+            raise ConfigError(f'--budget {k}: only {len(self.candidates)} candidates')
         order, scores = self.selection.select(self.candidates, self.labeled, k,
                                               np.random.default_rng(self.seed))
         ranked = None if order is None else (
@@ -154,14 +189,25 @@ class CheckpointScorer:
         predictions = self.scorer.predictions(ids)
         if predictions is None:
             return []
-        return tasks_of_samples(self.cfg.train_dataloader.dataset, ids, scores, predictions,
-                                self.space, self.annotation)
+        tasks = tasks_of_samples(self.cfg.train_dataloader.dataset, ids, scores, predictions,
+                                 self.space, self.annotation)
+        if self.box_level is None:
+            return tasks
+        # Each task with its question, from what the image's earlier answers settled.
+        known = read_pool_box_labels(self.labels_files)
+        self.known = {i: known[i] for i in ids if i in known}
+        return [box_question(self.box_level, task, sample, self.known.get(task.task_id),
+                             self.space.names) for task, sample in zip(tasks, predictions)]
 
     def write(self, folder: str | Path, tasks: list[Task], cycle: int | None = None) -> None:
+        extra = dict(checkpoint=self.checkpoint, candidates_dataset=_plain(self.candidates_cfg))
+        if self.box_level is not None:
+            # The entries the questions were asked against: what ingest merges the answers
+            # into, so an ingest repeated or taken back rewrites them from the same start.
+            extra.update(box_level=dataclasses.asdict(self.box_level),
+                         box_labels_files=self.labels_files, box_labels_known=self.known)
         write_batch(folder, tasks, self.space, self.annotation,
-                    strategy=self.strategy_cfg['type'], cycle=cycle,
-                    extra=dict(checkpoint=self.checkpoint,
-                               candidates_dataset=_plain(self.candidates_cfg)))
+                    strategy=self.strategy_cfg['type'], cycle=cycle, extra=extra)
 
     def _runner(self, phase: str, test_dataloader: dict, test_cfg: dict) -> CycleRunner:
         # The training dataset as configured, without the --images candidates.
@@ -212,6 +258,107 @@ def query(cfg: Config, checkpoint: str, budget: int, out_dir: str | Path, *,
     # Rank 0 writes; a write that fails (disk full, a bad record) stops every rank.
     on_rank0(lambda: scorer.write(out_dir, tasks, cycle))
     return tasks
+
+
+def box_labels_files(cfg: Config, task: str, images: str | None) -> list[str]:
+    """Box-level queries outside an experiment: the pool's box-labels files (one per leaf
+    dataset of the training data), where their answers go.
+
+    Raises:
+        ConfigError: For pose, ``--images`` candidates, and a training dataset that
+            names no ``box_labels_file`` or cannot read one; naming the key and the fix.
+    """
+    key = 'active_learning.box_level'
+    if task != 'detection':
+        raise ConfigError(f'{key} applies to detection (regions of an image); this is a {task} '
+                          f'config. Remove {key} to query whole samples')
+    if images is not None:
+        raise ConfigError(f'{key} with --images: box-level answers go into the training '
+                          f"dataset's {DATASET_KEY}, and these images are not in it. Add them "
+                          f'to the pool (the training dataset), or query whole images: '
+                          f'--cfg-options {key}=None')
+    files = []
+    for where, leaf in walk_dataset_configs(cfg.train_dataloader.dataset,
+                                            'train_dataloader.dataset'):
+        if not is_leaf_dataset(leaf):
+            continue
+        kind = leaf.get('type')
+        cls = kind if isinstance(kind, type) else DATASETS.get(kind)
+        if not getattr(cls, 'reads_box_labels', False):
+            raise ConfigError(
+                f"{key}: {where}.type={getattr(kind, '__name__', kind)!r} cannot hold "
+                'box-level labels; use PartiallyLabeledVOCDataset or PartiallyLabeledCocoDataset '
+                f"with {DATASET_KEY}='box_labels.json' (under data_root): al_ingest writes the "
+                'answers there, and training and al_query read them')
+        path = leaf_labels_file(leaf)
+        if path is None:
+            raise ConfigError(
+                f"{key}: {where}.{DATASET_KEY} is not set, so people's answers would have no "
+                f"home. Set {where}.{DATASET_KEY}='box_labels.json' (a file under data_root, "
+                'written by tools/al_ingest.py; the dataset reads it, so the next training '
+                'and al_query do)')
+        files.append(path)
+    return files
+
+
+def read_pool_box_labels(files: list[str]) -> dict[str, dict]:
+    """``{sample id: entry}`` of the pool's box-labels files that exist."""
+    entries = {}
+    for path in files:
+        if Path(path).exists():
+            entries.update(read_box_labels(path))
+    return entries
+
+
+def ingest_query_batch(cfg: Config, batch_dir: str | Path, exports: list, *, fmt: str = 'auto',
+                       on_error: str = 'skip') -> tuple[Decision, list[Path]]:
+    """Ingest exports into an ``al_query.py`` batch: the decision and the files written.
+
+    An image-level batch's labels go into the dataset (or the ``--images``
+    batch's folder), :func:`~mmal.annotation.ingest.ingest_and_write`. A
+    box-level batch's accepted answers, read as the experiment reads them
+    (:func:`mmal.loop.human.answered_entries`) and merged into the entry each
+    image had when it was asked, go into the pool's box-labels files (the
+    training dataset's ``box_labels_file``), written whole and atomically; a
+    task no longer accepted gets its entry from before the query back. Nothing
+    is written into the dataset's annotation files, which would read as the
+    image labeled whole.
+
+    Raises:
+        ConfigError: When the config's dataset names other box-labels files than
+            the batch was asked against, or none.
+    """
+    decision, changed = ingest_and_write(cfg, batch_dir, exports, fmt=fmt, on_error=on_error)
+    record, tasks = read_batch(batch_dir)
+    if 'box_level' not in record:
+        return decision, changed
+    files = box_labels_files(cfg, task_of(cfg), None)
+    if sorted(map(osp.abspath, files)) != sorted(map(osp.abspath, record['box_labels_files'])):
+        raise ConfigError(
+            f'{batch_dir} was asked against the box-labels files {record["box_labels_files"]}, '
+            f'and the config names {files} ({DATASET_KEY}): ingest with the config the batch '
+            'was queried with')
+    known = record.get('box_labels_known', {})
+    answered, _ = answered_entries(record, tasks, decision, known)
+    ids = [t.task_id for t in tasks]
+    file_of = {i: leaf_labels_file(leaf)
+               for i, (leaf, _) in sample_infos(cfg.train_dataloader.dataset, ids).items()}
+    changed = []
+    for path in files:
+        entries = read_box_labels(path) if Path(path).exists() else {}
+        before = copy.deepcopy(entries)
+        for i in (i for i in ids if file_of[i] == path):
+            if i in answered:
+                entries[i] = answered[i]
+            elif i in known:  # not (or no longer) accepted: as it was when asked
+                entries[i] = known[i]
+            else:
+                entries.pop(i, None)
+        if entries != before:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            write_box_labels(path, entries)
+            changed.append(Path(path))
+    return decision, changed
 
 
 def _plain(cfg: dict | None) -> dict | None:

@@ -47,6 +47,7 @@ class AnnotationServer:
     def __init__(self, cfg, work_dir: str | Path, project, checkpoint: str | None = None, *,
                  push_size: int = 10, low_water: int = 5, retrain_every: int = 50,
                  reopen_after_s: float | None = None) -> None:
+        refuse_box_level(cfg)
         self.cfg, self.work_dir, self.project = cfg, Path(work_dir), project
         self.push_size, self.low_water, self.retrain_every = push_size, low_water, retrain_every
         self.reopen_after_s = reopen_after_s
@@ -207,6 +208,27 @@ class AnnotationServer:
                 out_dir: Path | None = None):
         return CheckpointScorer(self.cfg, checkpoint, out_dir or self.work_dir / 'scoring',
                                 images=images)
+
+
+def refuse_box_level(cfg) -> None:
+    """The queue hands out whole images: ``active_learning.box_level`` is refused.
+
+    A box-level question (asked regions, pseudo-labels) is the asking model's view
+    of the image and its answers are merged into what the image's earlier answers
+    settled; the queue orders the pool once per model, hands images out over hours
+    across retrainings and ingests as labels arrive, so its questions would go
+    stale and its answers cross.
+
+    Raises:
+        ConfigError: Naming the key and the fix.
+    """
+    if (cfg.get('active_learning') or {}).get('box_level') is not None:
+        raise ConfigError(
+            'active_learning.box_level: the serving queue hands out whole images (its order '
+            'outlives the model that made it, and box-level questions are the asking '
+            "model's, merged batch by batch). Ask for boxes with tools/al_query.py and "
+            'tools/al_ingest.py --batch, or serve whole images: --cfg-options '
+            'active_learning.box_level=None')
 
 
 def _alive(pid: int) -> bool:
