@@ -24,6 +24,7 @@ from mmal.utils.boxes import pairwise_iou
 from .conftest import REPO, voc_config
 from .cycles import one_epoch_two_cycles
 from .test_cli import load_tool
+from .test_coco_pools import det_pool  # noqa: F401  (the COCO pool fixture)
 from .test_human_loop import ok, tool
 
 #: The untrained model (seed 0) scores every box about 1 / 6 (0.19 to 0.24 after NMS): asked
@@ -301,3 +302,25 @@ def test_a_box_labels_file_of_another_data_root_is_refused_by_name(project, tmp_
     init_default_scope('mmdet')
     with pytest.raises(BoxLabelsFileError, match=f'{labels}: 1 samples are no image'):
         DATASETS.build(cfg.train_dataloader.dataset)
+
+
+def test_a_coco_pool_reads_its_box_labels_file(det_pool, tmp_path):  # noqa: F811
+    from mmal.datasets import build_pool
+    from mmal.datasets.box_labels import write_box_labels
+    from mmal.datasets.pool import sample_infos
+    leaf, _ = det_pool
+    before = build_pool(leaf)
+    entry = dict(objects=[dict(bbox=[1.0, 1.0, 9.0, 9.0], label=1, source='answered')],
+                 ignore=[[20.0, 5.0, 30.0, 15.0]], empty=[[0.0, 20.0, 8.0, 30.0]])
+    # a labeled image, an unlabeled one, an unlisted one of the folder
+    write_box_labels(tmp_path / 'coco' / 'box_labels.json', {
+        'images/a': entry, 'images/b': entry, 'images/sub/d': entry})
+    leaf = dict(leaf, box_labels_file='box_labels.json')
+    pool = build_pool(leaf)
+    assert pool.ids == before.ids  # no sample moves
+    assert pool.has_labels == [True, True, True, False, False, True]
+    assert pool.box_level == [True, True, False, False, False, True]
+    for info in (i for _, i in sample_infos(leaf, ['images/a', 'images/sub/d']).values()):
+        assert info['instances'] == [dict(bbox=[1.0, 1.0, 9.0, 9.0], bbox_label=1, ignore_flag=0),
+                                     dict(bbox=[20.0, 5.0, 30.0, 15.0], bbox_label=0,
+                                          ignore_flag=1)]
