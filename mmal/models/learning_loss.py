@@ -9,8 +9,6 @@ from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 
 import torch
-from mmdet.models.detectors import SemiBaseDetector
-from mmdet.models.utils import rename_loss_dict, reweight_loss_dict
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 from torch import Tensor, nn
@@ -18,7 +16,6 @@ from torch.nn import functional as F  # noqa: N812
 
 from .loss_prediction import pool_features
 from .ranking_loss import ranking_accuracy
-from .replay import patched
 from .taps import FeatureTaps, tapped_channels
 
 #: What :meth:`LearningLossModel.score_step` can return.
@@ -30,8 +27,6 @@ TASK_OUTPUTS = frozenset({'posteriors', 'boxes', 'proposals', 'heatmaps', 'grad_
                           'box_features', 'gt_boxes', 'gt_labels', 'simcc_x', 'simcc_y'})
 #: Outputs read from the samples' labels: a set scored for one is loaded with its labels.
 LABEL_OUTPUTS = frozenset({'target_loss', 'gt_boxes', 'gt_labels'})
-#: The members of a teacher-student pair that ``score_on`` can name.
-SCORE_ON = ('student', 'teacher')
 
 
 class UnsupportedScoreOutputError(ValueError):
@@ -63,52 +58,34 @@ class LearningLossModel(BaseModel):
         rank_loss_weight (float): ``lambda``, the weight of the ranking
             loss; the paper uses 1.0.
         init_cfg (dict, optional): mmengine initialisation config.
-        score_on (str): With a teacher-student pair as ``task_model``
-            (mmdet's :class:`SemiBaseDetector`, e.g. ``SoftTeacher``), which
-            member :meth:`score_step` reads: ``'student'`` (default) or
-            ``'teacher'``. Training always reads the student.
 
-    **Teacher-student pairs** (semi-supervised training, see
-    :meth:`_teacher_student_loss`): the taps, the target losses and the
-    scoring outputs are those of one member, the *detector* the wrapper
-    reads (:attr:`detector`); the loss-prediction module is this wrapper's,
-    outside the pair, so mmdet's ``MeanTeacherHook`` averages the detectors
-    only, and the module is trained on the student's features and labeled
-    losses. The taps are given relative to a member (``['neck']``).
+    **Members.** The wrapper reads one model inside ``task_model`` at a time
+    (:attr:`member`): the task model itself, or, where a subclass names
+    several (:meth:`members`: a teacher-student pair, see
+    :mod:`mmal.models.detectors.teacher_student`), the trained one unless
+    :meth:`reading` says otherwise. The taps are given relative to a member
+    and hooked on each.
     """
 
     def __init__(self, task_model: nn.Module, taps: Sequence[str] | None = None,
                  loss_prediction: dict | None = None, rank_loss: dict | None = None,
-                 rank_loss_weight: float = 1.0, init_cfg: dict | None = None,
-                 score_on: str = 'student') -> None:
+                 rank_loss_weight: float = 1.0, init_cfg: dict | None = None) -> None:
         if not isinstance(rank_loss_weight, (int, float)) or rank_loss_weight < 0:
             raise ValueError(f'rank_loss_weight={rank_loss_weight!r} must be a number >= 0 '
                              "(the paper's lambda is 1.0)")
-        semi = isinstance(task_model, SemiBaseDetector)
-        if score_on not in SCORE_ON:
-            raise ValueError(f'model.score_on={score_on!r} must be one of {SCORE_ON}')
-        if score_on != 'student' and not semi:
-            raise ValueError(f'model.score_on={score_on!r} names a member of a teacher-student '
-                             f'pair, and {type(task_model).__name__} is a single model: remove '
-                             'model.score_on (or make the detector a SemiBaseDetector such as '
-                             'SoftTeacher)')
         super().__init__(init_cfg=init_cfg)
         self.task_model = task_model
         self.data_preprocessor = task_model.data_preprocessor
-        self.semi_supervised = semi
-        self.score_on = score_on
-        self._view = 'student'
-        members = {'student': task_model.student, 'teacher': task_model.teacher} if semi \
-            else {'student': task_model}
+        members = self.members(task_model)
+        self._view = next(iter(members))  # the trained member
         if taps is None:
-            taps = default_taps(members['student'])
-        # Each member's taps: the same module paths, hooked on each detector.
+            taps = default_taps(members[self._view])
+        # Each member's taps: the same module paths, hooked on each member.
         self._taps = {name: FeatureTaps(member, taps, cfg_key='model.taps')
                       for name, member in members.items()}
         loss_prediction = dict(loss_prediction or dict(type='LossPredictionModule', width=128))
         if loss_prediction.get('in_channels') is None:
-            loss_prediction['in_channels'] = tapped_channels(members['student'],
-                                                             self._taps['student'])
+            loss_prediction['in_channels'] = tapped_channels(self.member, self.taps)
         self.loss_prediction = MODELS.build(loss_prediction)
         self.rank_loss = MODELS.build(rank_loss or dict(type='LossPredictionLoss'))
         self.rank_loss_weight = float(rank_loss_weight)
@@ -116,37 +93,28 @@ class LearningLossModel(BaseModel):
         self._register_load_state_dict_pre_hook(_accept_task_model_checkpoints)
 
     # ------------------------------------------------------------ the member read
+    def members(self, task_model: nn.Module) -> dict[str, nn.Module]:
+        """The models inside ``task_model`` the wrapper can read, by name, the trained
+        one first: the task model alone (a teacher-student wrapper names its pair)."""
+        return {'model': task_model}
+
     @property
-    def detector(self) -> nn.Module:
-        """The model the wrapper reads now: ``task_model``, or of a teacher-student pair
-        the student (training) or ``score_on``'s member (inside :meth:`score_step`)."""
-        return getattr(self.task_model, self._view) if self.semi_supervised else self.task_model
+    def member(self) -> nn.Module:
+        """The model the wrapper reads now (the trained member outside :meth:`reading`)."""
+        return self.members(self.task_model)[self._view]
 
     @property
     def taps(self) -> FeatureTaps:
-        """The taps of :attr:`detector`."""
+        """The taps of :attr:`member`."""
         return self._taps[self._view]
-
-    @property
-    def student(self) -> nn.Module:
-        """A teacher-student pair's student, where mmdet's ``MeanTeacherHook`` looks
-        (``runner.model.student``); no attribute otherwise."""
-        if not self.semi_supervised:
-            raise AttributeError(f'{type(self).__name__} wraps a single model: no student')
-        return self.task_model.student
-
-    @property
-    def teacher(self) -> nn.Module:
-        """A teacher-student pair's teacher (see :attr:`student`)."""
-        if not self.semi_supervised:
-            raise AttributeError(f'{type(self).__name__} wraps a single model: no teacher')
-        return self.task_model.teacher
 
     @contextlib.contextmanager
     def reading(self, member: str) -> Iterator[None]:
-        """:attr:`detector` and :attr:`taps` are ``member``'s inside the block (a
-        teacher-student pair; a single model reads itself)."""
-        before, self._view = self._view, member if self.semi_supervised else 'student'
+        """:attr:`member` and :attr:`taps` are ``member``'s inside the block."""
+        if member not in self._taps:
+            raise KeyError(f'{type(self).__name__} has no member {member!r}; it has '
+                           f'{sorted(self._taps)}')
+        before, self._view = self._view, member
         try:
             yield
         finally:
@@ -208,8 +176,6 @@ class LearningLossModel(BaseModel):
 
     def loss(self, inputs: Tensor, data_samples: list) -> dict:
         """Task losses plus the weighted ranking loss and training figures."""
-        if self.semi_supervised:
-            return self._teacher_student_loss(inputs, data_samples)
         losses, ranked = self._target_losses(inputs, data_samples)
         losses.update(self._rank_terms(*ranked))
         return losses
@@ -220,51 +186,6 @@ class LearningLossModel(BaseModel):
         feats, maps = self._extract(inputs)
         losses, sample_losses = self.task_loss(feats, data_samples)
         return losses, (maps, sample_losses)
-
-    def _teacher_student_loss(self, inputs: dict, data_samples: dict) -> dict:
-        """mmdet's ``SemiBaseDetector.loss``, the ranking loss on the labeled batch only.
-
-        mmdet runs the student on the labeled branch (``loss_by_gt_instances``:
-        ``student.loss``, then its ``sup_weight`` and ``sup_`` prefix) and on the
-        pseudo-labeled one (``loss_by_pseudo_instances``; plain
-        ``SemiBaseDetector`` calls ``student.loss`` there too). Here
-        ``loss_by_gt_instances`` alone is replaced, for the call, by the
-        student's target losses with the taps recording (then mmdet's weight
-        and prefix); the ranking loss is computed from those after mmdet's
-        whole loss, so pseudo-labels never reach it and ``sup_weight`` does
-        not scale it. The pseudo-labels, their losses and the order of it all
-        are mmdet's code.
-        """
-        if not (isinstance(inputs, dict) and 'sup' in inputs):
-            raise ValueError(
-                f'model.detector is {type(self.task_model).__name__}, a teacher-student '
-                "pair: its training batches come in branches ('sup', 'unsup_teacher', "
-                "'unsup_student'), got a plain batch. Give the config "
-                'active_learning.semi_supervised (the unlabeled branch drawn from the pool, '
-                'see docs/experiments.md), or train a single detector')
-        ranked: list[tuple] = []
-        pair = self.task_model
-
-        def labeled_loss(original):
-            # mmdet's SemiBaseDetector.loss_by_gt_instances (mmdet 3.3.0, two lines: the
-            # student's loss, reweighted and renamed), with the student's loss as the
-            # target-loss pass that also records the taps. It is not swapped in as
-            # student.loss under mmdet's own body: the target-loss replay calls
-            # student.loss itself.
-            def loss_by_gt_instances(batch_inputs: Tensor, batch_data_samples: list) -> dict:
-                with self.reading('student'):
-                    losses, terms = self._target_losses(batch_inputs, batch_data_samples)
-                ranked.append(terms)
-                weight = pair.semi_train_cfg.get('sup_weight', 1.)
-                return rename_loss_dict('sup_', reweight_loss_dict(losses, weight))
-            return loss_by_gt_instances
-        with patched(self.task_model, 'loss_by_gt_instances', labeled_loss):
-            losses = self.task_model.loss(inputs, data_samples)
-        if len(ranked) != 1:
-            raise RuntimeError(f'{type(self.task_model).__name__}.loss ran the student on '
-                               f'labeled batches {len(ranked)} times; expected once')
-        losses.update(self._rank_terms(*ranked[0]))
-        return losses
 
     def _rank_terms(self, maps: list[Tensor], sample_losses: Tensor) -> dict:
         """The weighted ranking loss of a batch, and its training figures."""
@@ -343,15 +264,7 @@ class LearningLossModel(BaseModel):
 
         Returns:
             dict: The requested outputs.
-
-        A teacher-student pair is read through its ``score_on`` member.
         """
-        with self.reading(self.score_on):
-            return self._score_step(data, outputs, input_transform, feature_transform,
-                                    image_size)
-
-    def _score_step(self, data: dict, outputs: Sequence[str], input_transform,
-                    feature_transform, image_size: int | None) -> dict:
         unknown = set(outputs) - set(SCORE_OUTPUTS)
         if unknown:
             raise ValueError(f'unknown score outputs {sorted(unknown)}; choose from '
@@ -392,7 +305,7 @@ class LearningLossModel(BaseModel):
 
     def _extract(self, inputs: Tensor) -> tuple[tuple, list[Tensor]]:
         with self.taps.record():
-            feats = self.detector.extract_feat(inputs)
+            feats = self.member.extract_feat(inputs)
         return feats, self.taps.pop()
 
 

@@ -23,6 +23,7 @@ from ..replay import (
 )
 from .box_outputs import ground_truth, pooled_box_features
 from .candidates import check_score_cfg
+from .teacher_student import TeacherStudentMixin, check_score_on
 
 #: What :meth:`LearningLossTwoStageDetector.task_outputs` can return.
 TASK_OUTPUTS = frozenset({'posteriors', 'boxes', 'proposals', 'grad_embedding', 'box_features',
@@ -30,7 +31,7 @@ TASK_OUTPUTS = frozenset({'posteriors', 'boxes', 'proposals', 'grad_embedding', 
 
 
 @MODELS.register_module()
-class LearningLossTwoStageDetector(LearningLossModel):
+class LearningLossTwoStageDetector(TeacherStudentMixin, LearningLossModel):
     """Adds a loss-prediction module to a two-stage detector (RPN + RoI head).
 
     Args:
@@ -46,7 +47,8 @@ class LearningLossTwoStageDetector(LearningLossModel):
         score_on (str): With ``detector`` a teacher-student pair (mmdet's
             ``SoftTeacher`` around a two-stage detector: semi-supervised
             training), the member scoring reads, ``'student'`` (default) or
-            ``'teacher'``; see :class:`~mmal.models.LearningLossModel`.
+            ``'teacher'``; training reads the student (see
+            :mod:`~mmal.models.detectors.teacher_student`).
 
     **Per-image target loss.** An image's target loss is its *summed*
     objective, as :class:`LearningLossDetector` has it by default
@@ -120,9 +122,14 @@ class LearningLossTwoStageDetector(LearningLossModel):
                             '(roi_head.mask_head); the per-image target covers the RPN and the '
                             'box branch only, so its mask loss would be left out. Remove the '
                             'mask head or wrap a box-only detector')
-        super().__init__(built, taps, loss_prediction, rank_loss, rank_loss_weight, init_cfg,
-                         score_on=score_on)
+        self.score_on = check_score_on(built, score_on)
+        super().__init__(built, taps, loss_prediction, rank_loss, rank_loss_weight, init_cfg)
         self.score_cfg = score_cfg
+
+    @property
+    def detector(self) -> TwoStageDetector:
+        """The detector read now: the wrapped one, or a member of its teacher-student pair."""
+        return self.member
 
     # ------------------------------------------------------------ target losses
     def task_loss(self, feats: tuple, data_samples: list) -> tuple[dict, Tensor]:
