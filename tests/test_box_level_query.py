@@ -9,6 +9,7 @@ the next ``al_query.py`` asks around.
 """
 import copy
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -192,6 +193,19 @@ def test_box_level_queries_through_query_people_ingest_and_training(project):
     assert box_labeled == set(entries)
     assert sum(pool.has_labels) == 8 + 4
 
+    # al_train_labeled trains on those 12 of the 24 (one epoch, batches of 4: 3 iterations,
+    # not the whole pool's 6), their ignore regions ignored; again on the same labels, it
+    # resumes the finished training instead of training anew.
+    out = ok(tool('al_train_labeled.py', config, '--work-dir', base / 'trained', cwd=base))
+    trained = Path(re.search(r'^trained on 12 labeled of 24 samples: (\S+)$', out, re.M)[1])
+    assert trained.parent.parent == base / 'trained' and trained.parent.name.startswith(
+        'labeled_12_')
+    meta = torch.load(trained, map_location='cpu', weights_only=False)['meta']
+    assert meta['iter'] == 3 and "type='IgnoreRegionsMaxIoUAssigner'" in meta['cfg']
+    again = ok(tool('al_train_labeled.py', config, '--work-dir', base / 'trained', cwd=base))
+    assert f'trained on 12 labeled of 24 samples: {trained}' in again
+    assert sorted(p.name for p in trained.parent.glob('*.pth')) == ['epoch_1.pth']
+
     # Round 2: the queried images are candidates again (revisit), asked about nothing
     # their answers settled; the others as before.
     batch2 = base / 'round2'
@@ -228,6 +242,18 @@ def _query(config, checkpoint, out, *extra) -> int:
     return load_tool(REPO / 'tools/al_query.py').main(
         [str(config), '--checkpoint', str(checkpoint), '--budget', '2', '--out', str(out),
          *map(str, extra)])
+
+
+def test_al_train_labeled_refuses_a_pool_with_nothing_labeled(tmp_path, capsys):
+    root = tmp_path / 'VOCdevkit'
+    generate_voc_dataset(root, VOCSceneConfig(num_trainval=4, num_test=1, seed=1))
+    hide_labels(root, 'detection', keep=0)
+    config = _config(root, tmp_path / 'c.py')
+    assert load_tool(REPO / 'tools/al_train_labeled.py').main(
+        [str(config), '--work-dir', str(tmp_path / 'w')]) == 2
+    err = capsys.readouterr().err
+    assert 'none of its 4 samples is labeled' in err and 'al_ingest.py --batch' in err
+    assert not (tmp_path / 'w').exists()
 
 
 @pytest.mark.parametrize('change, message', [
