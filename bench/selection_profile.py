@@ -1,21 +1,29 @@
-"""What each strategy of a comparison labeled: near-duplicates and difficulty.
+"""What each strategy of a comparison labeled: near-duplicates and difficulty, or objects
+and classes.
 
     .venv/bin/python bench/selection_profile.py COMPARE_DIR DATA_META [--out NAME]
+    .venv/bin/python bench/selection_profile.py COMPARE_DIR --voc-root VOCDEVKIT [--out NAME]
 
-COMPARE_DIR is an al_compare folder, DATA_META the generated set's
-``mmal_meta.json`` (``data/synthetic_voc/VOCdevkit/VOC2007/mmal_meta.json`` or
-``data/synthetic_mpii/mmal_meta.json``). For every strategy, over its seeds
+COMPARE_DIR is an al_compare folder (its ``*/seed*/al_state.json``). With
+DATA_META, the generated set's ``mmal_meta.json``
+(``data/synthetic_voc/VOCdevkit/VOC2007/mmal_meta.json`` or
+``data/synthetic_mpii/mmal_meta.json``), for every strategy, over its seeds
 and cycles, it reports the share of selected samples that are near-duplicates
 of an easy template (random sampling's share is the pool's, about 35 %), how
 many distinct templates they copy, and their mean difficulty, beside the
 pool's. That is the generated data's answer to "what did the strategy spend
-its labels on".
+its labels on". With ``--voc-root``, a VOC-format pool of real images (e.g.
+``data/neu_det/VOCdevkit``), the answer in objects: per strategy, the boxes
+per picked image and the share of each class among the picks' objects,
+beside the pool's (``--split``'s images, by default ``train``: NEU-DET's pool).
 """
 import argparse
+import collections
 import json
 import os.path as osp
 import statistics
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from common import write_result
@@ -65,20 +73,71 @@ def profile(compare_dir: Path, meta: dict) -> dict:
     return summary
 
 
+def voc_objects(root: Path, sample: str) -> list[str]:
+    """The class names of a VOC sample's objects (``VOC2007/JPEGImages/x`` ->
+    ``VOC2007/Annotations/x.xml``)."""
+    folder, _, name = sample.rpartition('/JPEGImages/')
+    tree = ET.parse(root / folder / 'Annotations' / f'{name}.xml')
+    return [o.findtext('name') for o in tree.findall('object')]
+
+
+def object_profile(states: list[Path], root: Path, split: str) -> dict:
+    """Per strategy: boxes per picked image and each class's share of the picks' objects
+    (over seeds and cycles); ``pool``: the same over the images of ``split``."""
+    picks = {}
+    for state_path in states:
+        cycles = json.loads(state_path.read_text())['cycles']
+        picks.setdefault(state_path.parent.parent.name, []).extend(
+            p['id'] for c in cycles for p in c.get('selected', []))
+    names = (root / 'VOC2007' / 'ImageSets' / 'Main' / f'{split}.txt').read_text().split()
+
+    def summary(ids) -> dict:
+        classes = [name for i in ids for name in voc_objects(root, i)]
+        counts = collections.Counter(classes)
+        return dict(images=len(ids), boxes_per_image=len(classes) / max(len(ids), 1),
+                    class_share={k: counts[k] / len(classes) for k in sorted(counts)})
+    return dict(pool=summary([f'VOC2007/JPEGImages/{n}' for n in names]),
+                **{name: summary(ids) for name, ids in picks.items()})
+
+
+def print_objects(summary: dict) -> None:
+    classes = sorted({k for s in summary.values() for k in s['class_share']})
+    print(f'{"strategy":28s} {"images":>6s} {"boxes/img":>9s} '
+          + ' '.join(f'{c[:10]:>10s}' for c in classes))
+    for name, s in summary.items():
+        print(f'{name:28s} {s["images"]:6d} {s["boxes_per_image"]:9.2f} '
+              + ' '.join(f'{s["class_share"].get(c, 0):10.2f}' for c in classes))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('compare_dir')
-    parser.add_argument('meta')
+    parser.add_argument('meta', nargs='?', help="a generated set's mmal_meta.json")
+    parser.add_argument('--voc-root', help='a VOC-format pool of real images (VOCdevkit)')
+    parser.add_argument('--split', default='train',
+                        help="with --voc-root: the pool's ImageSets/Main list")
     parser.add_argument('--out', help='result name (default: selection_profile_<dir name>)')
     args = parser.parse_args()
+    name = args.out or f'selection_profile_{Path(args.compare_dir).name}'
+    if (args.meta is None) == (args.voc_root is None):
+        parser.error('give DATA_META (generated data) or --voc-root (real VOC data)')
+    if args.voc_root:
+        states = sorted(Path(args.compare_dir).glob('*/seed*/al_state.json'))
+        if not states:
+            parser.error(f'{args.compare_dir}: no */seed*/al_state.json')
+        summary = object_profile(states, Path(args.voc_root), args.split)
+        print_objects(summary)
+        print('written:', write_result(name, dict(compare_dir=str(args.compare_dir),
+                                                 voc_root=str(args.voc_root),
+                                                 summary=summary)))
+        return 0
     meta = json.loads(Path(args.meta).read_text())
     summary = profile(Path(args.compare_dir), meta)
     print(f'{"strategy":32s} {"runs":>4s} {"dup share":>9s} {"templates":>9s} {"difficulty":>10s}')
     for name, s in summary.items():
         print(f'{name:32s} {s.get("runs", ""):>4} {s["duplicate_share"]:9.3f} '
               f'{s.get("templates", float("nan")):9.1f} {s["difficulty"]:10.3f}')
-    name = args.out or f'selection_profile_{Path(args.compare_dir).name}'
     print('written:', write_result(name, dict(compare_dir=str(args.compare_dir),
                                              meta=str(args.meta), summary=summary)))
     return 0
