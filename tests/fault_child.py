@@ -49,13 +49,14 @@ def before(owner, name: str, kind: str) -> None:
 
 def install() -> None:
     from mmengine.fileio.backends import local_backend
-    from mmengine.runner import EpochBasedTrainLoop, TestLoop
+    from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop
 
     from mmal.loop.selection import CycleSelection
     from mmal.scoring.score_loop import ScoreLoop
     from mmal.utils import atomic
 
     before(EpochBasedTrainLoop, 'run_iter', 'train_iter')
+    before(IterBasedTrainLoop, 'run_iter', 'train_iter')  # semi-supervised phases
     before(TestLoop, 'run_iter', 'eval_iter')  # ScoreLoop has its own run_iter
     before(ScoreLoop, 'run_iter', 'score_iter')
 

@@ -27,7 +27,7 @@ def epoch_draws(hook, runner, epoch):
 
 
 def runner_with(loader, seed=3):
-    return types.SimpleNamespace(train_dataloader=loader, seed=seed, epoch=0)
+    return types.SimpleNamespace(train_dataloader=loader, seed=seed, epoch=0, train_loop=None)
 
 
 def test_an_epoch_draws_the_same_whatever_came_before():
@@ -57,3 +57,29 @@ def test_the_main_process_is_reseeded_per_epoch_and_rank():
     hook.before_train_epoch(runner)
     assert torch.equal(torch.rand(3), a)
     assert epoch_seed(3, 5, 0) != epoch_seed(3, 5, 1) != epoch_seed(3, 6, 0)
+
+
+def iterations(skip: int, total: int) -> list[tuple[float, float]]:
+    """An iteration-based loop's (augmentation, model draw) per iteration from ``skip`` on,
+    the first ``skip`` batches fetched and skipped, as mmengine's loop does when resumed."""
+    from mmengine.runner import IterBasedTrainLoop
+
+    def batches():  # augmentations drawn in the main process (no data workers)
+        while True:
+            yield float(np.random.rand())
+    loop = object.__new__(IterBasedTrainLoop)  # only its batch iterator is read
+    loop.dataloader_iterator = batches()
+    runner = runner_with(DataLoader(RandomDraws(), num_workers=0))
+    runner.train_loop = loop
+    hook = EpochSeedHook()
+    hook.before_train(runner)
+    hook.before_train_epoch(runner)
+    for _ in range(skip):
+        next(loop.dataloader_iterator)
+    return [(next(loop.dataloader_iterator), float(torch.rand(1))) for _ in range(total - skip)]
+
+
+def test_an_iteration_based_loop_draws_per_iteration_whatever_came_before():
+    whole = iterations(0, 6)
+    assert iterations(4, 6) == whole[4:]  # resumed at iteration 4: its draws repeat
+    assert len({a for a, _ in whole}) == 6 and len({m for _, m in whole}) == 6

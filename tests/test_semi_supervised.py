@@ -8,6 +8,7 @@ configs are refused naming the key; two cycles run through tools/al_train.py.
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -217,15 +218,13 @@ def test_single_stage_and_pose_are_refused_naming_why(semi_cfg):
 
 
 # ------------------------------------------------------------------ two cycles
-@pytest.mark.slow
-def test_two_semi_supervised_cycles_through_the_tool(voc_root, tmp_path):
-    """Cycle 0 and 1 train SoftTeacher on the labeled set and the rest of the pool, score
-    with the student and select; Learning Loss's module trains on the labeled half."""
+def two_short_cycles(voc_root) -> list[str]:
+    """``--cfg-options`` for two cycles of 4 iterations, 8 labels a cycle, on ``voc_root``."""
     root = str(voc_root) + '/'
     options = [f'{loader}.{key}' for loader in ('train_dataloader', 'test_dataloader')
                for key in (f'dataset.data_root={root}', 'num_workers=0',
                            'persistent_workers=False')]
-    options += [
+    return options + [
         'train_dataloader.batch_size=4', 'train_cfg.max_iters=4',
         'active_learning.initial_size=8', 'active_learning.budget_per_cycle=8',
         'active_learning.num_cycles=2', 'active_learning.candidate_pool=16',
@@ -233,6 +232,13 @@ def test_two_semi_supervised_cycles_through_the_tool(voc_root, tmp_path):
         # the ranking evaluation reads target_loss as the unit tests do: left out for time
         'active_learning.ranking_eval_size=0', 'active_learning.stopping.stop_set_size=0',
     ]
+
+
+@pytest.mark.slow
+def test_two_semi_supervised_cycles_through_the_tool(voc_root, tmp_path):
+    """Cycle 0 and 1 train SoftTeacher on the labeled set and the rest of the pool, score
+    with the student and select; Learning Loss's module trains on the labeled half."""
+    options = two_short_cycles(voc_root)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     work = tmp_path / 'work'
     result = subprocess.run([sys.executable, 'tools/al_train.py', CONFIG, '--work-dir',
@@ -254,6 +260,34 @@ def test_two_semi_supervised_cycles_through_the_tool(voc_root, tmp_path):
     assert any(k.startswith('task_model.teacher.') for k in state)
     assert any(k.startswith('loss_prediction.') for k in state)
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('workers', [0, 2])
+def test_a_semi_supervised_cycle_killed_mid_training_resumes_to_the_uninterrupted_result(
+        voc_root, tmp_path, workers):
+    """Iteration-based training resumes from an iteration's checkpoint, past the data it
+    skips: the augmentations (in the main process, or in workers) and the model's own draws
+    (SoftTeacher's jitter, the RoI sampler) of the iterations after it must repeat."""
+    from mmal.loop.state import ExperimentState
+
+    from .test_al_train_e2e import essence
+    from .test_faults import child
+    options = ['--cfg-options', *two_short_cycles(voc_root), 'default_hooks.checkpoint.interval=2',
+               f'train_dataloader.num_workers={workers}']
+    config = REPO / CONFIG
+    whole = child(config, tmp_path / 'whole', *options)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    # cycle 1's last iteration (8 of 2 x 4): its checkpoint after iteration 2 is resumed
+    killed = child(config, tmp_path / 'killed', *options, MMAL_KILL_AT='train_iter:8')
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert (tmp_path / 'killed' / 'cycle_01' / 'iter_2.pth').exists()
+    resumed = child(config, tmp_path / 'killed', *options, '--resume')
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    logs = ''.join(p.read_text() for p in (tmp_path / 'killed' / 'cycle_01').glob('*/*.log'))
+    assert 'Advance dataloader 2 steps' in logs
+    assert essence(ExperimentState.load(tmp_path / 'killed').data) == essence(
+        ExperimentState.load(tmp_path / 'whole').data)
 
 
 def test_the_serving_queue_retrains_semi_supervised_too(semi_cfg, tmp_path, monkeypatch):
