@@ -58,15 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     work_dir = args.work_dir or osp.join(default_work_dir(args.config, cfg), 'train_labeled')
     setup_distributed(args.launcher, cfg)
     try:
-        labeled = labeled_samples(cfg)
-        folder = labeled_set_folder(work_dir, *labeled)
-        checkpoint = train_on_labeled(cfg, folder, args.launcher, labeled)
+        samples = labeled_samples(cfg)
+        folder = labeled_set_folder(work_dir, *samples)
+        checkpoint = train_on_labeled(cfg, folder, args.launcher, samples)
     except (ConfigError, FileNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    pool, positions = labeled
+    pool, labeled = samples
     if get_rank() == 0:
-        print(f'trained on {len(positions)} labeled of {len(pool)} samples: {checkpoint}\n'
+        print(f'trained on {len(labeled)} labeled of {len(pool)} samples: {checkpoint}\n'
               f'next: python tools/al_query.py {args.config} --checkpoint {checkpoint} '
               '--budget K')
     return 0

@@ -63,14 +63,14 @@ def labeled_set_folder(work_dir: str | Path, pool: Pool, labeled: list[int]) -> 
 
 
 def train_on_labeled(cfg: Config, folder: Path, launcher: str = 'none',
-                     labeled: tuple[Pool, list[int]] | None = None) -> str:
+                     samples: tuple[Pool, list[int]] | None = None) -> str:
     """Train on the samples labeled on disk (with ``active_learning.semi_supervised``, and
     the unlabeled rest of the pool); the last checkpoint.
 
     Args:
-        labeled: :func:`labeled_samples` of ``cfg``, if read already.
+        samples: :func:`labeled_samples` of ``cfg``, if read already.
     """
-    pool, labeled = labeled or labeled_samples(cfg)
+    pool, labeled = samples or labeled_samples(cfg)
     section = cfg.get('active_learning') or {}
     box_level = BoxLevelSettings.from_config(section.get('box_level'))
     if box_level is not None:  # as an experiment does: ignore regions train as ignored
