@@ -350,3 +350,29 @@ def test_a_coco_pool_reads_its_box_labels_file(det_pool, tmp_path):  # noqa: F81
         assert info['instances'] == [dict(bbox=[1.0, 1.0, 9.0, 9.0], bbox_label=1, ignore_flag=0),
                                      dict(bbox=[20.0, 5.0, 30.0, 15.0], bbox_label=0,
                                           ignore_flag=1)]
+
+
+@pytest.mark.parametrize('tool_name', ['al_train_labeled.py', 'al_train.py'])
+def test_training_refuses_box_level_labels_without_box_level(project, tmp_path, capsys,
+                                                             tool_name):
+    """Without active_learning.box_level the assigners would train the entries' ignore
+    regions (and every unasked object) as background: refused before any work."""
+    from mmengine.config import Config
+
+    from mmal.datasets import build_pool
+    from mmal.datasets.box_labels import write_box_labels
+    _, root, config, _ = project
+    cfg = Config.fromfile(str(config))
+    first = build_pool(cfg.train_dataloader.dataset).ids[0]
+    labels = tmp_path / 'box_labels.json'
+    write_box_labels(labels, {first: dict(
+        objects=[dict(bbox=[1.0, 1.0, 9.0, 9.0], label=0, source='answered')],
+        ignore=[[20.0, 5.0, 30.0, 15.0]], empty=[])})
+    cfg.train_dataloader.dataset.box_labels_file = str(labels)
+    cfg.active_learning.update(box_level=None, initial_size=4, budget_per_cycle=2, num_cycles=2)
+    cfg.dump(str(tmp_path / 'c.py'))
+    assert load_tool(REPO / 'tools' / tool_name).main(
+        [str(tmp_path / 'c.py'), '--work-dir', str(tmp_path / 'w')]) == 2
+    err = capsys.readouterr().err
+    assert 'labels 1 images at box level' in err and 'active_learning.box_level=dict()' in err
+    assert not list((tmp_path / 'w').glob('**/*.pth'))

@@ -117,6 +117,21 @@ class BoxLevelSettings:
         return settings
 
 
+def check_box_level_pool(settings: BoxLevelSettings | None, box_level: list[bool]) -> None:
+    """Refuse training a pool whose box-labels file labels images in part (its
+    ``box_labels_file``) without ``active_learning.box_level``: the assigners would then
+    train those images' ignore regions, and the objects nobody was asked about, as
+    background (``box_level``: :attr:`mmal.datasets.Pool.box_level`)."""
+    count = sum(box_level)
+    if settings is None and count:
+        raise ConfigError(
+            f'train_dataloader.dataset: its box_labels_file labels {count} images at box '
+            'level (their unasked regions are ignore regions), but active_learning.box_level '
+            'is not set, so training would take those regions for background. Set '
+            'active_learning.box_level=dict() (the assigners then ignore them; '
+            'docs/people_in_the_loop.md), or remove box_labels_file to train without them')
+
+
 def binary_entropy(scores) -> np.ndarray:
     """Entropy (nats) of object vs not for each detection score (the measure PPAL reads
     its detections with)."""

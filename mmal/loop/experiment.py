@@ -165,6 +165,7 @@ class ActiveLearningExperiment:
     def _read_pool(self, cfg: Config) -> None:
         """The pool, its labels and who labels it; refused before anything is written."""
         self.pool: Pool = build_pool(cfg.train_dataloader.dataset, self.settings.label_tolerance)
+        box_level.check_box_level_pool(self.box_level, self.pool.box_level)
         self.oracle = build_oracle(cfg, self.settings, self.pool, self.task, self.strategy)
         self.position = {sample_id: i for i, sample_id in enumerate(self.pool.ids)}
         check_same_experiment_on_every_rank(cfg, self.settings, self.pool)

@@ -27,7 +27,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import find_latest_checkpoint
 
 from ..datasets import Pool, build_pool, subset_config
-from ..loop.box_level import BoxLevelSettings
+from ..loop.box_level import BoxLevelSettings, check_box_level_pool
 from ..loop.runner import CycleRunner, phase_config
 from ..loop.semi_supervised import SemiSupervisedSettings
 from ..loop.state import digest_ids
@@ -73,6 +73,7 @@ def train_on_labeled(cfg: Config, folder: Path, launcher: str = 'none',
     pool, labeled = samples or labeled_samples(cfg)
     section = cfg.get('active_learning') or {}
     box_level = BoxLevelSettings.from_config(section.get('box_level'))
+    check_box_level_pool(box_level, pool.box_level)
     if box_level is not None:  # as an experiment does: ignore regions train as ignored
         cfg = copy.deepcopy(cfg)
         cfg.model = with_ignore_regions(cfg.model, box_level.ignore_iof_thr)
