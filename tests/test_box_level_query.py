@@ -376,3 +376,42 @@ def test_training_refuses_box_level_labels_without_box_level(project, tmp_path, 
     err = capsys.readouterr().err
     assert 'labels 1 images at box level' in err and 'active_learning.box_level=dict()' in err
     assert not list((tmp_path / 'w').glob('**/*.pth'))
+
+
+def test_an_ingest_never_overwrites_another_batchs_answers(project, tmp_path, capsys):
+    """Two batches asked about the same images before either was ingested: the second
+    ingest is refused (it would replace the first one's answers), a batch's own re-ingest
+    is not, and a batch asked after the first ingest goes in."""
+    from mmal.datasets.box_labels import read_box_labels
+    _, root, _, checkpoint = project
+    labels = tmp_path / 'box_labels.json'
+    config = _config(root, tmp_path / 'c.py', labels_file=str(labels))
+    names = ['bottle', 'boat', 'car', 'sheep', 'tvmonitor']
+    ingest = load_tool(REPO / 'tools/al_ingest.py').main
+
+    def answer(batch):
+        export = tmp_path / f'{batch.name}.json'
+        export.write_text(json.dumps(_people(batch, tmp_path / f'people_{batch.name}', names)))
+        return export
+
+    first, second = tmp_path / 'first', tmp_path / 'second'
+    assert _query(config, checkpoint, first) == 0 and _query(config, checkpoint, second) == 0
+    asked = {t.task_id for t in read_batch(first)[1]}
+    assert asked == {t.task_id for t in read_batch(second)[1]}
+    export = answer(first)
+    assert ingest([str(config), str(export), '--batch', str(first)]) == 0
+    entries = read_box_labels(labels)
+    assert set(entries) == asked
+    assert ingest([str(config), str(export), '--batch', str(first)]) == 0  # its own, again
+    capsys.readouterr()
+
+    assert ingest([str(config), str(answer(second)), '--batch', str(second)]) == 2
+    err = capsys.readouterr().err
+    assert f'{len(asked)} of its images were labeled by another batch' in err
+    assert 'query these images again' in err
+    assert read_box_labels(labels) == entries
+
+    third = tmp_path / 'third'
+    assert _query(config, checkpoint, third) == 0
+    assert ingest([str(config), str(answer(third)), '--batch', str(third)]) == 0
+    assert set(read_box_labels(labels)) >= asked

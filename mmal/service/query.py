@@ -40,6 +40,7 @@ from ..annotation.settings import AnnotationSettings
 from ..datasets import build_pool
 from ..datasets.box_labels import (
     DATASET_KEY,
+    check_entry,
     leaf_labels_file,
     read_box_labels,
     write_box_labels,
@@ -310,6 +311,11 @@ def read_pool_box_labels(files: list[str]) -> dict[str, dict]:
     return entries
 
 
+#: In a box-level batch's folder: every entry its ingests wrote per image, so that an ingest
+#: can tell its own earlier answers from another batch's (:func:`ingest_query_batch`).
+WRITTEN_FILE = 'box_labels_written.json'
+
+
 def ingest_query_batch(cfg: Config, batch_dir: str | Path, exports: list, *, fmt: str = 'auto',
                        on_error: str = 'skip') -> tuple[Decision, list[Path]]:
     """Ingest exports into an ``al_query.py`` batch: the decision and the files written.
@@ -326,12 +332,14 @@ def ingest_query_batch(cfg: Config, batch_dir: str | Path, exports: list, *, fmt
 
     Raises:
         ConfigError: When the config's dataset names other box-labels files than
-            the batch was asked against, or none.
+            the batch was asked against, or none; when another batch's ingest
+            changed an image's entry since this batch asked about it (its answers
+            would be overwritten).
     """
-    decision, changed = ingest_and_write(cfg, batch_dir, exports, fmt=fmt, on_error=on_error)
+    batch_dir = Path(batch_dir)
     record, tasks = read_batch(batch_dir)
     if 'box_level' not in record:
-        return decision, changed
+        return ingest_and_write(cfg, batch_dir, exports, fmt=fmt, on_error=on_error)
     files = box_labels_files(cfg, task_of(cfg), None)
     if sorted(map(osp.abspath, files)) != sorted(map(osp.abspath, record['box_labels_files'])):
         raise ConfigError(
@@ -339,8 +347,12 @@ def ingest_query_batch(cfg: Config, batch_dir: str | Path, exports: list, *, fmt
             f'and the config names {files} ({DATASET_KEY}): ingest with the config the batch '
             'was queried with')
     known = record.get('box_labels_known', {})
-    answered, _ = answered_entries(record, tasks, decision, known)
     ids = [t.task_id for t in tasks]
+    written_path = batch_dir / WRITTEN_FILE
+    written = json.loads(written_path.read_text()) if written_path.exists() else {}
+    check_unchanged_since_asked(batch_dir, ids, known, written, read_pool_box_labels(files))
+    decision, _ = ingest_and_write(cfg, batch_dir, exports, fmt=fmt, on_error=on_error)
+    answered, _ = answered_entries(record, tasks, decision, known)
     file_of = {i: leaf_labels_file(leaf)
                for i, (leaf, _) in sample_infos(cfg.train_dataloader.dataset, ids).items()}
     changed = []
@@ -354,11 +366,39 @@ def ingest_query_batch(cfg: Config, batch_dir: str | Path, exports: list, *, fmt
                 entries[i] = known[i]
             else:
                 entries.pop(i, None)
-        if entries != before:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            write_box_labels(path, entries)
-            changed.append(Path(path))
+        if entries == before:
+            continue
+        # recorded before the file is written: a run killed in between leaves what it may
+        # have written listed as this batch's own
+        for i in (i for i in ids if file_of[i] == path and i in entries):
+            entry = json.loads(json.dumps(check_entry(i, entries[i], path)))  # as read back
+            if entry not in written.setdefault(i, []):
+                written[i].append(entry)
+        atomic_write_text(written_path, json.dumps(written) + '\n')
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_box_labels(path, entries)
+        changed.append(Path(path))
     return decision, changed
+
+
+def check_unchanged_since_asked(batch_dir: Path, ids: list[str], known: dict, written: dict,
+                                current: dict) -> None:
+    """Refuse ingesting a box-level batch over images whose entries another batch's ingest
+    changed since this batch asked about them: ingesting would replace those answers
+    with this batch's, merged into the older entry the question was asked against.
+
+    ``known``: the entries the batch was asked against; ``written``: every entry this
+    batch's own ingests wrote; ``current``: the box-labels files' entries now.
+    """
+    moved = [i for i in ids
+             if current.get(i) != known.get(i) and current.get(i) not in written.get(i, [])]
+    if moved:
+        raise ConfigError(
+            f'{batch_dir}: {len(moved)} of its images were labeled by another batch\'s ingest '
+            f'after this batch asked about them, e.g. {moved[:3]}; ingesting it would '
+            'overwrite those answers. Ingest a batch before querying the next one about the '
+            'same images: query these images again (tools/al_query.py asks around what is '
+            'known now) and label that batch instead')
 
 
 def _plain(cfg: dict | None) -> dict | None:
