@@ -317,3 +317,40 @@ def test_the_serving_queue_retrains_semi_supervised_too(semi_cfg, tmp_path, monk
 def _partly_labeled(pool, unlabeled):
     pool.has_labels = [True] * (len(pool) - unlabeled) + [False] * unlabeled
     return pool
+
+
+SUPERVISED_TWIN = 'configs/active_learning/ll_faster-rcnn-tiny_iter600_synthetic-voc.py'
+
+
+def test_the_supervised_twin_trains_what_the_semi_arm_trains_on_its_labeled_half(semi_cfg,
+                                                                                 voc_root):
+    """The four-arm comparison's arms without the unlabeled branch: the same detector,
+    optimiser and iterations, a batch of the semi-supervised batches' labeled share."""
+    twin = voc_config(SUPERVISED_TWIN, voc_root)
+    assert twin.model.detector.to_dict() == semi_cfg.model.detector.detector.to_dict()
+    for key in ('optim_wrapper', 'param_scheduler', 'train_cfg'):
+        assert twin[key] == semi_cfg[key], key
+    ratio = semi_cfg.active_learning.semi_supervised.sampler.source_ratio
+    assert twin.train_dataloader.batch_size == (
+        semi_cfg.train_dataloader.batch_size * ratio[0] // sum(ratio))
+    plain = {k: v for k, v in semi_cfg.active_learning.items() if k != 'semi_supervised'}
+    assert twin.active_learning.to_dict() == plain
+
+
+@pytest.mark.slow
+def test_two_cycles_of_the_supervised_twin_through_the_tool(voc_root, tmp_path):
+    """The plain detector trains iteration-based on the labeled set alone."""
+    work = tmp_path / 'work'
+    result = subprocess.run(
+        [sys.executable, 'tools/al_train.py', SUPERVISED_TWIN, '--work-dir', str(work),
+         '--cfg-options', *two_short_cycles(voc_root)], cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True,
+        timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    c0, c1 = json.loads((work / 'al_state.json').read_text())['cycles']
+    added = c1['labeled_added']
+    assert added == [p['id'] for p in c0['selected']] and len(added) == 8
+    meta = torch.load(c1['checkpoint'], map_location='cpu', weights_only=False)['meta']
+    assert meta['iter'] == 4
+    log = (work / 'al_train.log').read_text()
+    assert 'cycle 1: training on 16 labeled samples' in log and 'unlabeled ones' not in log
