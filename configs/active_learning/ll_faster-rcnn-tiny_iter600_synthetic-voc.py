@@ -1,6 +1,6 @@
-# The supervised twin of ll_soft-teacher_faster-rcnn-tiny_synthetic-voc.py: the same
-# small Faster R-CNN, optimiser and iteration schedule (600 iterations of 8 labeled
-# images, the labeled half of the semi-supervised config's batches), the unlabeled
+# The supervised twin of ll_soft-teacher_faster-rcnn-tiny_synthetic-voc.py (which
+# inherits this schedule): the same small Faster R-CNN, optimiser and iterations (600
+# of 8 labeled images, the labeled half of the semi-supervised batches), the unlabeled
 # pool left idle. Beside it, a comparison isolates what the unlabeled branch adds:
 # random and Learning Loss, each with and without (bench/semi_supervised_arms.sh).
 _base_ = './ll_faster-rcnn-tiny_synthetic-voc.py'

@@ -6,7 +6,9 @@
 # (model.score_on). Evaluation predicts with the teacher (semi_test_cfg, mmdet's).
 # Random baseline + semi-supervised:
 #   --cfg-options active_learning.strategy.type=RandomStrategy
-_base_ = './ll_faster-rcnn-tiny_synthetic-voc.py'
+# The schedule is its supervised twin's (the same iterations, optimiser and detector;
+# the twin's batches are this config's labeled half).
+_base_ = './ll_faster-rcnn-tiny_iter600_synthetic-voc.py'
 
 detector = _base_.model.detector  # the plain FasterRCNN of faster_rcnn_tiny.py
 model = dict(
@@ -76,18 +78,9 @@ active_learning = dict(
         unlabeled_pipeline=unlabeled_pipeline,
         sampler=dict(type='MultiSourceSampler', source_ratio=[1, 1])))
 
-# mmdet's multi-source sampler never ends an epoch: iteration-based training, the
-# same length every cycle (16 images a batch: 8 labeled, 8 unlabeled)
-max_iters = 600
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
-                 val_interval=max_iters)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=max_iters, eta_min=1e-5),
-]
-default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=200, max_keep_ckpts=1))
-log_processor = dict(by_epoch=False)
+# mmdet's multi-source sampler never ends an epoch: the twin's iteration-based training,
+# the same length every cycle (16 images a batch: 8 labeled, 8 unlabeled)
+train_dataloader = dict(batch_size=16)
 custom_hooks = [
     # teacher = EMA of the student; mmdet's momentum 0.001 suits 180k iterations, a few
     # hundred need a faster teacher
