@@ -354,3 +354,20 @@ def test_a_named_checkpoint_resumes_the_training_from_there(tiny_cfg, tmp_path):
     logs = '\n'.join(p.read_text() for p in cycle_dir.glob('*/*.log')).lower()
     assert 'resumed epoch: 1' in logs and 'resumed epoch: 2' not in logs
     assert state.cycle(0)['metrics'] == uninterrupted
+
+
+# ------------------------------------------------------------------ --cfg-options
+def test_a_schedule_variable_alone_is_refused_naming_the_loop_keys(al_train, experiment_receives,
+                                                                   capsys, tmp_path):
+    """`max_epochs=N` reaches neither train_cfg nor the schedulers (the file computed them):
+    refused before any work, naming the keys; with them set, the run gets N."""
+    assert al_train.main([str(CONFIG), '--work-dir', str(tmp_path / 'w'),
+                          '--cfg-options', 'max_epochs=3']) == 2
+    err = capsys.readouterr().err
+    assert 'max_epochs=3 changes the config\'s variable only' in err
+    assert 'train_cfg.max_epochs is still 40' in err and 'param_scheduler.1.end=3' in err
+    assert not (tmp_path / 'w').exists()
+    with pytest.raises(ReceivedError) as received:
+        al_train.main([str(CONFIG), '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+                       'max_epochs=3', 'train_cfg.max_epochs=3', 'param_scheduler.1.end=3'])
+    assert received.value.args[0].train_cfg.max_epochs == 3
