@@ -184,9 +184,8 @@ def test_the_section_needs_a_teacher_student_model(semi_cfg, tmp_path):
 
 
 @pytest.mark.parametrize('change, match', [
-    (lambda c: c.merge_from_dict({'train_cfg': dict(_delete_=True, type='EpochBasedTrainLoop',
-                                                    max_epochs=2)}),
-     r"train_cfg.type='EpochBasedTrainLoop'.*IterBasedTrainLoop"),
+    (lambda c: c.merge_from_dict({'train_cfg': dict(_delete_=True, type='ValLoop')}),
+     r"train_cfg.type='ValLoop'.*IterBasedTrainLoop.*EpochBasedTrainLoop"),
     (lambda c: setattr(c, 'custom_hooks', []), 'custom_hooks has no MeanTeacherHook'),
     (lambda c: c.active_learning.semi_supervised.unlabeled_pipeline.__setitem__(
         1, dict(type='LoadAnnotations', with_bbox=True)),
@@ -206,15 +205,15 @@ def test_bad_configs_are_refused_naming_the_key(semi_cfg, tmp_path, change, matc
     refused(semi_cfg, tmp_path, match)
 
 
-def test_single_stage_and_pose_are_refused_naming_why(semi_cfg):
+def test_detr_and_pose_are_refused_naming_why(semi_cfg):
     semi = SemiSupervisedSettings.from_config(semi_cfg.active_learning.semi_supervised)
     with pytest.raises(ConfigError, match='applies to detection.*mmpose has no teacher-student'):
         semi.check_config(semi_cfg, 'pose')
-    one_stage = copy.deepcopy(semi_cfg)
-    one_stage.model.type = 'LearningLossDetector'
-    with pytest.raises(ConfigError, match="model.type='LearningLossDetector'.*"
+    detr = copy.deepcopy(semi_cfg)
+    detr.model.type = 'LearningLossDETR'
+    with pytest.raises(ConfigError, match="model.type='LearningLossDETR'.*"
                                           "'LearningLossTwoStageDetector'"):
-        semi.check_config(one_stage, 'detection')
+        semi.check_config(detr, 'detection')
 
 
 # ------------------------------------------------------------------ two cycles

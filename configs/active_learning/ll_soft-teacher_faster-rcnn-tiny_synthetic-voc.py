@@ -8,7 +8,8 @@
 #   --cfg-options active_learning.strategy.type=RandomStrategy
 # The schedule is its supervised twin's (the same iterations, optimiser and detector;
 # the twin's batches are this config's labeled half).
-_base_ = './ll_faster-rcnn-tiny_iter600_synthetic-voc.py'
+_base_ = ['./ll_faster-rcnn-tiny_iter600_synthetic-voc.py',
+          '../_base_/semi_supervised/strong_views.py']
 
 detector = _base_.model.detector  # the plain FasterRCNN of faster_rcnn_tiny.py
 model = dict(
@@ -36,33 +37,17 @@ model = dict(
     score_on='student')
 
 input_size = 128
-color_space = [
-    [dict(type='ColorTransform')], [dict(type='AutoContrast')], [dict(type='Equalize')],
-    [dict(type='Sharpness')], [dict(type='Posterize')], [dict(type='Solarize')],
-    [dict(type='Color')], [dict(type='Contrast')], [dict(type='Brightness')],
-]
-geometric = [
-    [dict(type='Rotate')], [dict(type='ShearX')], [dict(type='ShearY')],
-    [dict(type='TranslateX')], [dict(type='TranslateY')],
-]
-meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
-             'flip_direction', 'homography_matrix')
 # the teacher's (weak) and the student's (strong) views of an unlabeled image
 weak_pipeline = [
     dict(type='Resize', scale=(input_size, input_size), keep_ratio=False),
     dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs', meta_keys=meta_keys),
+    dict(type='PackDetInputs', meta_keys=_base_.meta_keys),
 ]
 strong_pipeline = [
     dict(type='Resize', scale=(input_size, input_size), keep_ratio=False),
     dict(type='RandomFlip', prob=0.5),
-    dict(type='RandomOrder', transforms=[
-        dict(type='RandAugment', aug_space=color_space, aug_num=1),
-        dict(type='RandAugment', aug_space=geometric, aug_num=1),
-    ]),
-    dict(type='RandomErasing', n_patches=(1, 5), ratio=(0, 0.2)),
-    dict(type='FilterAnnotations', min_gt_bbox_wh=(1e-2, 1e-2)),
-    dict(type='PackDetInputs', meta_keys=meta_keys),
+    *_base_.strong_augmentations,
+    dict(type='PackDetInputs', meta_keys=_base_.meta_keys),
 ]
 unlabeled_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -539,12 +539,15 @@ class ActiveLearningExperiment:
             train_dataset, sampler = self.semi.train_data(
                 train_dataset, self.cfg.train_dataloader.dataset, self.pool, positions,
                 self.cfg.train_dataloader.batch_size)
-        return CycleRunner.from_cfg(phase_config(
+        run_cfg = phase_config(
             self.cfg, phase, cycle_dir or self._cycle_dir(c),
             train_dataset=train_dataset, train_sampler=sampler,
             num_train=len(positions), launcher=self.launcher, seed=self.settings.seed,
             name=f'cycle{c:02d}_{phase}_{time.time_ns()}',
-            log=lambda msg: self._log(f'cycle {c}: {msg}'), **options))
+            log=lambda msg: self._log(f'cycle {c}: {msg}'), **options)
+        if sampler is not None:  # semi-supervised: epochs, if counted, become iterations
+            self.semi.schedule(run_cfg, len(positions))
+        return CycleRunner.from_cfg(run_cfg)
 
     def _cycle_dir(self, c: int) -> Path:
         return self.work_dir / f'cycle_{c:02d}'

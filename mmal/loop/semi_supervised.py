@@ -2,7 +2,9 @@
 
 ``active_learning.semi_supervised = dict(unlabeled_pipeline=[...], sampler=dict(...))``
 with a teacher-student detector as the model (mmdet's ``SoftTeacher``
-around a two-stage detector, inside ``LearningLossTwoStageDetector``):
+around a two-stage detector, inside ``LearningLossTwoStageDetector``, or
+its plain mean teacher ``SemiBaseDetector`` around a single-stage one,
+inside ``LearningLossDetector``):
 every cycle's training Runner gets mmdet's semi-supervised data, made from
 the pool alone (:func:`mmal.datasets.pool.semi_supervised_config`): the
 cycle's labeled set with its training pipeline as the ``'sup'`` branch,
@@ -22,6 +24,7 @@ fix (:meth:`SemiSupervisedSettings.check_config`).
 from dataclasses import dataclass, field
 
 from mmengine.config import Config
+from mmengine.dist import get_world_size
 
 from ..datasets import Pool, semi_supervised_config
 from ..models.plain_models import is_teacher_student
@@ -30,8 +33,11 @@ from ..utils import ConfigError
 #: mmdet's branch names: the labeled batch, the teacher's and the student's views.
 BRANCHES = ('sup', 'unsup_teacher', 'unsup_student')
 SAMPLERS = ('MultiSourceSampler', 'GroupMultiSourceSampler')
-#: The wrapper that reads a teacher-student pair (SoftTeacher is two-stage only).
-WRAPPER = 'LearningLossTwoStageDetector'
+#: The wrappers that read a teacher-student pair: SoftTeacher (two-stage only) or mmdet's
+#: plain mean teacher (``SemiBaseDetector``) around a single-stage detector.
+WRAPPERS = ('LearningLossTwoStageDetector', 'LearningLossDetector')
+EPOCH_LOOPS = ('EpochBasedTrainLoop', 'mmengine.runner.EpochBasedTrainLoop')
+ITER_LOOPS = ('IterBasedTrainLoop', 'mmengine.runner.IterBasedTrainLoop')
 POSE_REFUSAL = (
     'active_learning.semi_supervised applies to detection (mmdet\'s teacher-student '
     'detectors, SoftTeacher); this is a pose config: mmpose has no teacher-student '
@@ -132,24 +138,29 @@ class SemiSupervisedSettings:
             raise ConfigError(
                 f'{key} trains a teacher-student detector, and model.detector.type='
                 f'{(model.get("detector") or {}).get("type")!r} is not one: set model.detector '
-                "to mmdet's dict(type='SoftTeacher', detector=<the detector>, "
-                "data_preprocessor=dict(type='MultiBranchDataPreprocessor', ...), "
-                'semi_train_cfg=..., semi_test_cfg=...), or remove the key')
-        if model.get('type') != WRAPPER:
+                "to mmdet's dict(type='SoftTeacher' (two-stage) or 'SemiBaseDetector', "
+                "detector=<the detector>, data_preprocessor=dict(type="
+                "'MultiBranchDataPreprocessor', ...), semi_train_cfg=..., semi_test_cfg=...), "
+                'or remove the key')
+        if model.get('type') not in WRAPPERS:
             raise ConfigError(
                 f'model.type={model.get("type")!r} with a teacher-student detector: '
-                f"semi-supervised training is implemented for model.type='{WRAPPER}' "
-                '(SoftTeacher is two-stage: it calls the RPN and the RoI head)')
+                f'semi-supervised training is implemented for model.type one of {WRAPPERS} '
+                '(SoftTeacher around a two-stage detector, mmdet\'s SemiBaseDetector around a '
+                'single-stage one)')
         if (cfg.get('active_learning') or {}).get('box_level') is not None:
             raise ConfigError(f'{key} with active_learning.box_level: box-level labels are not '
                               'combined with semi-supervised training yet. Remove one of them')
         loop = (cfg.get('train_cfg') or {}).get('type')
-        if loop not in ('IterBasedTrainLoop', 'mmengine.runner.IterBasedTrainLoop'):
+        if loop not in ITER_LOOPS + EPOCH_LOOPS:
             raise ConfigError(
-                f'train_cfg.type={loop!r}: mmdet\'s MultiSourceSampler never ends an epoch, '
-                "so semi-supervised training is iteration-based: train_cfg = dict(type="
-                "'IterBasedTrainLoop', max_iters=...), with by_epoch=False schedulers and "
-                'checkpoints')
+                f'train_cfg.type={loop!r}: semi-supervised training runs mmdet\'s '
+                'MultiSourceSampler, which never ends an epoch, so it is iteration-based: '
+                "train_cfg = dict(type='IterBasedTrainLoop', max_iters=...), or "
+                "'EpochBasedTrainLoop' (each cycle then trains its labeled set's epochs "
+                'as iterations)')
+        if loop in EPOCH_LOOPS:
+            check_epoch_schedule(cfg)
         hooks = [h.get('type') for h in cfg.get('custom_hooks') or []]
         if 'MeanTeacherHook' not in hooks:
             raise ConfigError("custom_hooks has no MeanTeacherHook: the teacher would never "
@@ -161,14 +172,31 @@ class SemiSupervisedSettings:
                               "step (PackDetInputs): it becomes the 'sup' branch of mmdet's "
                               'MultiBranch in semi-supervised training')
         batch = cfg.train_dataloader.batch_size
-        ratio = self.sampler['source_ratio']
-        unlabeled = int(batch * ratio[1] / sum(ratio))
-        if batch - unlabeled < 2 or unlabeled < 1:
+        labeled = self.labeled_per_batch(batch)
+        unlabeled = batch - labeled
+        if labeled < 2 or unlabeled < 1:
             raise ConfigError(
                 f'train_dataloader.batch_size={batch} with {key}.sampler.source_ratio='
-                f'{list(ratio)} gives {batch - unlabeled} labeled and {unlabeled} unlabeled '
+                f'{list(self.sampler["source_ratio"])} gives {labeled} labeled and {unlabeled} '
+                'unlabeled '
                 'images a batch; the ranking loss pairs labeled images, so at least 2 labeled '
                 'and 1 unlabeled are needed: raise batch_size or change source_ratio')
+
+    def labeled_per_batch(self, batch_size: int) -> int:
+        """The labeled images of a batch (mmdet's ``MultiSourceSampler`` rounds the other
+        sources down and gives the first the rest)."""
+        ratio = self.sampler['source_ratio']
+        return batch_size - int(batch_size * ratio[1] / sum(ratio))
+
+    def schedule(self, run_cfg: Config, num_labeled: int) -> None:
+        """A training Runner's config trained on ``num_labeled`` labeled samples, made
+        iteration-based in place when it counts epochs (:func:`epochs_as_iterations`: each
+        epoch the labeled set's batches on this rank); an iteration-based one is left."""
+        if run_cfg.train_cfg.get('type') not in EPOCH_LOOPS:
+            return
+        per_rank = -(-num_labeled // get_world_size())
+        epochs_as_iterations(run_cfg, -(-per_rank // self.labeled_per_batch(
+            run_cfg.train_dataloader.batch_size)))
 
     def check_plan(self, pool_size: int, labeled_at_last_cycle: int) -> None:
         """The last cycle still has unlabeled samples to train on."""
@@ -189,6 +217,58 @@ class SemiSupervisedSettings:
         dataset = semi_supervised_config(labeled_cfg, dataset_cfg, pool, labeled,
                                          self.unlabeled_pipeline, BRANCHES)
         return dataset, dict(self.sampler, batch_size=batch_size)
+
+
+# ------------------------------------------------------------ the schedule
+#: Hooks whose epoch key :func:`epochs_as_iterations` converts: (epoch key, iteration key).
+CONVERTED_EPOCH_KEYS = {'LossPredictionStopGradientHook': ('stop_epoch', 'stop_iter')}
+
+
+def check_epoch_schedule(cfg: Config) -> None:
+    """Refuse an epoch-based config whose epochs :func:`epochs_as_iterations` cannot
+    convert (a custom hook counting epochs, e.g. a pipeline switch)."""
+    for hook in cfg.get('custom_hooks') or []:
+        converted = CONVERTED_EPOCH_KEYS.get(hook.get('type'), ())
+        keys = sorted(k for k in hook if 'epoch' in k and k not in converted)
+        if keys:
+            raise ConfigError(
+                f'custom_hooks: {hook.get("type")} counts epochs ({", ".join(keys)}), and '
+                'semi-supervised training is iteration-based (an epoch-based config trains '
+                "its labeled epochs as iterations). Remove the hook or make train_cfg "
+                "dict(type='IterBasedTrainLoop', max_iters=...) with the hook in iterations")
+
+
+def epochs_as_iterations(cfg: Config, iters_per_epoch: int) -> None:
+    """Make an epoch-based training config iteration-based, in place: ``max_epochs`` of
+    ``iters_per_epoch`` iterations each.
+
+    Semi-supervised batches come from mmdet's ``MultiSourceSampler``, which
+    never ends an epoch. With ``iters_per_epoch`` the labeled set's batches
+    per epoch (its labeled share of each batch), the labeled branch sees as
+    many labeled batches as the supervised config trains, so the supervised
+    runs of the same config are the semi-supervised arm's twin. The
+    schedulers counted in epochs become mmengine's iteration-based ones
+    (``convert_to_iter_based``, this ``epoch_length``: the same curve,
+    stepped every iteration), and so do the checkpoint interval, the log's
+    counter and the stop-gradient epoch.
+    """
+    epochs = cfg.train_cfg.max_epochs
+    max_iters = epochs * iters_per_epoch
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+    schedulers = cfg.get('param_scheduler') or []
+    for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+        if scheduler.get('by_epoch', True):
+            # mmengine's default end is the loop's max_epochs, 1 for an iteration loop
+            scheduler.setdefault('end', epochs)
+            scheduler.update(convert_to_iter_based=True, epoch_length=iters_per_epoch)
+    checkpoint = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if checkpoint and checkpoint.get('by_epoch', True):
+        checkpoint.update(by_epoch=False, interval=checkpoint.get('interval', 1) * iters_per_epoch)
+    cfg.log_processor = dict(cfg.get('log_processor') or {}, by_epoch=False)
+    for hook in cfg.get('custom_hooks') or []:
+        epoch_key, iter_key = CONVERTED_EPOCH_KEYS.get(hook.get('type'), (None, None))
+        if hook.get(epoch_key) is not None:
+            hook[iter_key] = hook.pop(epoch_key) * iters_per_epoch
 
 
 def plain_config(value):

@@ -89,6 +89,8 @@ def train_on_labeled(cfg: Config, folder: Path, launcher: str = 'none',
         resume=find_latest_checkpoint(str(folder)) is not None,
         load_from=cfg.get('load_from'),  # the config's starting weights, if it names any
         seed=section.get('seed', 0))
+    if semi is not None:
+        semi.schedule(run, len(labeled))
     CycleRunner.from_cfg(run).train()
     return find_latest_checkpoint(str(folder))
 

@@ -2,7 +2,7 @@
 import contextlib
 from collections.abc import Sequence
 
-from mmdet.models.detectors import SingleStageDetector
+from mmdet.models.detectors import SemiBaseDetector, SingleStageDetector
 from mmdet.models.utils import unpack_gt_instances
 from mmdet.registry import MODELS
 from torch import Tensor
@@ -19,10 +19,11 @@ from .candidates import (
     posterior_kind,
     posterior_refusal,
 )
+from .teacher_student import TeacherStudentMixin, check_score_on
 
 
 @MODELS.register_module()
-class LearningLossDetector(LearningLossModel):
+class LearningLossDetector(TeacherStudentMixin, LearningLossModel):
     """Adds a loss-prediction module to a single-stage detector.
 
     Args:
@@ -31,7 +32,10 @@ class LearningLossDetector(LearningLossModel):
             it; mmdet's ``SSDHead``, ``RTMDetHead``, ``RTMDetSepBNHead`` and
             ``YOLOXHead`` are built as our subclasses of them
             (:func:`~mmal.models.heads.with_per_image_loss_head`: the same
-            weights and training loss).
+            weights and training loss). Or mmdet's mean teacher around one
+            (``SemiBaseDetector``: semi-supervised training, pseudo-labels
+            the teacher's detections above ``cls_pseudo_thr``; see
+            :mod:`~mmal.models.detectors.teacher_student`).
         taps, loss_prediction, rank_loss, rank_loss_weight, init_cfg: See
             :class:`~mmal.models.LearningLossModel`.
 
@@ -66,6 +70,8 @@ class LearningLossDetector(LearningLossModel):
         score_cfg (dict, optional): ``num_boxes`` (candidate boxes per
             image, default 100) and ``score_thr`` (their minimum foreground
             confidence, default 0.05).
+        score_on (str): With ``detector`` a teacher-student pair, the
+            member scoring reads, ``'student'`` (default) or ``'teacher'``.
     """
 
     task_output_names = frozenset({'posteriors', 'boxes', 'grad_embedding', 'box_features',
@@ -79,7 +85,8 @@ class LearningLossDetector(LearningLossModel):
         refusals = super().output_refusals(outputs)
         wanted = {'posteriors', 'grad_embedding'} & set(outputs)
         if model_cfg is not None and wanted and isinstance(model_cfg.get('detector'), dict):
-            head_cfg = with_per_image_loss_head(model_cfg['detector']).get('bbox_head')
+            detector = with_per_image_loss_head(model_cfg['detector'])
+            head_cfg = (detector.get('detector') or detector).get('bbox_head')  # pair or one
             head = MODELS.build(head_cfg)
             refusals.update({output: refusal for output, refusal in
                              (('posteriors', posterior_refusal(head)),
@@ -91,37 +98,43 @@ class LearningLossDetector(LearningLossModel):
                  loss_prediction: dict | None = None,
                  rank_loss: dict | None = None, rank_loss_weight: float = 1.0,
                  init_cfg: dict | None = None, per_image_normalizer: str = 'none',
-                 score_cfg: dict | None = None) -> None:
+                 score_cfg: dict | None = None, score_on: str = 'student') -> None:
         if per_image_normalizer not in ('none', 'positives'):
             raise ValueError(f'model.per_image_normalizer={per_image_normalizer!r}: choose '
                              "'none' (each image's summed loss) or 'positives'")
         built = MODELS.build(with_per_image_loss_head(detector))
-        if not isinstance(built, SingleStageDetector):
-            raise TypeError(f'model.detector.type={detector.get("type")!r} is not a '
+        key, kind, plain = 'model.detector.type', detector.get('type'), built
+        if isinstance(built, SemiBaseDetector):  # a mean teacher: its student is checked
+            key, kind, plain = 'model.detector.detector.type', type(built.student).__name__, \
+                built.student
+        if not isinstance(plain, SingleStageDetector):
+            raise TypeError(f'{key}={kind!r} is not a '
                             'single-stage detector; LearningLossDetector wraps '
                             'SingleStageDetector subclasses (SSD, RetinaNet, FCOS, ...). '
                             "Set model.type='LearningLossDETR' for DETR, DeformableDETR and "
                             "DINO, 'LearningLossTwoStageDetector' for Faster R-CNN and kin")
-        head = built.bbox_head
+        head = plain.bbox_head
         if (per_image_normalizer != 'none' and hasattr(head, 'loss_by_feat_per_image')
                 and not hasattr(head, 'per_image_normalizer')):
             raise ValueError(
                 f'model.per_image_normalizer={per_image_normalizer!r}: '
                 f"{type(head).__name__} gives each image's summed objective only; drop the key "
                 "(the summed target ranked held-out images better: see PerImageLossSSDHead)")
+        self.score_on = check_score_on(built, score_on)
         super().__init__(built, taps, loss_prediction, rank_loss, rank_loss_weight, init_cfg)
         self.per_image_normalizer = per_image_normalizer
         self.score_cfg = check_score_cfg(score_cfg)
 
     @property
-    def detector(self):
-        """The detector, under the name mmdet's wrapping models give it: mmdet's
+    def detector(self) -> SingleStageDetector:
+        """The detector read now: the wrapped one, or a member of its teacher-student
+        pair. Also the name mmdet's wrapping models give it: mmdet's
         ``YOLOXModeSwitchHook`` switches on YOLOX's L1 loss through
         ``runner.model.detector.bbox_head`` when the model has a ``detector``."""
-        return self.task_model
+        return self.member
 
     def task_loss(self, feats: tuple, data_samples: list) -> tuple[dict, Tensor]:
-        head = self.task_model.bbox_head
+        head = self.detector.bbox_head
         outs = head(feats)
         gt_instances, gt_ignore, img_metas = unpack_gt_instances(data_samples)
         if hasattr(head, 'loss_by_feat_per_image'):
@@ -140,7 +153,7 @@ class LearningLossDetector(LearningLossModel):
     def posterior_kind(self) -> str:
         """``'sigmoid'`` for heads with one independent score per class, else ``'softmax'``
         (YOLOX included: see :mod:`~mmal.models.detectors.candidates`)."""
-        return posterior_kind(self.task_model.bbox_head)
+        return posterior_kind(self.detector.bbox_head)
 
     def task_outputs(self, inputs: Tensor, feats: tuple, data_samples: list,
                      wanted: frozenset) -> dict:
@@ -158,10 +171,10 @@ class LearningLossDetector(LearningLossModel):
         unsupported = wanted - self.task_output_names
         if unsupported:
             raise UnsupportedScoreOutputError(
-                f'{type(self.task_model).__name__} cannot give {sorted(unsupported)}: a '
+                f'{type(self.detector).__name__} cannot give {sorted(unsupported)}: a '
                 'single-stage detector has no proposals, and heatmaps are for pose; use a '
                 'two-stage detector (LearningLossTwoStageDetector) for proposal-based strategies')
-        head = self.task_model.bbox_head
+        head = self.detector.bbox_head
         for output, refusal in (('posteriors', posterior_refusal(head)),
                                 ('grad_embedding', gradient_refusal(head))):
             if output in wanted and refusal:
@@ -185,9 +198,9 @@ class LearningLossDetector(LearningLossModel):
         return {key: value for key, value in result.items() if key in wanted}
 
     def predict_from_feats(self, inputs: Tensor, feats: tuple, data_samples: list) -> list:
-        head = self.task_model.bbox_head
+        head = self.detector.bbox_head
         img_metas = [sample.metainfo for sample in data_samples]
         results = head.predict_by_feat(*head(feats), batch_img_metas=img_metas, rescale=True)
-        return self.task_model.add_pred_to_datasample(data_samples, results)
+        return self.detector.add_pred_to_datasample(data_samples, results)
 
 

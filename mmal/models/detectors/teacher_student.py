@@ -11,9 +11,12 @@ and it is trained on the student's features and its *labeled* losses only
 (:meth:`TeacherStudentMixin.loss`): pseudo-labels never reach the ranking
 loss.
 
-Only two-stage detectors take a pair (mmdet's SoftTeacher calls the RPN and
-the RoI head; mmdet issue 10223: the mean teacher with RTMDet predicts
-nothing), so only :class:`LearningLossTwoStageDetector` mixes this in.
+Both detector wrappers mix this in: :class:`LearningLossTwoStageDetector`
+around ``SoftTeacher`` (which calls the RPN and the RoI head, so two-stage
+only), :class:`LearningLossDetector` around mmdet's plain mean teacher
+(``SemiBaseDetector``: the teacher's detections above ``cls_pseudo_thr``
+train the student). mmdet issue 10223: the mean teacher with RTMDet
+predicts nothing; it was checked here with RetinaNet only.
 """
 from collections.abc import Sequence
 

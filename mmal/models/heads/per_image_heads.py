@@ -28,8 +28,12 @@ _BY_NAME = {cls.__name__: ours for cls, ours in PER_IMAGE_LOSS_HEADS.items()}
 
 
 def with_per_image_loss_head(detector_cfg: dict) -> dict:
-    """A copy of ``detector_cfg`` whose ``bbox_head`` is ours where mmdet's is listed above."""
+    """A copy of ``detector_cfg`` whose ``bbox_head`` is ours where mmdet's is listed above
+    (for a teacher-student pair's config, mmdet's ``SemiBaseDetector``, its detector's)."""
     detector_cfg = copy.deepcopy(detector_cfg)
+    if 'bbox_head' not in detector_cfg and isinstance(detector_cfg.get('detector'), dict):
+        detector_cfg['detector'] = with_per_image_loss_head(detector_cfg['detector'])
+        return detector_cfg
     head = detector_cfg.get('bbox_head')
     if not isinstance(head, dict):
         return detector_cfg
