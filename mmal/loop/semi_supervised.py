@@ -178,9 +178,8 @@ class SemiSupervisedSettings:
             raise ConfigError(
                 f'train_dataloader.batch_size={batch} with {key}.sampler.source_ratio='
                 f'{list(self.sampler["source_ratio"])} gives {labeled} labeled and {unlabeled} '
-                'unlabeled '
-                'images a batch; the ranking loss pairs labeled images, so at least 2 labeled '
-                'and 1 unlabeled are needed: raise batch_size or change source_ratio')
+                'unlabeled images a batch; the ranking loss pairs labeled images, so at least '
+                '2 labeled and 1 unlabeled are needed: raise batch_size or change source_ratio')
 
     def labeled_per_batch(self, batch_size: int) -> int:
         """The labeled images of a batch (mmdet's ``MultiSourceSampler`` rounds the other
