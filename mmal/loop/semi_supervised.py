@@ -262,7 +262,9 @@ def epochs_as_iterations(cfg: Config, iters_per_epoch: int) -> None:
             scheduler.update(convert_to_iter_based=True, epoch_length=iters_per_epoch)
     checkpoint = (cfg.get('default_hooks') or {}).get('checkpoint')
     if checkpoint and checkpoint.get('by_epoch', True):
-        checkpoint.update(by_epoch=False, interval=checkpoint.get('interval', 1) * iters_per_epoch)
+        interval = checkpoint.get('interval', -1)  # mmengine's default: no periodic saving
+        checkpoint.update(by_epoch=False,
+                          interval=interval * iters_per_epoch if interval > 0 else interval)
     cfg.log_processor = dict(cfg.get('log_processor') or {}, by_epoch=False)
     for hook in cfg.get('custom_hooks') or []:
         epoch_key, iter_key = CONVERTED_EPOCH_KEYS.get(hook.get('type'), (None, None))
