@@ -1,6 +1,6 @@
 """Semi-supervised training beyond SoftTeacher: mmdet's mean teacher around a single-stage
-detector (NEU-DET's pretrained RetinaNet), trained on an epoch-based config whose epochs
-become iterations of the labeled set.
+detector (NEU-DET's pretrained RetinaNet; the main job's small SSD), trained on an
+epoch-based config whose epochs become iterations of the labeled set.
 
 The ranking loss reads the labeled images only; the converted schedule gives the
 epoch-based one's learning rate at every epoch start; hooks counting epochs that cannot be
@@ -22,22 +22,38 @@ from mmal.loop import ActiveLearningExperiment
 from mmal.loop.semi_supervised import SemiSupervisedSettings, epochs_as_iterations
 from mmal.utils import ConfigError
 
-from .conftest import REPO
+from .conftest import REPO, voc_config
 from .test_real_configs import neu_det_root, use_root  # noqa: F401 (a fixture)
 from .test_semi_supervised import losses_of, multi_branch_batch
 from .test_two_stage_detector import build
 
 CONFIG = REPO / 'configs/real/ll_mean-teacher_retinanet-lite0_neu-det.py'
 SUPERVISED = REPO / 'configs/real/ll_retinanet-lite0_neu-det.py'
+# the main job's semi-supervised arm, and the main job
+SSD_CONFIG = 'configs/active_learning/ll_mean-teacher_ssd-tiny_synthetic-voc.py'
+SSD_SUPERVISED = 'configs/active_learning/ll_ssd-tiny_synthetic-voc.py'
+
+
+def neu_det_config(path, root):
+    cfg = use_root(Config.fromfile(str(path)), root)
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[name].num_workers = 0
+        cfg[name].persistent_workers = False
+    return cfg
 
 
 @pytest.fixture
 def mt_cfg(neu_det_root):  # noqa: F811
-    cfg = use_root(Config.fromfile(str(CONFIG)), neu_det_root)
-    for name in ('train_dataloader', 'test_dataloader'):
-        cfg[name].num_workers = 0
-        cfg[name].persistent_workers = False
-    return cfg
+    return neu_det_config(CONFIG, neu_det_root)
+
+
+@pytest.fixture(params=['neu-det', 'ssd-tiny'])
+def mt_and_supervised(request, neu_det_root, voc_root):  # noqa: F811
+    """Each mean-teacher config, and the supervised config it is the semi-supervised arm
+    of, on their fixture data."""
+    if request.param == 'neu-det':
+        return neu_det_config(CONFIG, neu_det_root), neu_det_config(SUPERVISED, neu_det_root)
+    return voc_config(SSD_CONFIG, voc_root), voc_config(SSD_SUPERVISED, voc_root)
 
 
 def semi_dataset(cfg, labeled):
@@ -51,8 +67,8 @@ def semi_dataset(cfg, labeled):
 
 
 # ------------------------------------------------------------------ the model
-def test_the_config_is_the_supervised_one_with_a_mean_teacher(mt_cfg, neu_det_root):  # noqa: F811
-    supervised = use_root(Config.fromfile(str(SUPERVISED)), neu_det_root)
+def test_the_config_is_the_supervised_one_with_a_mean_teacher(mt_and_supervised):
+    mt_cfg, supervised = mt_and_supervised
     assert mt_cfg.model.detector.type == 'SemiBaseDetector'
     assert mt_cfg.model.detector.detector.to_dict() == supervised.model.detector.to_dict()
     for key in ('optim_wrapper', 'param_scheduler', 'train_cfg'):
@@ -64,7 +80,8 @@ def test_the_config_is_the_supervised_one_with_a_mean_teacher(mt_cfg, neu_det_ro
     assert plain == supervised.active_learning.to_dict()
 
 
-def test_the_ranking_loss_reads_the_labeled_images_only(mt_cfg):
+def test_the_ranking_loss_reads_the_labeled_images_only(mt_and_supervised):
+    mt_cfg, _ = mt_and_supervised
     model = build(mt_cfg.model)
     model.train()
     MeanTeacherHook().momentum_update(model, 1)
