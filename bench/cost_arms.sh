@@ -25,6 +25,8 @@ BEST=${BEST:-LearningLossDiversityStrategy}
 ASKED=${ASKED:-3}
 bash tools/install.sh
 PY=$(cat .mmal-python)
+source bench/lib/two_comparisons.sh
+share_threads "$@"
 read -r -a extra <<< "${CFG_OPTIONS:-}"
 seconds=(active_learning.cost=seconds "active_learning.budget_per_cycle=$BUDGET" "${extra[@]}")
 "$PY" tools/al_compare.py "$CONFIG" --strategies RandomStrategy "$BEST" ppal=PPALStrategy \
@@ -35,13 +37,7 @@ image=$!
     --work-dir "$OUT/box" "$@" --cfg-options "${seconds[@]}" \
     "active_learning.box_level.max_asked_per_image=$ASKED" &
 box=$!
-status=0
-wait $image || status=$?
-wait $box || status=$?
-if [ $status != 0 ]; then
-    echo "cost_arms: a comparison failed (rc $status); rerun to resume it" >&2
-    exit $status
-fi
+wait_both cost_arms $image $box
 "$PY" tools/al_compare.py --plot-only --work-dir "$OUT" --merge "$OUT/image" "$OUT/box" \
     --cost seconds
 "$PY" tools/al_compare.py --plot-only --work-dir "$OUT/in_boxes" \

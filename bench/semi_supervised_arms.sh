@@ -22,6 +22,8 @@ SUPERVISED=${SUPERVISED:-configs/active_learning/ll_faster-rcnn-tiny_iter600_syn
 SEMI=${SEMI:-configs/active_learning/ll_soft-teacher_faster-rcnn-tiny_synthetic-voc.py}
 bash tools/install.sh
 PY=$(cat .mmal-python)
+source bench/lib/two_comparisons.sh
+share_threads "$@"
 "$PY" tools/generate_data.py voc data/synthetic_voc/VOCdevkit
 "$PY" tools/al_compare.py "$SUPERVISED" \
     --strategies RandomStrategy LearningLossStrategy --work-dir "$OUT/supervised" "$@" &
@@ -30,11 +32,5 @@ supervised=$!
     --strategies random_semi=RandomStrategy ll_semi=LearningLossStrategy \
     --work-dir "$OUT/semi" "$@" &
 semi=$!
-status=0
-wait $supervised || status=$?
-wait $semi || status=$?
-if [ $status != 0 ]; then
-    echo "semi_supervised_arms: a comparison failed (rc $status); rerun to resume it" >&2
-    exit $status
-fi
+wait_both semi_supervised_arms $supervised $semi
 "$PY" tools/al_compare.py --plot-only --work-dir "$OUT" --merge "$OUT/supervised" "$OUT/semi"
