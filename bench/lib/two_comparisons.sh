@@ -4,7 +4,8 @@
 # cores for two comparisons of --jobs N (ARGS: the al_compare options). al_compare
 # alone divides the cores by its own --jobs only; two at once would run twice as many
 # threads as cores, and OpenMP threads that spin waiting for each other then slow
-# every run several times over (a CPU measurement: 4.2 s an iteration against 0.7).
+# every run several times over (measured on 2 cores beside two other one-thread runs:
+# 4.2 s a mean-teacher iteration with two threads a run, 0.7 s with one).
 share_threads() {
     local jobs=1 previous=
     for arg in "$@"; do
