@@ -3,8 +3,8 @@ run folders were not kept; seeds 1 and 2 from runs/*/seed*/al_state.json), entro
 oracle (every seed from runs/, their seed 0 on a cycle 0 trained again: 0.164 mAP, the
 first 0.159, same initial set), LL + diversity and BADGE (seed 0 on that same retrained
 cycle 0, seeds 1 and 2 on ones trained again too: 0.166 and 0.167, the first 0.195 and
-0.127); writes
-compare.* to the folder given.
+0.127), core-set (seeds 1 and 2 on those same retrained cycles 0, seed 0 on one trained
+again once more: 0.168); writes compare.* to the folder given.
 
     PYTHONPATH=. python bench/results/compare_neu-det/merge_seeds.py bench/results/compare_neu-det
 """
