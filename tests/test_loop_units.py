@@ -252,3 +252,18 @@ def test_the_ranking_evaluation_scores_its_references_from_one_pass():
         RankingEvaluation(50, [dict(type='CoreSetStrategy')], 'detection')
     with pytest.raises(ConfigError, match='ranking_references'):
         settings(ranking_references=['EntropyStrategy'])
+
+
+def test_a_resumed_run_appends_to_its_log(tiny_cfg, tmp_path):
+    """The log of the cycles trained before a kill (or of a finished run that al_compare
+    reuses) stays: opening the experiment again appends to al_train.log."""
+    from mmal.loop import ActiveLearningExperiment
+
+    from .cycles import one_epoch_two_cycles
+    earlier = '2026/01/01 00:00:00 - mmal - INFO - cycle 0: 100 labeled -> pascal_voc/mAP=0.1\n'
+    (tmp_path / 'al_train.log').write_text(earlier)
+    experiment = ActiveLearningExperiment(one_epoch_two_cycles(tiny_cfg), str(tmp_path),
+                                          resume=True)
+    experiment.logger.info('resumed')
+    log = (tmp_path / 'al_train.log').read_text()
+    assert log.startswith(earlier) and log.rstrip().endswith('resumed')

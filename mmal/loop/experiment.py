@@ -170,9 +170,11 @@ class ActiveLearningExperiment:
         self.position = {sample_id: i for i, sample_id in enumerate(self.pool.ids)}
         check_same_experiment_on_every_rank(cfg, self.settings, self.pool)
         check_writable(self.work_dir)
+        # appended to (mmengine's default 'w' would wipe the log of the cycles before a
+        # resume, or of a finished run that al_compare reuses)
         self.logger = MMLogger.get_instance(
             f'mmal_{self.work_dir.name}_{time.time_ns()}', logger_name='mmal',
-            log_file=str(self.work_dir / 'al_train.log'), log_level='INFO')
+            log_file=str(self.work_dir / 'al_train.log'), log_level='INFO', file_mode='a')
         check_labels(cfg, self.settings, self.pool, self._log)
         self.oracle.check_plan(ExperimentState.load(self.work_dir) if self.resume else None)
 
